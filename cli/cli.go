@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/cohortserver/cohort/buildinfo"
+	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/node"
+)
+
+// Exit codes scripts can rely on.
+const (
+	ExitOK       = 0
+	ExitFailure  = 1 // the command ran and failed (node error, API error)
+	ExitUsage    = 2 // bad flags or configuration
+	ExitNotReady = 3 // status: the node answered but is not ready
+)
+
+const usage = `cohort — one binary, a highly available application server
+
+Usage:
+  cohort serve [flags]     run one node of a cluster (cohort serve --help)
+  cohort dev [flags]       single-node dev mode, zero setup
+  cohort status [--addr URL] [--token-file F] [--json]
+                           the cluster as the node at URL sees it
+  cohort version           version, commit, Go version
+`
+
+// Run runs the command line args (without the program name) and returns
+// the exit code. ctx ends on SIGINT/SIGTERM.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ExitUsage
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, false, args[1:], stdout, stderr)
+	case "dev":
+		return serve(ctx, true, args[1:], stdout, stderr)
+	case "status":
+		return status(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, buildinfo.String())
+		return ExitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return ExitOK
+	default:
+		fmt.Fprintf(stderr, "cohort: unknown command %q\n\n%s", args[0], usage)
+		return ExitUsage
+	}
+}
+
+func serve(ctx context.Context, dev bool, args []string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(dev, args, stderr)
+	if errors.Is(err, config.ErrHelp) {
+		return ExitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "cohort: %v\n", err)
+		return ExitUsage
+	}
+	cfg.Logger = cfg.NewLogger(os.Stderr)
+	n, err := node.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "cohort: %v\n", err)
+		return ExitFailure
+	}
+	if err := n.Start(ctx); err != nil {
+		fmt.Fprintf(stderr, "cohort: %v\n", err)
+		return ExitFailure
+	}
+	if dev {
+		fmt.Fprintf(stdout, "\ncohort dev is running (data in %s)\n", cfg.DataDir)
+		fmt.Fprintf(stdout, "  app:     http://%s/\n", n.HTTPAddr())
+		fmt.Fprintf(stdout, "  console: http://%s/_cohort/ui/\n", n.HTTPAddr())
+		fmt.Fprintf(stdout, "  status:  curl -H 'Authorization: Bearer %s' http://%s/_cohort/status\n", n.AdminToken(), n.HTTPAddr())
+		fmt.Fprintf(stdout, "  admin token: %s\n\n", n.AdminToken())
+	}
+	<-ctx.Done()
+	n.Logger().Info("signal received; shutting down")
+	if err := n.Close(); err != nil {
+		fmt.Fprintf(stderr, "cohort: shutdown: %v\n", err)
+		return ExitFailure
+	}
+	return ExitOK
+}

@@ -1,0 +1,124 @@
+package membership
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// failThreshold consecutive failed probes mark a node unhealthy; one
+// success marks it healthy again.
+const failThreshold = 2
+
+type peerHealth struct {
+	fails   int
+	healthy bool
+	lastOK  time.Time
+}
+
+type prober struct {
+	t        *Table
+	client   *http.Client
+	interval time.Duration
+	log      *slog.Logger
+
+	mu    sync.Mutex
+	peers map[string]*peerHealth
+}
+
+func newProber(t *Table, client *http.Client, interval time.Duration, log *slog.Logger) *prober {
+	if interval <= 0 {
+		interval = 250 * time.Millisecond
+	}
+	return &prober{t: t, client: client, interval: interval, log: log, peers: make(map[string]*peerHealth)}
+}
+
+func (p *prober) run(ctx context.Context) {
+	tick := time.NewTicker(p.interval)
+	defer tick.Stop()
+	for {
+		var wg sync.WaitGroup
+		for _, m := range p.t.All() {
+			if m.ID == p.t.selfID || m.Address == "" {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.record(m.ID, p.ping(ctx, m.Address))
+			}()
+		}
+		wg.Wait()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (p *prober) ping(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*p.interval)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/_internal/ping", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 256))
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (p *prober) entry(id string) *peerHealth {
+	h := p.peers[id]
+	if h == nil {
+		h = &peerHealth{healthy: true}
+		p.peers[id] = h
+	}
+	return h
+}
+
+func (p *prober) record(id string, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.entry(id)
+	was := h.healthy
+	if ok {
+		h.fails = 0
+		h.healthy = true
+		h.lastOK = time.Now()
+	} else {
+		h.fails++
+		if h.fails >= failThreshold {
+			h.healthy = false
+		}
+	}
+	if was != h.healthy {
+		p.log.Info("peer health changed", "node", id, "healthy", h.healthy)
+	}
+}
+
+func (p *prober) markFailed(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.entry(id)
+	if h.healthy {
+		p.log.Info("peer marked unhealthy by a failed call", "node", id)
+	}
+	h.fails = failThreshold
+	h.healthy = false
+}
+
+func (p *prober) healthy(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h, ok := p.peers[id]
+	return !ok || h.healthy
+}

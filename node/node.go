@@ -1,0 +1,431 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cohortserver/cohort/buildinfo"
+	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/membership"
+	"github.com/cohortserver/cohort/raft"
+)
+
+// Option adjusts how New builds a node; tests use them to inject
+// pre-opened listeners and the transport's fault seam.
+type Option func(*options)
+
+type options struct {
+	httpLn    net.Listener
+	clusterLn net.Listener
+	faults    *raft.Faults
+}
+
+// WithListeners makes the node serve on already-open listeners instead of
+// opening --http-addr and --cluster-addr itself.
+func WithListeners(httpLn, clusterLn net.Listener) Option {
+	return func(o *options) { o.httpLn, o.clusterLn = httpLn, clusterLn }
+}
+
+// WithFaults wires the cluster transport to a fault-injection seam.
+func WithFaults(f *raft.Faults) Option {
+	return func(o *options) { o.faults = f }
+}
+
+// ReadyCheck is one condition of /_cohort/ready; it returns nil when met.
+type ReadyCheck func(ctx context.Context) error
+
+// Node is one cohort process: the Raft cluster member, the replicated
+// state machines, and the public HTTP front. It is the composition root.
+type Node struct {
+	cfg  config.Config
+	opts options
+	log  *slog.Logger
+
+	cluster *raft.Cluster
+	members *membership.Table
+
+	mux        *http.ServeMux // public front
+	httpSrv    *http.Server
+	httpLn     net.Listener
+	adminToken []byte
+	started    time.Time
+
+	readyChecks []ReadyCheck
+
+	// app holds the application routes (the demo, user handlers); the
+	// wrappers (sessions middleware, the sticky front) are applied around it
+	// in order at Start, the first innermost.
+	app      *http.ServeMux
+	wrappers []func(http.Handler) http.Handler
+	onStart  []func(ctx context.Context) error
+	onClose  []func() error
+
+	mu      sync.Mutex
+	state   int // 0 new, 1 started, 2 closed
+	cancel  context.CancelFunc
+	bg      sync.WaitGroup
+	closeMu sync.Mutex
+}
+
+// New builds a node from a validated configuration. It does no I/O.
+func New(cfg config.Config, opts ...Option) (*Node, error) {
+	var o options
+	for _, fn := range opts {
+		fn(&o)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = cfg.NewLogger(os.Stderr)
+	}
+	logger = logger.With("node", cfg.NodeID)
+	n := &Node{cfg: cfg, opts: o, log: logger, mux: http.NewServeMux(), app: http.NewServeMux()}
+	n.cluster = raft.New(raft.Config{
+		NodeID:       cfg.NodeID,
+		DataDir:      cfg.DataDir,
+		BindAddr:     cfg.ClusterAddr,
+		Advertise:    cfg.AdvertiseAddr,
+		Peers:        toRaftPeers(cfg.Peers),
+		TimeoutScale: cfg.RaftTimeoutScale,
+		Logger:       logger,
+		Faults:       o.faults,
+		Listener:     o.clusterLn,
+	})
+	members, err := membership.New(n.cluster, cfg.NodeID, logger)
+	if err != nil {
+		return nil, fmt.Errorf("member table: %w", err)
+	}
+	n.members = members
+	n.routes()
+	for _, setup := range []func() error{
+		n.setupSessions, n.setupFiles, n.setupJobs, n.setupApp, n.setupFront,
+	} {
+		if err := setup(); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func toRaftPeers(ps []config.Peer) []raft.Peer {
+	out := make([]raft.Peer, len(ps))
+	for i, p := range ps {
+		out[i] = raft.Peer{ID: p.ID, Address: p.Address}
+	}
+	return out
+}
+
+// Cluster returns the node's Raft cluster member.
+func (n *Node) Cluster() *raft.Cluster { return n.cluster }
+
+// Members returns the replicated member table.
+func (n *Node) Members() *membership.Table { return n.members }
+
+// ID is the node id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Config returns the configuration the node runs with.
+func (n *Node) Config() config.Config { return n.cfg }
+
+// Logger returns the node's logger.
+func (n *Node) Logger() *slog.Logger { return n.log }
+
+// HTTPAddr is the address the public front listens on (after Start).
+func (n *Node) HTTPAddr() string {
+	if n.httpLn == nil {
+		return n.cfg.HTTPAddr
+	}
+	return n.httpLn.Addr().String()
+}
+
+// AdminToken returns the admin token in use ("" when none is configured).
+func (n *Node) AdminToken() string { return string(n.adminToken) }
+
+// AddReadyCheck adds a condition to /_cohort/ready. Call it before Start.
+func (n *Node) AddReadyCheck(c ReadyCheck) { n.readyChecks = append(n.readyChecks, c) }
+
+// Start opens the data dir, the cluster port, Raft and the public front,
+// then bootstraps or joins. On error everything it started is closed.
+func (n *Node) Start(ctx context.Context) (err error) {
+	n.mu.Lock()
+	if n.state != 0 {
+		n.mu.Unlock()
+		return errors.New("node already started")
+	}
+	n.state = 1
+	n.mu.Unlock()
+	n.started = time.Now()
+
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	if err := n.prepareDataDir(); err != nil {
+		return err
+	}
+	secrets, err := n.loadSecrets()
+	if err != nil {
+		return err
+	}
+	n.adminToken = secrets.adminToken
+	n.cluster.SetCredentials(secrets.clusterKey, secrets.tls)
+	n.members.SetKey(secrets.clusterKey)
+
+	ln := n.opts.httpLn
+	if ln == nil {
+		if ln, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("--http-addr %s: %w", n.cfg.HTTPAddr, err)
+		}
+	}
+	n.httpLn = ln
+	undo = append(undo, func() { ln.Close() })
+
+	if err := n.cluster.Start(ctx); err != nil {
+		if n.opts.clusterLn == nil {
+			return fmt.Errorf("--cluster-addr %s: %w", n.cfg.ClusterAddr, err)
+		}
+		return err
+	}
+	undo = append(undo, func() { _ = n.cluster.Abort() })
+
+	bgCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	undo = append(undo, cancel)
+	for i, fn := range n.onStart {
+		if err := fn(bgCtx); err != nil {
+			for j := i - 1; j >= 0; j-- {
+				_ = n.onClose[j]()
+			}
+			return err
+		}
+	}
+
+	if len(n.cfg.Join) > 0 && !n.cluster.HadState() {
+		jctx, jcancel := context.WithTimeout(ctx, n.cfg.JoinTimeout)
+		err := n.cluster.Join(jctx, n.cfg.Join)
+		jcancel()
+		if err != nil {
+			return fmt.Errorf("--join: %w", err)
+		}
+	}
+
+	var front http.Handler = n.app
+	for _, w := range n.wrappers {
+		front = w(front)
+	}
+	n.mux.Handle("/", front)
+	n.httpSrv = &http.Server{
+		Handler:           n.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       0, // streaming uploads; bounded per handler
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return bgCtx },
+	}
+	n.goBackground(func() {
+		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("public http server stopped", "err", err)
+		}
+	})
+	n.goBackground(func() { n.announceLoop(bgCtx) })
+	n.goBackground(func() { n.members.StartProbing(bgCtx, n.cluster.Client(), 250*time.Millisecond) })
+	n.log.Info("node started", "http", ln.Addr().String(), "cluster", n.cluster.AdvertiseAddr(), "version", buildinfo.Version)
+	return nil
+}
+
+func (n *Node) goBackground(fn func()) {
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		fn()
+	}()
+}
+
+// announceLoop records this node's addresses in the member table as soon as
+// a leader exists, and again whenever the table lost them (e.g. after a
+// restore).
+func (n *Node) announceLoop(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := n.members.Announce(actx, n.cluster.AdvertiseAddr(), n.advertisedHTTP(), buildinfo.Version)
+		cancel()
+		if err == nil {
+			backoff = 2 * time.Second
+		} else if ctx.Err() == nil {
+			n.log.Debug("announce not yet possible", "err", err)
+			backoff = min(backoff*2, time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// advertisedHTTP is the public address other nodes and status show: the
+// listener's port on the advertised cluster host when it listens on all
+// interfaces.
+func (n *Node) advertisedHTTP() string {
+	addr := n.httpLn.Addr().String()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		chost, _, err := net.SplitHostPort(n.cluster.AdvertiseAddr())
+		if err == nil {
+			return net.JoinHostPort(chost, port)
+		}
+	}
+	return addr
+}
+
+// Close shuts the node down gracefully: the public front stops taking
+// requests and finishes those in flight, a leader hands over leadership,
+// then Raft and the stores close. It is idempotent.
+func (n *Node) Close() error { return n.shutdown(true) }
+
+// Abort stops the node abruptly, the way kill -9 would as far as a process
+// can: connections drop, no leadership transfer, nothing flushed beyond
+// what is already durable. Tests use it to simulate a crash.
+func (n *Node) Abort() error { return n.shutdown(false) }
+
+func (n *Node) shutdown(graceful bool) error {
+	n.closeMu.Lock()
+	defer n.closeMu.Unlock()
+	n.mu.Lock()
+	if n.state != 1 {
+		n.state = 2
+		n.mu.Unlock()
+		return nil
+	}
+	n.state = 2
+	n.mu.Unlock()
+	var errs []error
+	if graceful {
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+		if n.httpSrv != nil {
+			if err := n.httpSrv.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			}
+		}
+		cancel()
+		errs = append(errs, n.runClose()...)
+		errs = append(errs, n.cluster.Close())
+	} else {
+		errs = append(errs, n.cluster.Abort())
+		if n.httpSrv != nil {
+			_ = n.httpSrv.Close()
+		}
+		errs = append(errs, n.runClose()...)
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.httpLn != nil {
+		_ = n.httpLn.Close()
+	}
+	n.bg.Wait()
+	return errors.Join(errs...)
+}
+
+// runClose runs the close hooks in reverse order of their registration.
+func (n *Node) runClose() []error {
+	var errs []error
+	for i := len(n.onClose) - 1; i >= 0; i-- {
+		errs = append(errs, n.onClose[i]())
+	}
+	return errs
+}
+
+// OnStart registers a lifecycle hook pair: start runs in Start after Raft
+// is up and before the front serves (its ctx ends at Close); stop runs in
+// Close, in reverse order. Either may be nil. Call it before Start.
+func (n *Node) OnStart(start func(ctx context.Context) error, stop func() error) {
+	if start == nil {
+		start = func(context.Context) error { return nil }
+	}
+	if stop == nil {
+		stop = func() error { return nil }
+	}
+	n.onStart = append(n.onStart, start)
+	n.onClose = append(n.onClose, stop)
+}
+
+// HandleApp mounts an application route; application routes sit behind the
+// sessions middleware and the sticky front. Call it before Start.
+func (n *Node) HandleApp(pattern string, h http.Handler) { n.app.Handle(pattern, h) }
+
+// WrapApp adds a middleware around the application routes; the first added
+// is innermost. Call it before Start.
+func (n *Node) WrapApp(w func(http.Handler) http.Handler) { n.wrappers = append(n.wrappers, w) }
+
+type secrets struct {
+	clusterKey []byte
+	adminToken []byte
+	tls        *tls.Config
+}
+
+func (n *Node) loadSecrets() (secrets, error) {
+	var s secrets
+	var err error
+	switch {
+	case n.cfg.ClusterKeyFile != "":
+		if s.clusterKey, err = config.ReadSecret(n.cfg.ClusterKeyFile, 16); err != nil {
+			return s, fmt.Errorf("--cluster-key-file: %w", err)
+		}
+	case n.cfg.Dev:
+		if s.clusterKey, err = generatedSecret(n.cfg.DataDir, "cluster.key"); err != nil {
+			return s, err
+		}
+	default:
+		return s, errors.New("--cluster-key-file: required")
+	}
+	switch {
+	case n.cfg.AdminTokenFile != "":
+		if s.adminToken, err = config.ReadSecret(n.cfg.AdminTokenFile, 16); err != nil {
+			return s, fmt.Errorf("--admin-token-file: %w", err)
+		}
+	case n.cfg.Dev:
+		if s.adminToken, err = generatedSecret(n.cfg.DataDir, "admin.token"); err != nil {
+			return s, err
+		}
+	}
+	if n.cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(n.cfg.TLSCertFile, n.cfg.TLSKeyFile)
+		if err != nil {
+			return s, fmt.Errorf("--tls-cert-file/--tls-key-file: %w", err)
+		}
+		caPEM, err := os.ReadFile(n.cfg.TLSCAFile)
+		if err != nil {
+			return s, fmt.Errorf("--tls-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return s, fmt.Errorf("--tls-ca-file %s: no PEM certificate found", n.cfg.TLSCAFile)
+		}
+		s.tls = &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			RootCAs:      pool,
+			ClientCAs:    pool,
+			MinVersion:   tls.VersionTLS13,
+		}
+	}
+	return s, nil
+}

@@ -1,0 +1,96 @@
+# shellcheck shell=bash
+# scripts/lib/chromium.sh: a headless Chromium for the browser tests.
+#
+# Source this file, then:
+#
+#   cohort_ensure_chromium  find Chromium, installing Debian's `chromium` package with apt when
+#                           none is found (root only), and export
+#                             COHORT_CHROMIUM  path of the browser executable
+#
+# A COHORT_CHROMIUM already set to an executable is kept. Otherwise the first of chromium,
+# chromium-browser, google-chrome-stable, google-chrome on PATH is used. Debian's
+# /usr/bin/chromium is a shell wrapper that sources /etc/chromium.d (and on some machines
+# prints "[: ...: unexpected operator" on every start); when the real binary
+# /usr/lib/chromium/chromium sits beside it, that binary is exported instead.
+#
+# Tests start it themselves, e.g. `$COHORT_CHROMIUM --headless --no-sandbox ...`
+# (--no-sandbox is needed when running as root, as CI does).
+#
+# The function checks every step itself and returns non-zero on failure; it does not rely on
+# the caller's `set -e`.
+
+_cohort_chr_log() { printf 'chromium: %s\n' "$*" >&2; }
+
+# _cohort_chr_find: print the path of a Chromium executable, or return 1.
+_cohort_chr_find() {
+	local n p
+	for n in chromium chromium-browser google-chrome-stable google-chrome; do
+		if p=$(command -v "$n" 2>/dev/null) && [ -n "$p" ]; then
+			if [ "$p" = /usr/bin/chromium ] && [ -x /usr/lib/chromium/chromium ]; then
+				p=/usr/lib/chromium/chromium
+			fi
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# _cohort_chr_apt_install PKG...: apt-get install as root, output shown only on failure.
+# Shares the "apt-get update already ran" mark with scripts/lib/mariadb.sh.
+_cohort_chr_apt_install() {
+	if [ "$EUID" -ne 0 ]; then
+		return 1
+	fi
+	local log
+	log=$(mktemp "${TMPDIR:-/tmp}/cohort-apt.XXXXXX") || return 1
+	if [ -z "${_COHORT_APT_UPDATED:-}" ]; then
+		if ! apt-get -o DPkg::Lock::Timeout=300 update -qq >"$log" 2>&1; then
+			cat "$log" >&2
+			rm -f "$log"
+			return 1
+		fi
+		_COHORT_APT_UPDATED=1
+	fi
+	if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$@" >>"$log" 2>&1; then
+		cat "$log" >&2
+		rm -f "$log"
+		return 1
+	fi
+	rm -f "$log"
+	return 0
+}
+
+# cohort_ensure_chromium: see the header.
+cohort_ensure_chromium() {
+	local p
+	if [ -n "${COHORT_CHROMIUM:-}" ] && [ -x "$COHORT_CHROMIUM" ]; then
+		export COHORT_CHROMIUM
+		return 0
+	fi
+	if p=$(_cohort_chr_find); then
+		export COHORT_CHROMIUM=$p
+		return 0
+	fi
+	if [ "$EUID" -ne 0 ]; then
+		_cohort_chr_log "Chromium is not installed and this is not root, so it cannot be installed here."
+		_cohort_chr_log "Install it (sudo apt-get install chromium), set COHORT_CHROMIUM=/path/to/chromium,"
+		_cohort_chr_log "or skip the browser tests with COHORT_SKIP_BROWSER=1."
+		return 1
+	fi
+	local t0=$SECONDS
+	_cohort_chr_log "installing chromium with apt-get"
+	if ! _cohort_chr_apt_install chromium; then
+		_cohort_chr_log "apt-get install chromium failed"
+		return 1
+	fi
+	if ! p=$(_cohort_chr_find); then
+		_cohort_chr_log "no chromium executable found after installing the chromium package"
+		return 1
+	fi
+	export COHORT_CHROMIUM=$p
+	local ver
+	ver=$("$p" --version 2>/dev/null) || ver=$p
+	_cohort_chr_log "installed ${ver%% } in $((SECONDS - t0)) s"
+	return 0
+}
