@@ -43,7 +43,7 @@ type Config struct {
 	TLSCAFile      string
 	AdminTokenFile string // bearer token of the admin surface; none means 403
 
-	DBDSN         string // MySQL business database (go-sql-driver DSN)
+	DBDSN         string // MySQL business database (go-sql-driver DSN); see also DB
 	Balance       string // local, round-robin or least-loaded
 	SessionCookie string // session cookie name
 	NoDemo        bool   // do not mount the demo application
@@ -56,6 +56,14 @@ type Config struct {
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration
 
+	// Per-capability settings, each defined (flags, defaults, checks) in
+	// its own file of this package.
+	Sessions SessionsConfig
+	Front    FrontConfig
+	Files    FilesConfig
+	Jobs     JobsConfig
+	DB       DBConfig
+
 	// Dev is single-node dev mode: the cluster key and admin token are
 	// generated into the data dir when no file is given.
 	Dev bool
@@ -67,7 +75,7 @@ type Config struct {
 
 // Default returns the defaults of `cohort serve`.
 func Default() Config {
-	return Config{
+	c := Config{
 		HTTPAddr:         ":8080",
 		ClusterAddr:      ":7070",
 		JoinTimeout:      5 * time.Minute,
@@ -78,6 +86,12 @@ func Default() Config {
 		RaftTimeoutScale: 1,
 		ShutdownTimeout:  30 * time.Second,
 	}
+	c.Sessions = defaultSessions()
+	c.Front = defaultFront()
+	c.Files = defaultFiles()
+	c.Jobs = defaultJobs()
+	c.DB = defaultDB()
+	return c
 }
 
 // Dev returns the defaults of `cohort dev`: one node that needs no flags.
@@ -243,6 +257,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		add(problem("shutdown-timeout", "%s must be positive", c.ShutdownTimeout))
+	}
+	for _, check := range []func(add func(error)){c.Sessions.validate, c.Front.validate, c.Files.validate, c.Jobs.validate, c.DB.validate} {
+		check(add)
 	}
 	if len(errs) > 0 {
 		return errs

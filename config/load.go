@@ -49,6 +49,11 @@ func Flags(dev bool) *pflag.FlagSet {
 	fs.String("log-format", d.LogFormat, "text or json")
 	fs.Float64("raft-timeout-scale", d.RaftTimeoutScale, "multiply every Raft timer (1 = LAN: failover under 2 s)")
 	fs.Duration("shutdown-timeout", d.ShutdownTimeout, "how long a graceful shutdown may take")
+	d.Sessions.flags(fs)
+	d.Front.flags(fs)
+	d.Files.flags(fs)
+	d.Jobs.flags(fs)
+	d.DB.flags(fs)
 	return fs
 }
 
@@ -131,6 +136,11 @@ func Load(dev bool, args []string, usage io.Writer) (Config, error) {
 	if c.DataDir == "" && c.NodeID != "" {
 		c.DataDir = filepath.Join("data", c.NodeID)
 	}
+	c.Sessions.load(v)
+	c.Front.load(v)
+	c.Files.load(v)
+	c.Jobs.load(v)
+	c.DB.load(v)
 	if err := c.Validate(); err != nil {
 		return c, err
 	}
