@@ -27,6 +27,8 @@ Usage:
   cohort dev [flags]       single-node dev mode, zero setup
   cohort status [--addr URL] [--token-file F] [--json]
                            the cluster as the node at URL sees it
+  cohort healthcheck [--addr URL]
+                           exit 0 when the node is ready (for container health checks)
   cohort version           version, commit, Go version
 `
 
@@ -44,6 +46,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, true, args[1:], stdout, stderr)
 	case "status":
 		return status(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		return healthcheck(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, buildinfo.String())
 		return ExitOK
