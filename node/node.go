@@ -15,6 +15,7 @@ import (
 
 	"github.com/cohortserver/cohort/buildinfo"
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/db"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/raft"
 )
@@ -60,6 +61,8 @@ type Node struct {
 	started    time.Time
 
 	readyChecks []ReadyCheck
+
+	db *db.Database // business database, wired by setupApp (node/app.go)
 
 	// app holds the application routes (the demo, user handlers); the
 	// wrappers (sessions middleware, the sticky front) are applied around it
