@@ -1,4 +1,68 @@
 package node
 
-// setupFront wires the front capability into the node (see its issue).
-func (n *Node) setupFront() error { return nil }
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"path/filepath"
+
+	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/proxy"
+	"github.com/cohortserver/cohort/raft"
+)
+
+// setupFront wires the sticky front (package proxy). It runs last in New,
+// so its wrapper is the outermost around the application: the sessions
+// middleware and the app are inside it, and forwarded requests arriving on
+// the cluster port at /_internal/front/ run through that same inner chain.
+// Its stop hook drains this node before the cluster closes.
+func (n *Node) setupFront() error {
+	prefixes, err := config.ParsePrefixes(n.cfg.Front.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	f, err := proxy.New(proxy.Config{
+		SelfID:         n.cfg.NodeID,
+		Members:        n.members,
+		CookieName:     n.cfg.SessionCookie,
+		Balance:        n.cfg.Balance,
+		TrustedProxies: prefixes,
+		MaxRequestBody: n.cfg.Front.MaxRequestBody,
+		MaxTries:       n.cfg.Front.MaxTries,
+		DrainTimeout:   n.cfg.Front.DrainTimeout,
+		AccessLog:      n.cfg.Front.AccessLog,
+		PeerID:         raft.PeerID,
+		StateFile:      filepath.Join(n.cfg.DataDir, "front-state"),
+		Logger:         n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("front: %w", err)
+	}
+	n.front = f
+	n.WrapApp(f.Wrap)
+	n.cluster.HandleInternal("/_internal/front/", f.InternalHandler())
+	n.OnStart(func(ctx context.Context) error {
+		if c := n.cfg.Front; c.PublicTLSCertFile != "" {
+			cert, err := tls.LoadX509KeyPair(c.PublicTLSCertFile, c.PublicTLSKeyFile)
+			if err != nil {
+				return fmt.Errorf("--public-tls-cert-file/--public-tls-key-file: %w", err)
+			}
+			n.publicTLS = &tls.Config{
+				Certificates: []tls.Certificate{cert},
+				NextProtos:   []string{"h2", "http/1.1"},
+				MinVersion:   tls.VersionTLS12,
+			}
+		}
+		f.Start(ctx, n.cluster.Client().Transport)
+		return nil
+	}, func() error {
+		if err := f.Shutdown(context.Background()); err != nil {
+			return fmt.Errorf("front drain: %w", err)
+		}
+		return nil
+	})
+	return nil
+}
+
+// Front returns the node's sticky front.
+func (n *Node) Front() *proxy.Front { return n.front }

@@ -17,6 +17,7 @@ import (
 	"github.com/cohortserver/cohort/config"
 	"github.com/cohortserver/cohort/db"
 	"github.com/cohortserver/cohort/membership"
+	"github.com/cohortserver/cohort/proxy"
 	"github.com/cohortserver/cohort/raft"
 )
 
@@ -63,6 +64,9 @@ type Node struct {
 	readyChecks []ReadyCheck
 
 	db *db.Database // business database, wired by setupApp (node/app.go)
+
+	front     *proxy.Front // sticky front, wired by setupFront (node/front.go)
+	publicTLS *tls.Config  // TLS of the public port, set by setupFront's start hook
 
 	// app holds the application routes (the demo, user handlers); the
 	// wrappers (sessions middleware, the sticky front) are applied around it
@@ -238,6 +242,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return bgCtx },
+	}
+	if n.publicTLS != nil { // --public-tls-cert-file (node/front.go)
+		n.httpSrv.TLSConfig = n.publicTLS
+		ln = tls.NewListener(ln, n.publicTLS)
 	}
 	n.goBackground(func() {
 		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

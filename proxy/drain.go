@@ -1,0 +1,102 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cohortserver/cohort/membership"
+)
+
+// Shutdown takes this node out of the traffic before it leaves the
+// cluster: it marks the node draining (no new sessions anywhere in the
+// cluster), then disabled (peers stop forwarding its sessions, which fail
+// over to live nodes, where they are replicated), and waits until no
+// request is in flight here or DrainTimeout passed. The state it replaced
+// is remembered in StateFile and restored by the next Start. Call it
+// while the cluster port is still up.
+func (f *Front) Shutdown(ctx context.Context) error {
+	if f.rt.Load() == nil {
+		return ErrNotStarted
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.DrainTimeout)
+	defer cancel()
+	self := f.cfg.SelfID
+	prev := f.state(self)
+	var errs []error
+	if prev != membership.StateDisabled {
+		if f.cfg.StateFile != "" {
+			if err := os.WriteFile(f.cfg.StateFile, []byte(prev+"\n"), 0o600); err != nil {
+				errs = append(errs, fmt.Errorf("remember state: %w", err))
+			}
+		}
+		for _, st := range []string{membership.StateDraining, membership.StateDisabled} {
+			if prev == membership.StateDraining && st == membership.StateDraining {
+				continue
+			}
+			sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+			err := f.cfg.Members.SetState(sctx, self, st)
+			scancel()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("mark %s %s: %w", self, st, err))
+				break
+			}
+			f.log.Info("front state changed for shutdown", "state", st)
+		}
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for f.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			f.log.Warn("drain timed out with requests in flight", "in_flight", f.inflight.Load())
+			return errors.Join(errs...)
+		case <-t.C:
+		}
+	}
+	f.log.Info("front drained")
+	return errors.Join(errs...)
+}
+
+// restoreState puts back the state Shutdown replaced, once this node is in
+// the member table again and still shows the state Shutdown left.
+func (f *Front) restoreState(ctx context.Context) {
+	if f.cfg.StateFile == "" {
+		return
+	}
+	b, err := os.ReadFile(f.cfg.StateFile)
+	if err != nil {
+		return
+	}
+	prev := strings.TrimSpace(string(b))
+	go func() {
+		backoff := 100 * time.Millisecond
+		for {
+			m, ok := f.cfg.Members.Get(f.cfg.SelfID)
+			switch {
+			case prev != membership.StateActive && prev != membership.StateDraining,
+				ok && (m.State == prev || m.State == membership.StateActive):
+				_ = os.Remove(f.cfg.StateFile) // nothing to restore, or changed meanwhile
+				return
+			case ok:
+				sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err := f.cfg.Members.SetState(sctx, f.cfg.SelfID, prev)
+				cancel()
+				if err == nil {
+					f.log.Info("front state restored after restart", "state", prev)
+					_ = os.Remove(f.cfg.StateFile)
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+				backoff = min(2*backoff, 2*time.Second)
+			}
+		}
+	}()
+}
