@@ -67,7 +67,7 @@ func (n *Node) admin(h http.HandlerFunc) http.Handler {
 			WriteError(w, http.StatusForbidden, "the admin API is disabled: start the node with --admin-token-file")
 			return
 		}
-		if !n.validToken(bearer(r)) {
+		if !n.validToken(bearer(r)) && !n.consoleAuthorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="cohort"`)
 			WriteError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer <token>")
 			return

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cohortserver/cohort/buildinfo"
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/files"
 	"github.com/cohortserver/cohort/db"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/proxy"
@@ -62,6 +63,8 @@ type Node struct {
 	started    time.Time
 
 	readyChecks []ReadyCheck
+	files       *files.Store // shared files (files.go)
+	ops         *ops // metrics, events, console (ops.go)
 
 	db *db.Database // business database, wired by setupApp (node/app.go)
 
@@ -114,6 +117,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	n.routes()
 	for _, setup := range []func() error{
 		n.setupSessions, n.setupFiles, n.setupJobs, n.setupApp, n.setupFront,
+		n.setupOps,
 	} {
 		if err := setup(); err != nil {
 			return nil, err

@@ -86,6 +86,7 @@ type Cluster struct {
 
 	leaderFns []func(ctx context.Context, term uint64)
 	changeFns []func(leaderID string)
+	applyFn   func(typ string, took time.Duration) // see OnApply
 
 	mu        sync.Mutex
 	started   bool
@@ -450,6 +451,10 @@ func (c *Cluster) Apply(ctx context.Context, typ string, payload []byte) (Result
 	r, err := c.running()
 	if err != nil {
 		return Result{}, err
+	}
+	if c.applyFn != nil {
+		start := time.Now()
+		defer func() { c.applyFn(typ, time.Since(start)) }()
 	}
 	backoff := 10 * time.Millisecond
 	for {
