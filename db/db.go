@@ -426,6 +426,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 			c.d.myMu.Unlock()
 			return nil, err
 		}
+		mc.Logger = driverLogger{c.d.log}
 		conn, err := mysql.NewConnector(mc)
 		if err != nil {
 			c.d.myMu.Unlock()
@@ -439,3 +440,9 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 }
 
 func (c *connector) Driver() driver.Driver { return &mysql.MySQLDriver{} }
+
+// driverLogger sends the MySQL driver's own messages (such as "closing bad
+// idle connection") to the node's log instead of stderr.
+type driverLogger struct{ log *slog.Logger }
+
+func (l driverLogger) Print(v ...any) { l.log.Debug("mysql driver", "msg", fmt.Sprint(v...)) }
