@@ -289,7 +289,7 @@ func (c *Cluster) WaitLeader(t testing.TB) *Node {
 		var lid string
 		for _, nd := range c.Running() {
 			n := nd.Node()
-			if n != nil && n.Cluster().IsLeader() {
+			if n != nil && n.Cluster().IsLeader() && !c.isolated(nd.ID) {
 				if lid != "" {
 					return false, "two leaders: " + strings.Join(ids, " ")
 				}

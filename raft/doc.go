@@ -1,0 +1,27 @@
+// Package raft owns consensus and the cluster port.
+//
+// It wraps hashicorp/raft (log and stable store in raft-boltdb/v2 on bbolt,
+// file snapshots) and adds what hashicorp/raft leaves to its user:
+//
+//   - One cluster port for Raft and every node-to-node exchange. Each
+//     connection proves the shared cluster key with an HMAC
+//     challenge-response (optionally inside mutual TLS) before a single byte
+//     reaches Raft or the internal HTTP server; then one channel byte picks
+//     Raft or HTTP (Transport).
+//   - A versioned command envelope stamped by the leader (type, origin node,
+//     time) and an FSM router: packages Register the command types they own
+//     and their section of the single snapshot (StateMachine).
+//   - Apply from any node: followers forward to the leader over the cluster
+//     port, and Apply returns only after the serving node applied the index
+//     (read-your-writes where the request was served).
+//   - Leadership for subscribers (OnLeader): from a drained, buffered
+//     NotifyCh (never LeaderCh, which drops transitions), after a Barrier,
+//     with a context cancelled the moment leadership is lost.
+//   - Join, remove and leadership transfer forwarded to the leader;
+//     leadership handed over on graceful Close; crash-like Abort for tests.
+//   - A fault seam (Faults) that cuts links between nodes for partition
+//     tests.
+//
+// It does not own what the commands mean (sessions, files, jobs, members
+// do), nor the public HTTP front (node and proxy do). See DESIGN.md.
+package raft
