@@ -1,0 +1,444 @@
+#!/usr/bin/env bash
+# e2e/compose_test.sh: end-to-end test of the docker-compose demo cluster on this machine's
+# Docker engine. .ci/run calls it when `docker info` answers.
+#
+#   bash e2e/compose_test.sh
+#
+# What it does, in order (each step fails the test with what it last saw):
+#   1. builds the cohort image from a host-compiled static binary (scripts/image.sh, cached by
+#      a content hash) and, unless COHORT_E2E_DB_IMAGE names one or mysql:8 is already local,
+#      a MariaDB image from this host's Debian packages (e2e/mariadb-image.sh, also cached);
+#   2. brings docker-compose.yml up under a unique project name, with fresh secrets in a temp
+#      dir, and waits until every node is ready;
+#   3. through each node's published port: /_cohort/health, /_cohort/ready, /_cohort/status
+#      (one leader, three members), the demo counter with a cookie jar, shared files;
+#   4. docker kill the leader's container: a new leader, the session's counter and the files
+#      survive, jobs run on the new leader; the killed node restarts and catches up;
+#   5. docker network disconnect a follower: it stops being ready, the majority keeps
+#      writing; after connect it rejoins and catches up;
+#   6. tears everything down (always, from a trap): compose down -v, temp dir.
+# Parts whose endpoints are not in this build (demo, files, jobs) print SKIP and are passed over.
+#
+# Prints "SKIP: <reason>" and exits 0 when there is no Docker engine or no compose.
+# Environment:
+#   COHORT_E2E_PORTS="18181 18182 18183"   host ports of n1..n3 (127.0.0.1)
+#   COHORT_E2E_DB_IMAGE=IMAGE              business DB image (default: mysql:8 when present
+#                                          locally, else the MariaDB image built here)
+#   COHORT_E2E_KEEP=1                      leave the cluster up on failure, to look at it
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$root"
+t0=$SECONDS
+
+say() { printf '[e2e %3ds] %s\n' "$((SECONDS - t0))" "$*"; }
+skip() {
+	printf 'SKIP: e2e/compose_test.sh: %s\n' "$*"
+	exit 0
+}
+fail() {
+	printf '[e2e %3ds] FAIL: %s\n' "$((SECONDS - t0))" "$*" >&2
+	exit 1
+}
+
+# ---- preconditions: skip, with the reason, when this machine cannot run the test ----------
+command -v docker >/dev/null 2>&1 || skip "no docker command on PATH"
+timeout 60 docker info >/dev/null 2>&1 || skip "docker info fails: no Docker engine reachable"
+if timeout 30 docker compose version >/dev/null 2>&1; then
+	compose_cmd=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+	compose_cmd=(docker-compose)
+else
+	skip "neither 'docker compose' nor 'docker-compose' is installed"
+fi
+for tool in curl jq; do
+	command -v "$tool" >/dev/null 2>&1 || fail "$tool is needed (apt-get install $tool)"
+done
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	export PATH="/usr/local/go/bin:$PATH"
+fi
+if [ -z "${DOCKER_BUILDKIT:-}" ] && ! docker buildx version >/dev/null 2>&1; then
+	export DOCKER_BUILDKIT=0
+fi
+
+read -r -a ports <<<"${COHORT_E2E_PORTS:-18181 18182 18183}"
+[ "${#ports[@]}" -eq 3 ] || fail "COHORT_E2E_PORTS needs three ports, got '${COHORT_E2E_PORTS:-}'"
+project=cohort-e2e-$$
+work=$(mktemp -d "${TMPDIR:-/tmp}/cohort-e2e.XXXXXX")
+jar=$work/cookies.txt
+
+compose() { "${compose_cmd[@]}" -p "$project" -f "$work/docker-compose.yml" --project-directory "$work" "$@"; }
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [ "$rc" -ne 0 ]; then
+		say "failed; last log lines of every service:"
+		compose logs --no-color --tail 30 2>&1 | tail -n 150 || true
+		if [ -n "${COHORT_E2E_KEEP:-}" ]; then
+			say "COHORT_E2E_KEEP set: cluster $project left up; remove it with:"
+			say "  ${compose_cmd[*]} -p $project -f $work/docker-compose.yml down -v"
+			exit "$rc"
+		fi
+	fi
+	say "tearing down $project"
+	compose down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+	# A network left behind by an interrupted down (containers still attached) goes too.
+	docker network rm "${project}_default" >/dev/null 2>&1 || true
+	rm -rf "$work"
+	if [ "$rc" -eq 0 ]; then
+		say "PASS in $((SECONDS - t0)) s"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- 1. images ----------------------------------------------------------------------------
+export COHORT_IMAGE=cohort:e2e
+say "building $COHORT_IMAGE (scripts/image.sh)"
+scripts/image.sh "$COHORT_IMAGE" || fail "scripts/image.sh failed"
+size=$(docker image inspect -f '{{.Size}}' "$COHORT_IMAGE")
+user=$(docker image inspect -f '{{.Config.User}}' "$COHORT_IMAGE")
+say "image $COHORT_IMAGE: $((size / 1024 / 1024)) MB, user $user"
+[ "$size" -lt $((40 * 1024 * 1024)) ] || fail "image is $size bytes; it must stay under 40 MB"
+case "$user" in "" | 0 | 0:* | root | root:*) fail "image runs as root (USER '$user')" ;; esac
+
+if [ -n "${COHORT_E2E_DB_IMAGE:-}" ]; then
+	db_image=$COHORT_E2E_DB_IMAGE
+elif docker image inspect mysql:8 >/dev/null 2>&1; then
+	db_image=mysql:8
+else
+	say "no mysql:8 image here and no registry needed: building a MariaDB image from Debian packages"
+	db_image=$(e2e/mariadb-image.sh) || fail "e2e/mariadb-image.sh failed"
+fi
+export COHORT_DB_IMAGE=$db_image
+say "business database image: $COHORT_DB_IMAGE"
+
+# ---- 2. up ----------------------------------------------------------------------------------
+cp docker-compose.yml "$work/docker-compose.yml"
+scripts/compose-env.sh "$work" 2>/dev/null
+token=$(cat "$work/secrets/admin.token")
+export COHORT_PUBLISH_IP=127.0.0.1
+export COHORT_PORT1=${ports[0]} COHORT_PORT2=${ports[1]} COHORT_PORT3=${ports[2]}
+for p in "${ports[@]}"; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+		fail "port $p on 127.0.0.1 is taken; pick others with COHORT_E2E_PORTS='P1 P2 P3'"
+	fi
+done
+
+say "compose up (project $project, ports ${ports[*]})"
+compose up -d --no-build >"$work/up.log" 2>&1 || {
+	cat "$work/up.log" >&2
+	fail "compose up failed"
+}
+
+ids=(n1 n2 n3)
+declare -A port_of service_of
+for i in 0 1 2; do
+	port_of[${ids[$i]}]=${ports[$i]}
+	service_of[${ids[$i]}]=cohort$((i + 1))
+done
+url() { echo "http://127.0.0.1:${port_of[$1]}$2"; }
+container() { compose ps -q "${service_of[$1]}"; }
+
+# http NODE METHOD PATH [curl args...]: prints "CODE BODY"; never fails the shell.
+http() {
+	local id=$1 method=$2 path=$3
+	shift 3
+	local out code
+	out=$(curl -sS -m 10 -o "$work/body" -w '%{http_code}' -X "$method" "$@" "$(url "$id" "$path")" 2>"$work/curl.err") || true
+	code=${out:-000}
+	printf '%s %s' "$code" "$(head -c 2000 "$work/body" 2>/dev/null || true)"
+}
+admin() { http "$1" "$2" "$3" -H "Authorization: Bearer $token" "${@:4}"; }
+code_of() { echo "${1%% *}"; }
+body_of() { echo "${1#* }"; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: run COMMAND every 0.5 s until it succeeds.
+# COMMAND prints what it saw; the last of that goes into the failure message.
+wait_for() {
+	local limit=$1 what=$2
+	shift 2
+	local deadline=$((SECONDS + limit)) seen=""
+	while :; do
+		if seen=$("$@" 2>&1); then
+			return 0
+		fi
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			fail "$what: not within ${limit}s; last seen: $seen"
+		fi
+		sleep 0.5
+	done
+}
+
+is_ready() {
+	local r
+	r=$(http "$1" GET /_cohort/ready)
+	echo "$1: $r"
+	[ "$(code_of "$r")" = 200 ]
+}
+status_of() { body_of "$(admin "$1" GET /_cohort/status)"; }
+leader_seen_by() { status_of "$1" | jq -r '.leader_id // empty' 2>/dev/null; }
+
+# all_agree_on_leader NODE...: every NODE names the same non-empty leader; prints it.
+all_agree_on_leader() {
+	local id l first=""
+	for id in "$@"; do
+		l=$(leader_seen_by "$id")
+		if [ -z "$l" ] || { [ -n "$first" ] && [ "$l" != "$first" ]; }; then
+			echo "leaders seen: $(for j in "$@"; do printf '%s->%s ' "$j" "$(leader_seen_by "$j")"; done)"
+			return 1
+		fi
+		first=$l
+	done
+	echo "$first"
+}
+
+for id in "${ids[@]}"; do
+	wait_for 240 "node $id ready through port ${port_of[$id]}" is_ready "$id"
+done
+say "all three nodes ready"
+
+container_healthy() {
+	local s
+	s=$(docker inspect -f '{{.State.Health.Status}}' "$(container "$1")")
+	echo "$1 container health: $s"
+	[ "$s" = healthy ]
+}
+for id in "${ids[@]}"; do
+	wait_for 60 "container of $id healthy (HEALTHCHECK)" container_healthy "$id"
+done
+say "all three containers report healthy"
+
+# ---- 3. through every node -----------------------------------------------------------------
+for id in "${ids[@]}"; do
+	r=$(http "$id" GET /_cohort/health)
+	[ "$(code_of "$r")" = 200 ] || fail "$id GET /_cohort/health: $r"
+	r=$(http "$id" GET /_cohort/status)
+	[ "$(code_of "$r")" = 401 ] || [ "$(code_of "$r")" = 403 ] || fail "$id GET /_cohort/status without token must be refused: $r"
+	st=$(status_of "$id")
+	n=$(jq '.members | length' <<<"$st" 2>/dev/null) || fail "$id /_cohort/status is not JSON: $st"
+	[ "$n" = 3 ] || fail "$id sees $n members, want 3: $st"
+	[ "$(jq -r .node_id <<<"$st")" = "$id" ] || fail "port ${port_of[$id]} answers as $(jq -r .node_id <<<"$st"), want $id"
+done
+leader=$(wait_for 30 "one leader agreed by all" all_agree_on_leader n1 n2 n3 && all_agree_on_leader n1 n2 n3)
+say "leader: $leader"
+
+# The demo counter, one session (cookie jar) across all three nodes.
+demo=""
+probe=$(http n1 GET /demo/api/counter)
+if [ "$(code_of "$probe")" = 200 ]; then
+	demo=1
+else
+	say "SKIP demo counter checks: GET /demo/api/counter answers $(code_of "$probe") (demo app not in this build)"
+fi
+count=0
+counter() { # counter NODE METHOD: prints the count; checks the answer's shape
+	local r
+	r=$(http "$1" "$2" /demo/api/counter -b "$jar" -c "$jar")
+	[ "$(code_of "$r")" = 200 ] || {
+		echo "$1 $2 /demo/api/counter: $r"
+		return 1
+	}
+	jq -er .count <<<"$(body_of "$r")" || {
+		echo "$1 $2 /demo/api/counter: not {count}: $r"
+		return 1
+	}
+}
+if [ -n "$demo" ]; then
+	r=$(http n1 GET /)
+	[ "$(code_of "$r")" = 200 ] || fail "GET / (demo page) on n1: $(code_of "$r")"
+	for id in "${ids[@]}"; do
+		r=$(http "$id" GET /)
+		[ "$(code_of "$r")" = 200 ] || fail "GET / (demo page) on $id: $(code_of "$r")"
+		c=$(counter "$id" POST) || fail "$c"
+		count=$((count + 1))
+		[ "$c" = "$count" ] || fail "POST counter through $id gave $c, want $count (one session across nodes)"
+	done
+	for id in "${ids[@]}"; do
+		c=$(counter "$id" GET) || fail "$c"
+		[ "$c" = "$count" ] || fail "GET counter through $id gave $c, want $count"
+	done
+	say "demo counter: one session counted to $count through n1, n2, n3"
+fi
+
+# Shared files through the admin API.
+files=""
+payload="cohort e2e $(date -u +%s) $$"
+r=$(admin n1 PUT /_cohort/api/files/e2e/hello.txt --data-binary "$payload")
+case "$(code_of "$r")" in
+2??) files=1 ;;
+404 | 405 | 501) say "SKIP files checks: PUT /_cohort/api/files answers $(code_of "$r") (files API not in this build)" ;;
+*) fail "PUT /_cohort/api/files/e2e/hello.txt on n1: $r" ;;
+esac
+file_is_there() {
+	local r
+	r=$(admin "$1" GET /_cohort/api/files/e2e/hello.txt)
+	echo "$1: $r"
+	[ "$(code_of "$r")" = 200 ] && [ "$(body_of "$r")" = "$payload" ]
+}
+if [ -n "$files" ]; then
+	for id in "${ids[@]}"; do
+		wait_for 30 "file e2e/hello.txt readable through $id" file_is_there "$id"
+	done
+	say "files: e2e/hello.txt written on n1, read back through n1, n2, n3"
+fi
+
+# Jobs: the demo's leader-only job.
+jobs=""
+r=$(admin n1 GET /_cohort/api/jobs)
+if [ "$(code_of "$r")" = 200 ] && jq -e . >/dev/null 2>&1 <<<"$(body_of "$r")"; then
+	jobs=1
+else
+	say "SKIP jobs checks: GET /_cohort/api/jobs answers $(code_of "$r") (jobs API not in this build)"
+fi
+# newest_run_node NODE: the node of the newest demo-tick run, as NODE's API reports it.
+newest_run_node() {
+	local r
+	r=$(admin "$1" GET /_cohort/api/jobs/demo-tick/runs)
+	[ "$(code_of "$r")" = 200 ] || {
+		echo "runs: $r"
+		return 1
+	}
+	body_of "$r" | jq -r '(if type == "array" then . else (.runs // []) end)
+		| max_by(.started_at // .start // .time // .id // 0) | .node // empty'
+}
+job_runs_on() { # job_runs_on ASKED WANT: the newest run was on WANT
+	local n
+	n=$(newest_run_node "$1") || {
+		echo "$n"
+		return 1
+	}
+	echo "newest demo-tick run on '$n', want $2"
+	[ "$n" = "$2" ]
+}
+if [ -n "$jobs" ]; then
+	wait_for 30 "demo-tick runs on the leader $leader" job_runs_on "$leader" "$leader"
+	say "jobs: demo-tick runs on the leader $leader"
+fi
+
+# ---- 4. kill the leader --------------------------------------------------------------------
+old=$leader
+others=()
+for id in "${ids[@]}"; do [ "$id" = "$old" ] || others+=("$id"); done
+say "docker kill the leader's container ($old)"
+docker kill "$(container "$old")" >/dev/null
+
+new_leader() {
+	local l
+	l=$(all_agree_on_leader "${others[@]}") || {
+		echo "$l"
+		return 1
+	}
+	echo "$l"
+	[ "$l" != "$old" ]
+}
+tk=$SECONDS
+wait_for 30 "a new leader among ${others[*]}" new_leader
+leader=$(all_agree_on_leader "${others[@]}")
+say "new leader $leader after $((SECONDS - tk)) s"
+for id in "${others[@]}"; do
+	wait_for 30 "$id ready after the leader died" is_ready "$id"
+done
+
+if [ -n "$demo" ]; then
+	for id in "${others[@]}"; do
+		c=$(counter "$id" GET) || fail "$c"
+		[ "$c" = "$count" ] || fail "after killing $old, GET counter through $id gave $c, want $count (session lost?)"
+	done
+	c=$(counter "${others[0]}" POST) || fail "$c"
+	count=$((count + 1))
+	[ "$c" = "$count" ] || fail "after killing $old, POST counter gave $c, want $count"
+	say "session survived: counter $count through ${others[*]}"
+fi
+if [ -n "$files" ]; then
+	for id in "${others[@]}"; do
+		wait_for 30 "file readable through $id after the leader died" file_is_there "$id"
+	done
+	say "files survived"
+fi
+if [ -n "$jobs" ]; then
+	wait_for 30 "demo-tick moved to the new leader $leader" job_runs_on "$leader" "$leader"
+	say "jobs moved to $leader"
+fi
+
+say "restarting $old's container"
+docker start "$(container "$old")" >/dev/null
+wait_for 120 "$old ready again after restart" is_ready "$old"
+caught_up() { # caught_up NODE: NODE has applied at least what the leader had committed
+	local want got
+	want=$(status_of "$leader" | jq -r .commit_index)
+	got=$(status_of "$1" | jq -r .applied_index)
+	echo "$1 applied $got, leader $leader committed $want"
+	[ -n "$want" ] && [ -n "$got" ] && [ "$want" != null ] && [ "$got" != null ] && [ "$got" -ge "$want" ]
+}
+wait_for 60 "$old caught up with the leader" caught_up "$old"
+if [ -n "$demo" ]; then
+	c=$(counter "$old" GET) || fail "$c"
+	[ "$c" = "$count" ] || fail "restarted $old reads counter $c, want $count"
+fi
+say "$old is back, follows $(leader_seen_by "$old") and has caught up"
+
+# ---- 5. partition a follower ---------------------------------------------------------------
+for id in "${ids[@]}"; do
+	if [ "$id" != "$leader" ]; then
+		cut_off=$id
+		break
+	fi
+done
+majority=()
+for id in "${ids[@]}"; do [ "$id" = "$cut_off" ] || majority+=("$id"); done
+net=${project}_default
+cid=$(container "$cut_off")
+say "docker network disconnect $net from $cut_off"
+docker network disconnect "$net" "$cid"
+
+# The published port goes with the network, so ask the cut-off node from inside.
+not_ready_inside() {
+	if docker exec "$cid" /cohort healthcheck --timeout 3s 2>&1; then
+		echo "$cut_off still says ready"
+		return 1
+	fi
+	return 0
+}
+wait_for 45 "$cut_off notices it is cut off (not ready)" not_ready_inside
+say "$cut_off is not ready while cut off"
+for id in "${majority[@]}"; do
+	wait_for 30 "$id stays ready with $cut_off gone" is_ready "$id"
+done
+if [ -n "$demo" ]; then
+	c=$(counter "${majority[0]}" POST) || fail "$c"
+	count=$((count + 1))
+	[ "$c" = "$count" ] || fail "majority POST counter gave $c, want $count"
+fi
+if [ -n "$files" ]; then
+	r=$(admin "${majority[0]}" PUT /_cohort/api/files/e2e/partition.txt --data-binary "written while $cut_off was away")
+	case "$(code_of "$r")" in 2??) ;; *) fail "PUT file on the majority: $r" ;; esac
+fi
+# Force some log entries past the cut-off node's last index so catching up is visible.
+want_commit=$(status_of "$leader" | jq -r .commit_index)
+
+say "docker network connect $net to $cut_off"
+docker network connect --alias "${service_of[$cut_off]}" "$net" "$cid"
+wait_for 60 "$cut_off ready again after reconnect" is_ready "$cut_off"
+rejoined() {
+	local st l a
+	st=$(status_of "$cut_off")
+	l=$(jq -r .leader_id <<<"$st")
+	a=$(jq -r .applied_index <<<"$st")
+	echo "$cut_off: leader $l applied $a (want >= $want_commit)"
+	[ -n "$l" ] && [ "$l" != null ] && [ "$a" -ge "$want_commit" ]
+}
+wait_for 60 "$cut_off rejoined and caught up" rejoined
+wait_for 30 "all three agree on a leader after the partition healed" all_agree_on_leader n1 n2 n3
+if [ -n "$demo" ]; then
+	c=$(counter "$cut_off" GET) || fail "$c"
+	[ "$c" = "$count" ] || fail "$cut_off reads counter $c after rejoining, want $count"
+fi
+if [ -n "$files" ]; then
+	r=$(admin "$cut_off" GET /_cohort/api/files/e2e/partition.txt)
+	[ "$(code_of "$r")" = 200 ] || fail "$cut_off cannot read the file written while it was away: $r"
+fi
+say "$cut_off rejoined: leader $(leader_seen_by "$cut_off"), caught up"
