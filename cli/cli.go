@@ -30,6 +30,24 @@ Usage:
   cohort healthcheck [--addr URL]
                            exit 0 when the node is ready (for container health checks)
   cohort version           version, commit, Go version
+
+Operations (admin API; --addr URL, --token-file F or COHORT_ADMIN_TOKEN, --json):
+  cohort members           every node: role, state, health, indexes, uptime
+  cohort drain ID | disable ID | enable ID
+                           change a node's state cluster-wide
+  cohort transfer-leader [ID]
+                           hand Raft leadership to ID (or the best follower)
+  cohort remove ID         take a node out of the cluster
+  cohort ping ID           round trip to a node through the cluster port
+  cohort jobs [run|suspend|resume|runs NAME]
+                           the scheduled jobs, or act on one
+  cohort backup FILE       download a consistent snapshot of the cluster state
+Offline, on a stopped node's data dir:
+  cohort restore FILE --node-id ID --data-dir DIR [--cluster-addr HOST:PORT]
+                           seed a new one-node cluster from a backup
+  cohort recover --node-id ID --data-dir DIR --peers ID=HOST:PORT,...
+                           rewrite the Raft configuration after a quorum loss
+Exit codes: 0 ok, 1 failed, 2 usage, 3 not ready, 4 not found, 5 unavailable (retry)
 `
 
 // Run runs the command line args (without the program name) and returns
@@ -48,6 +66,24 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return status(ctx, args[1:], stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, args[1:], stdout, stderr)
+	case "members":
+		return members(ctx, args[1:], stdout, stderr)
+	case "drain", "disable", "enable":
+		return nodeState(ctx, args[0], args[1:], stdout, stderr)
+	case "transfer-leader":
+		return transferLeader(ctx, args[1:], stdout, stderr)
+	case "remove":
+		return remove(ctx, args[1:], stdout, stderr)
+	case "ping":
+		return ping(ctx, args[1:], stdout, stderr)
+	case "jobs":
+		return jobs(ctx, args[1:], stdout, stderr)
+	case "backup":
+		return backup(ctx, args[1:], stdout, stderr)
+	case "restore":
+		return restore(ctx, args[1:], stdout, stderr)
+	case "recover":
+		return recoverCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, buildinfo.String())
 		return ExitOK

@@ -242,10 +242,8 @@ func (c *Config) Validate() error {
 	if !cookieRe.MatchString(c.SessionCookie) {
 		add(problem("session-cookie", "%q is not a valid cookie name (1-64 token characters)", c.SessionCookie))
 	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		add(problem("log-level", "%q must be debug, info, warn or error", c.LogLevel))
+	if _, err := ParseLogLevels(c.LogLevel); err != nil {
+		add(problem("log-level", "%v (e.g. info or raft=warn,front=debug,info)", err))
 	}
 	switch c.LogFormat {
 	case "text", "json":
@@ -281,13 +279,9 @@ func ReadSecret(path string, min int) ([]byte, error) {
 	return s, nil
 }
 
-// NewLogger builds the process logger from LogLevel and LogFormat.
+// NewLogger builds the process logger from LogLevel (with per-component
+// levels, see ParseLogLevels) and LogFormat.
 func (c *Config) NewLogger(w *os.File) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(c.LogLevel))
-	opts := &slog.HandlerOptions{Level: lvl}
-	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	ll, _ := ParseLogLevels(c.LogLevel) // Validate reported a bad value
+	return slog.New(newLogHandler(w, c.LogFormat, ll))
 }
