@@ -320,6 +320,15 @@ func (d *Database) Check(ctx context.Context) error {
 	return d.healthErr
 }
 
+// Recheck forgets the cached health and pings again: call it when a query
+// failed, to tell "the database is down" from "the query was refused".
+func (d *Database) Recheck(ctx context.Context) error {
+	d.healthMu.Lock()
+	d.healthAt = time.Time{}
+	d.healthMu.Unlock()
+	return d.Check(ctx)
+}
+
 // Ready is the /_cohort/ready condition: nil when no database is
 // configured, or when it answers and every registered migration is
 // recorded as applied in Raft.

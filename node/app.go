@@ -1,13 +1,19 @@
 package node
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/cohortserver/cohort/db"
+	"github.com/cohortserver/cohort/demo"
+	"github.com/cohortserver/cohort/files"
+	"github.com/cohortserver/cohort/jobs"
 )
 
 // setupApp wires the business database (pool, replicated settings,
@@ -60,5 +66,58 @@ func (n *Node) Database() *db.Database { return n.db }
 // runs them once for the cluster. Call it before Start.
 func (n *Node) AddMigrations(set string, fsys fs.FS) error { return n.db.AddMigrations(set, fsys) }
 
-// setupDemo mounts the demo application (see package demo).
-func (n *Node) setupDemo() error { return nil }
+// setupDemo mounts the demo application (package demo): its page at /,
+// its API under /demo/api/, its migrations and its demo-tick job.
+func (n *Node) setupDemo() error {
+	if err := n.db.AddMigrations("demo", demo.Migrations()); err != nil {
+		return err
+	}
+	b := &demo.Backend{
+		NodeID:   n.cfg.NodeID,
+		DB:       n.db,
+		Members:  n.demoMembers,
+		IsLeader: n.cluster.IsLeader,
+		Logger:   n.log,
+	}
+	if n.files != nil {
+		b.Files = demoFiles{n.files}
+	}
+	if n.jobs != nil {
+		tick := func(ctx context.Context, run jobs.Run) error {
+			return b.Tick(ctx, demo.TickRun{ID: run.Key, Node: run.Node, Token: run.FencingToken()})
+		}
+		if err := n.jobs.Register(demo.TickJob, demo.TickSchedule, tick,
+			jobs.WithDescription("demo: writes a row (run, node, fencing token, time) to the business database"),
+			jobs.WithTimeout(10*time.Second)); err != nil {
+			return fmt.Errorf("register %s: %w", demo.TickJob, err)
+		}
+	}
+	b.Routes(func(pattern string, h http.Handler) { n.HandleApp(pattern, h) })
+	return nil
+}
+
+// demoMembers lists the members for the demo page.
+func (n *Node) demoMembers(ctx context.Context) []demo.Member {
+	st := n.Status(ctx)
+	out := make([]demo.Member, 0, len(st.Members))
+	for _, m := range st.Members {
+		out = append(out, demo.Member{ID: m.ID, HTTPAddress: m.HTTPAddress, State: m.State, Healthy: m.Healthy, Leader: m.Leader})
+	}
+	return out
+}
+
+// demoFiles adapts the shared files to what the demo needs.
+type demoFiles struct{ s *files.Store }
+
+func (f demoFiles) Put(ctx context.Context, path string, r io.Reader) (int64, string, error) {
+	in, err := f.s.Create(ctx, path, r, nil)
+	return in.Size, in.SHA256, err
+}
+
+func (f demoFiles) Get(ctx context.Context, path string) (io.ReadCloser, int64, error) {
+	fl, err := f.s.Open(ctx, path)
+	if err != nil {
+		return nil, 0, err
+	}
+	return fl, fl.Info().Size, nil
+}
