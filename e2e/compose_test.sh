@@ -11,12 +11,15 @@
 #   2. brings docker-compose.yml up under a unique project name, with fresh secrets in a temp
 #      dir, and waits until every node is ready;
 #   3. through each node's published port: /_cohort/health, /_cohort/ready, /_cohort/status
-#      (one leader, three members), the demo counter with a cookie jar, shared files;
+#      (one leader, three members), the demo counter with a cookie jar, shared files, the
+#      leader-only job; inside a container: cohort status and cohort backup;
 #   4. docker kill the leader's container: a new leader, the session's counter and the files
 #      survive, jobs run on the new leader; the killed node restarts and catches up;
 #   5. docker network disconnect a follower: it stops being ready, the majority keeps
 #      writing; after connect it rejoins and catches up;
-#   6. tears everything down (always, from a trap): compose down -v, temp dir.
+#   6. stops a follower gracefully (SIGTERM must end it, exit 0) and starts it again, as a
+#      rolling upgrade does;
+#   7. tears everything down (always, from a trap): compose down -v, temp dir.
 # Parts whose endpoints are not in this build (demo, files, jobs) print SKIP and are passed over.
 #
 # Prints "SKIP: <reason>" and exits 0 when there is no Docker engine or no compose.
@@ -150,7 +153,7 @@ http() {
 	local out code
 	out=$(curl -sS -m 10 -o "$work/body" -w '%{http_code}' -X "$method" "$@" "$(url "$id" "$path")" 2>"$work/curl.err") || true
 	code=${out:-000}
-	printf '%s %s' "$code" "$(head -c 2000 "$work/body" 2>/dev/null || true)"
+	printf '%s %s' "$code" "$(head -c 1000000 "$work/body" 2>/dev/null || true)"
 }
 admin() { http "$1" "$2" "$3" -H "Authorization: Bearer $token" "${@:4}"; }
 code_of() { echo "${1%% *}"; }
@@ -167,7 +170,7 @@ wait_for() {
 			return 0
 		fi
 		if [ "$SECONDS" -ge "$deadline" ]; then
-			fail "$what: not within ${limit}s; last seen: $seen"
+			fail "$what: not within ${limit}s; last seen: ${seen:0:800}"
 		fi
 		sleep 0.5
 	done
@@ -225,6 +228,14 @@ for id in "${ids[@]}"; do
 done
 leader=$(wait_for 30 "one leader agreed by all" all_agree_on_leader n1 n2 n3 && all_agree_on_leader n1 n2 n3)
 say "leader: $leader"
+
+# The CLI inside the container finds the node and the token by itself (COHORT_ADMIN_TOKEN_FILE).
+out=$(docker exec "$(container n2)" /cohort status 2>&1) || fail "docker exec cohort2 /cohort status: $out"
+grep -q "leader $leader" <<<"$out" || fail "cohort status inside cohort2 does not name leader $leader: $out"
+docker exec "$(container n3)" /cohort backup - >"$work/backup.cbk" 2>"$work/backup.err" ||
+	fail "cohort backup - inside cohort3: $(cat "$work/backup.err")"
+[ "$(head -n 1 "$work/backup.cbk")" = "COHORT-BACKUP 1" ] || fail "cohort backup wrote no backup: $(head -c 200 "$work/backup.cbk")"
+say "in-container CLI: status names $leader; backup of $(wc -c <"$work/backup.cbk") bytes"
 
 # The demo counter, one session (cookie jar) across all three nodes.
 demo=""
@@ -303,7 +314,7 @@ newest_run_node() {
 		return 1
 	}
 	body_of "$r" | jq -r '(if type == "array" then . else (.runs // []) end)
-		| max_by(.started_at // .start // .time // .id // 0) | .node // empty'
+		| map(select(.node != null)) | max_by([.fence.term, .fence.index]) | .node // empty'
 }
 job_runs_on() { # job_runs_on ASKED WANT: the newest run was on WANT
 	local n
@@ -442,3 +453,29 @@ if [ -n "$files" ]; then
 	[ "$(code_of "$r")" = 200 ] || fail "$cut_off cannot read the file written while it was away: $r"
 fi
 say "$cut_off rejoined: leader $(leader_seen_by "$cut_off"), caught up"
+
+# ---- 6. a rolling restart: stop one node gracefully, start it again ------------------------
+# What an upgrade does to each node in turn. SIGTERM must end the process by itself (exit 0)
+# well within the stop timeout; docker kills it at the timeout (exit 137), which is a failure.
+rolled=""
+for id in "${ids[@]}"; do
+	if [ "$id" != "$(all_agree_on_leader n1 n2 n3 2>/dev/null || true)" ]; then
+		rolled=$id
+		break
+	fi
+done
+say "graceful stop of $rolled (compose stop -t 40)"
+ts=$SECONDS
+compose stop -t 40 "${service_of[$rolled]}" >/dev/null 2>&1
+took=$((SECONDS - ts))
+exit_code=$(docker inspect -f '{{.State.ExitCode}}' "$(container "$rolled")")
+[ "$exit_code" = 0 ] || fail "$rolled did not shut down by itself on SIGTERM: exit code $exit_code after ${took}s (137 = killed at the stop timeout)"
+say "$rolled stopped gracefully in ${took}s"
+compose up -d --no-build "${service_of[$rolled]}" >/dev/null 2>&1 || fail "compose up -d ${service_of[$rolled]} failed"
+wait_for 120 "$rolled ready after its restart" is_ready "$rolled"
+wait_for 60 "$rolled caught up after its restart" caught_up "$rolled"
+if [ -n "$demo" ]; then
+	c=$(counter "$rolled" GET) || fail "$c"
+	[ "$c" = "$count" ] || fail "$rolled reads counter $c after its restart, want $count"
+fi
+say "$rolled restarted and caught up"
