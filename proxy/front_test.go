@@ -1,0 +1,502 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/membership"
+	"github.com/cohortserver/cohort/node"
+	"github.com/cohortserver/cohort/proxy"
+	"github.com/cohortserver/cohort/testcluster"
+)
+
+const cookieName = "cohort_session"
+
+// testToken prefixes the cookies the test app sets, so the client ignores
+// cookies anything else (such as the sessions middleware) might set.
+const testToken = "fronttest"
+
+// who is the test app's answer.
+type who struct {
+	Node   string `json:"node"`
+	Remote string `json:"remote"`
+	XFF    string `json:"xff"`
+	Proto  string `json:"proto"`
+	Host   string `json:"host"`
+	Hop    string `json:"hop"`
+	Bytes  int64  `json:"bytes"`
+}
+
+// testApp mounts the routes the front's tests drive: it reports which
+// node ran it and re-stamps the cookie's route to itself, as the sessions
+// middleware does after a failover.
+type testApp struct {
+	sse chan struct{} // the SSE handler waits on it between two events
+}
+
+func (a *testApp) setup(n *node.Node) {
+	self := n.ID()
+	stamp := func(w http.ResponseWriter, r *http.Request) {
+		route := n.Members().Route(self)
+		c, err := r.Cookie(cookieName)
+		if err != nil && r.URL.Query().Get("new") == "" {
+			return
+		}
+		if err == nil {
+			if got, ok := proxy.RouteFromCookie(c.Value); ok && got == route {
+				return
+			}
+		}
+		http.SetCookie(w, &http.Cookie{Name: cookieName, Value: testToken + "." + route, Path: "/"})
+	}
+	n.HandleApp("/t/who", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		stamp(w, r)
+		nb, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(who{Node: self, Remote: r.RemoteAddr, XFF: r.Header.Get("X-Forwarded-For"),
+			Proto: r.Header.Get("X-Forwarded-Proto"), Host: r.Header.Get("X-Forwarded-Host"),
+			Hop: r.Header.Get("Cohort-Front-Client"), Bytes: nb})
+	}))
+	n.HandleApp("/t/ws", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, b, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, append([]byte(self+":"), b...)); err != nil {
+				return
+			}
+		}
+	}))
+	n.HandleApp("/t/sse", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "data: one %s\n\n", self)
+		_ = http.NewResponseController(w).Flush()
+		select { // the client must see event one before event two exists
+		case <-a.sse:
+		case <-r.Context().Done():
+			return
+		case <-time.After(30 * time.Second):
+		}
+		fmt.Fprintf(w, "data: two %s\n\n", self)
+	}))
+}
+
+func newCluster(t testing.TB, tweak func(*config.Config)) (*testcluster.Cluster, *testApp) {
+	t.Helper()
+	app := &testApp{sse: make(chan struct{}, 1)}
+	c := testcluster.New(t, 3,
+		testcluster.WithConfig(func(cfg *config.Config) {
+			cfg.NoDemo = true
+			cfg.Front.AccessLog = true
+			if tweak != nil {
+				tweak(cfg)
+			}
+		}),
+		testcluster.WithNodeSetup(app.setup))
+	waitMembers(t, c)
+	return c, app
+}
+
+// waitMembers waits until every node knows every node's cluster address.
+func waitMembers(t testing.TB, c *testcluster.Cluster) {
+	t.Helper()
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		for _, nd := range c.Running() {
+			for _, other := range c.Nodes() {
+				if m, ok := nd.Node().Members().Get(other.ID); !ok || m.Address == "" {
+					return false, nd.ID + " does not know " + other.ID
+				}
+			}
+		}
+		return true, ""
+	})
+}
+
+// client sends requests carrying one session cookie and follows the test
+// app's re-stamps.
+type client struct {
+	mu     sync.Mutex
+	cookie string
+	hc     *http.Client
+}
+
+func newClient() *client {
+	return &client{hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+}
+
+func (c *client) get() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cookie
+}
+
+func (c *client) do(method, url string, body io.Reader, hdr http.Header) (int, who, error) {
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		return 0, who{}, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if ck := c.get(); ck != "" {
+		req.Header.Set("Cookie", cookieName+"="+ck)
+	}
+	res, err := c.hc.Do(req)
+	if err != nil {
+		return 0, who{}, err
+	}
+	defer res.Body.Close()
+	for _, sc := range res.Cookies() {
+		if sc.Name == cookieName && strings.HasPrefix(sc.Value, testToken+".") {
+			c.mu.Lock()
+			c.cookie = sc.Value
+			c.mu.Unlock()
+		}
+	}
+	var w who
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return res.StatusCode, w, err
+	}
+	if res.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, &w); err != nil {
+			return res.StatusCode, w, fmt.Errorf("decode %q: %w", b, err)
+		}
+	}
+	return res.StatusCode, w, nil
+}
+
+func (c *client) mustGet(t testing.TB, url string) who {
+	t.Helper()
+	code, w, err := c.do(http.MethodGet, url, nil, nil)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, code, err)
+	}
+	return w
+}
+
+// sessionOn returns a client whose cookie the node id owns.
+func sessionOn(t testing.TB, c *testcluster.Cluster, id string) *client {
+	t.Helper()
+	cl := newClient()
+	cl.cookie = testToken + "." + c.Running()[0].Node().Members().Route(id)
+	return cl
+}
+
+func TestStickyRouting(t *testing.T) {
+	c, app := newCluster(t, func(cfg *config.Config) { cfg.Front.MaxRequestBody = 1 << 20 })
+	nodes := c.Nodes()
+
+	t.Run("new session stays where it entered with balance local", func(t *testing.T) {
+		cl := newClient()
+		w := cl.mustGet(t, nodes[1].URL("/t/who?new=1"))
+		if w.Node != nodes[1].ID || cl.get() == "" {
+			t.Fatalf("served by %s, cookie %q; want %s and a cookie", w.Node, cl.get(), nodes[1].ID)
+		}
+	})
+
+	t.Run("100 requests over all ports reach the owner", func(t *testing.T) {
+		cl := sessionOn(t, c, "n2")
+		for i := range 100 {
+			nd := nodes[i%3]
+			if w := cl.mustGet(t, nd.URL("/t/who")); w.Node != "n2" {
+				t.Fatalf("request %d through %s served by %s, want n2", i, nd.ID, w.Node)
+			}
+		}
+	})
+
+	t.Run("forged hop marker and X-Forwarded-For are not trusted", func(t *testing.T) {
+		cl := sessionOn(t, c, "n2")
+		forged := http.Header{
+			"Cohort-Front-Client": {"6.6.6.6:666"}, "Cohort-Front-Tls": {"1"},
+			"X-Forwarded-For": {"6.6.6.6"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"evil.example"},
+		}
+		for _, nd := range nodes { // n2 serves locally; n1 and n3 forward
+			code, w, err := cl.do(http.MethodGet, nd.URL("/t/who"), nil, forged)
+			if err != nil || code != http.StatusOK {
+				t.Fatalf("through %s: %d %v", nd.ID, code, err)
+			}
+			if strings.Contains(w.Remote, "6.6.6.6") || w.XFF != "127.0.0.1" || w.Proto != "http" ||
+				w.Host != nd.HTTPAddr || w.Hop != "" {
+				t.Errorf("through %s the app saw %+v: a forged header was believed", nd.ID, w)
+			}
+			if !strings.HasPrefix(w.Remote, "127.0.0.1:") {
+				t.Errorf("through %s remote address %q, want the client's 127.0.0.1:port", nd.ID, w.Remote)
+			}
+		}
+	})
+
+	t.Run("a request to the internal path on the public port is just an app path", func(t *testing.T) {
+		cl := newClient()
+		code, _, _ := cl.do(http.MethodGet, nodes[0].URL("/_internal/front/app/t/who"), nil, nil)
+		if code != http.StatusNotFound {
+			t.Fatalf("status %d, want 404", code)
+		}
+	})
+
+	t.Run("bodies stream through the hop and the limit holds", func(t *testing.T) {
+		cl := sessionOn(t, c, "n3")
+		for _, tt := range []struct {
+			name string
+			size int
+			want int
+		}{
+			{"small", 1000, http.StatusOK},
+			{"at limit", 1 << 20, http.StatusOK},
+			{"over limit", 1<<20 + 1, http.StatusRequestEntityTooLarge},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				for _, nd := range []*testcluster.Node{nodes[0], nodes[2]} {
+					code, w, err := cl.do(http.MethodPost, nd.URL("/t/who"), strings.NewReader(strings.Repeat("x", tt.size)), nil)
+					if err != nil || code != tt.want {
+						t.Fatalf("through %s: %d %v, want %d", nd.ID, code, err, tt.want)
+					}
+					if code == http.StatusOK && (w.Bytes != int64(tt.size) || w.Node != "n3") {
+						t.Fatalf("through %s: %+v, want %d bytes on n3", nd.ID, w, tt.size)
+					}
+				}
+			})
+		}
+	})
+
+	t.Run("websocket echoes through a forwarded hop", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		route := nodes[0].Node().Members().Route("n2")
+		conn, _, err := websocket.Dial(ctx, "ws://"+nodes[0].HTTPAddr+"/t/ws", &websocket.DialOptions{
+			HTTPHeader: http.Header{"Cookie": {cookieName + "=" + testToken + "." + route}},
+		})
+		if err != nil {
+			t.Fatalf("dial through n1: %v", err)
+		}
+		defer conn.CloseNow()
+		for i := range 3 {
+			msg := fmt.Sprintf("hello %d", i)
+			if err := conn.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+				t.Fatal(err)
+			}
+			_, b, err := conn.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != "n2:"+msg {
+				t.Fatalf("echo %q, want %q", b, "n2:"+msg)
+			}
+		}
+		conn.Close(websocket.StatusNormalClosure, "")
+	})
+
+	t.Run("server-sent events stream through a forwarded hop", func(t *testing.T) {
+		route := nodes[0].Node().Members().Route("n3")
+		req, _ := http.NewRequest(http.MethodGet, nodes[0].URL("/t/sse"), nil)
+		req.Header.Set("Cookie", cookieName+"="+testToken+"."+route)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		rd := bufio.NewReader(res.Body)
+		line, err := rd.ReadString('\n')
+		if err != nil || line != "data: one n3\n" {
+			t.Fatalf("first event %q %v", line, err)
+		}
+		app.sse <- struct{}{} // only now does the handler write event two
+		_, _ = rd.ReadString('\n')
+		if line, err = rd.ReadString('\n'); err != nil || line != "data: two n3\n" {
+			t.Fatalf("second event %q %v", line, err)
+		}
+	})
+}
+
+func TestFailoverOnKill(t *testing.T) {
+	c, _ := newCluster(t, nil)
+	owner := "n3"
+	if c.Leader().ID == owner { // keep the test about the front, not an election
+		owner = c.Followers()[0].ID
+	}
+	var entries []*testcluster.Node
+	for _, nd := range c.Nodes() {
+		if nd.ID != owner {
+			entries = append(entries, nd)
+		}
+	}
+	cl := sessionOn(t, c, owner)
+
+	var (
+		mu       sync.Mutex
+		ok, fail int
+		lastErr  string
+		after    int // successes after the kill
+		killed   = make(chan struct{})
+		done     = make(chan struct{})
+		wg       sync.WaitGroup
+	)
+	for _, nd := range entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				code, _, err := cl.do(http.MethodGet, nd.URL("/t/who"), nil, nil)
+				mu.Lock()
+				if err != nil || code != http.StatusOK {
+					fail++
+					lastErr = fmt.Sprintf("through %s: %d %v", nd.ID, code, err)
+				} else {
+					ok++
+					select {
+					case <-killed:
+						after++
+					default:
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return ok >= 50, fmt.Sprintf("%d requests before the kill", ok)
+	})
+	c.Kill(owner)
+	close(killed)
+	testcluster.WaitFor(t, 30*time.Second, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return after >= 200, fmt.Sprintf("%d requests after the kill", after)
+	})
+	close(done)
+	wg.Wait()
+	if fail != 0 {
+		t.Fatalf("%d of %d GETs failed across the kill; last: %s", fail, ok+fail, lastErr)
+	}
+	// The cookie now names a live node, and that node keeps the session.
+	route, _ := proxy.RouteFromCookie(cl.get())
+	m, found := entries[0].Node().Members().ByRoute(route)
+	if !found || m.ID == owner {
+		t.Fatalf("cookie route %q names %q, want a live node", route, m.ID)
+	}
+	for i := range 20 {
+		if w := cl.mustGet(t, entries[i%2].URL("/t/who")); w.Node != m.ID {
+			t.Fatalf("after re-stamp served by %s, want %s", w.Node, m.ID)
+		}
+	}
+	t.Logf("%d GETs, none failed; session moved from %s to %s", ok, owner, m.ID)
+}
+
+func spread(t testing.TB, entry *testcluster.Node, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		w := newClient().mustGet(t, entry.URL("/t/who?new=1"))
+		got[w.Node]++
+	}
+	return got
+}
+
+func setState(t testing.TB, c *testcluster.Cluster, id, action, want string) {
+	t.Helper()
+	if code, b := c.Nodes()[0].Do(t, http.MethodPost, "/_cohort/api/nodes/"+id+"/"+action, nil); code != http.StatusOK {
+		t.Fatalf("%s %s: %d %s", action, id, code, b)
+	}
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		for _, nd := range c.Running() {
+			if m, _ := nd.Node().Members().Get(id); m.State != want {
+				return false, nd.ID + " sees " + id + " " + m.State
+			}
+		}
+		return true, ""
+	})
+}
+
+func TestBalanceAndNodeStates(t *testing.T) {
+	c, _ := newCluster(t, func(cfg *config.Config) { cfg.Balance = config.BalanceRoundRobin })
+	n1 := c.Node("n1")
+
+	got := spread(t, n1, 30)
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if got[id] == 0 {
+			t.Fatalf("round-robin spread 30 new sessions as %v: %s got none", got, id)
+		}
+	}
+	t.Logf("round-robin: %v", got)
+
+	existing2 := sessionOn(t, c, "n2")
+	setState(t, c, "n2", "drain", membership.StateDraining)
+	if got := spread(t, n1, 30); got["n2"] != 0 {
+		t.Fatalf("draining n2 got new sessions: %v", got)
+	}
+	if got := spread(t, c.Node("n2"), 10); got["n2"] != 0 {
+		t.Fatalf("new sessions entering through draining n2 stayed there: %v", got)
+	}
+	for _, nd := range c.Nodes() {
+		if w := existing2.mustGet(t, nd.URL("/t/who")); w.Node != "n2" {
+			t.Fatalf("existing n2 session through %s served by %s while draining", nd.ID, w.Node)
+		}
+	}
+
+	existing3 := sessionOn(t, c, "n3")
+	setState(t, c, "n3", "disable", membership.StateDisabled)
+	if got := spread(t, n1, 20); got["n3"] != 0 || got["n2"] != 0 || got["n1"] != 20 {
+		t.Fatalf("with n2 draining and n3 disabled new sessions went %v, want all on n1", got)
+	}
+	w := existing3.mustGet(t, n1.URL("/t/who"))
+	if w.Node == "n3" {
+		t.Fatalf("disabled n3 still served its session")
+	}
+	if w2 := existing3.mustGet(t, c.Node("n3").URL("/t/who")); w2.Node != w.Node {
+		t.Fatalf("after failover the session went to %s through n3, want %s", w2.Node, w.Node)
+	}
+
+	setState(t, c, "n2", "enable", membership.StateActive)
+	setState(t, c, "n3", "enable", membership.StateActive)
+
+	// Graceful stop: the node takes itself out first, and restores its
+	// state when it comes back.
+	c.Stop("n3")
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		m, _ := n1.Node().Members().Get("n3")
+		return m.State == membership.StateDisabled, "after a graceful stop n3 is " + m.State
+	})
+	if w := sessionOn(t, c, "n3").mustGet(t, n1.URL("/t/who")); w.Node == "n3" {
+		t.Fatalf("stopped n3 served a request")
+	}
+	c.Restart("n3")
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		m, _ := n1.Node().Members().Get("n3")
+		return m.State == membership.StateActive, "n3 is " + m.State
+	})
+}
+
+func TestLeastLoaded(t *testing.T) {
+	c, _ := newCluster(t, func(cfg *config.Config) { cfg.Balance = config.BalanceLeastLoaded })
+	got := spread(t, c.Node("n1"), 30)
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if got[id] == 0 {
+			t.Fatalf("least-loaded spread idle nodes as %v: %s got none", got, id)
+		}
+	}
+	t.Logf("least-loaded: %v", got)
+}
