@@ -1,0 +1,320 @@
+package files
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// copyBuf is the size of every streaming buffer: memory per transfer is
+// bounded by it, whatever the file size.
+const copyBuf = 256 << 10
+
+// blobStore keeps content-addressed blobs on the local disk:
+// dir/blobs/ab/abcdef... (hex SHA-256), temp files in dir/tmp, corrupt
+// blobs moved aside to dir/quarantine.
+type blobStore struct {
+	dir  string
+	bufs sync.Pool
+	dirs *dirSyncer
+}
+
+func newBlobStore(dir string) *blobStore {
+	b := &blobStore{dir: dir, dirs: newDirSyncer()}
+	b.bufs.New = func() any { p := make([]byte, copyBuf); return &p }
+	return b
+}
+
+func (b *blobStore) open() error {
+	for _, d := range []string{"blobs", "tmp", "quarantine"} {
+		if err := os.MkdirAll(filepath.Join(b.dir, d), 0o750); err != nil {
+			return fmt.Errorf("create blob store: %w", err)
+		}
+	}
+	return nil
+}
+
+func validSum(sum string) bool {
+	if len(sum) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(sum)
+	return err == nil && strings.ToLower(sum) == sum
+}
+
+func (b *blobStore) path(sum string) string {
+	return filepath.Join(b.dir, "blobs", sum[:2], sum)
+}
+
+func (b *blobStore) has(sum string) bool {
+	_, err := os.Stat(b.path(sum))
+	return err == nil
+}
+
+func (b *blobStore) openBlob(sum string) (*os.File, error) {
+	f, err := os.Open(b.path(sum))
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", sum[:12], err)
+	}
+	return f, nil
+}
+
+// ingestResult is what ingest stored.
+type ingestResult struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// ingest streams r into a temp file while hashing it, fsyncs it and
+// renames it into place under its hash. limit > 0 refuses content over
+// limit bytes (ErrFileTooLarge); expect, when set, refuses content with
+// another hash (ErrCorrupt). Nothing but the temp file is touched before
+// the content is complete and durable.
+func (b *blobStore) ingest(ctx context.Context, r io.Reader, limit int64, expect string) (res ingestResult, err error) {
+	tmp, err := os.CreateTemp(filepath.Join(b.dir, "tmp"), "in-*")
+	if err != nil {
+		return res, fmt.Errorf("create temp file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	h := sha256.New()
+	src := r
+	if limit > 0 {
+		src = io.LimitReader(r, limit+1)
+	}
+	bp := b.bufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), ctxReader{ctx, src}, *bp)
+	b.bufs.Put(bp)
+	if err != nil {
+		return res, fmt.Errorf("receive content: %w", err)
+	}
+	if limit > 0 && n > limit {
+		return res, fmt.Errorf("%w: more than %d bytes (--files-max-file-bytes)", ErrFileTooLarge, limit)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if expect != "" && sum != expect {
+		return res, fmt.Errorf("%w: received %s, expected %s", ErrCorrupt, sum[:12], expect[:min(12, len(expect))])
+	}
+	if err := tmp.Sync(); err != nil {
+		return res, fmt.Errorf("fsync temp file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return res, fmt.Errorf("close temp file: %w", err)
+	}
+	dst := b.path(sum)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return res, fmt.Errorf("create blob dir: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return res, fmt.Errorf("publish blob: %w", err)
+	}
+	if err := b.dirs.sync(filepath.Dir(dst)); err != nil {
+		return res, fmt.Errorf("fsync blob dir: %w", err)
+	}
+	return ingestResult{SHA256: sum, Size: n}, nil
+}
+
+// verify re-hashes blob sum, reading at most rate bytes per second when
+// rate > 0. It returns ErrCorrupt on a mismatch.
+func (b *blobStore) verify(ctx context.Context, sum string, rate int64) (int64, error) {
+	f, err := b.openBlob(sum)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	bp := b.bufs.Get().(*[]byte)
+	defer b.bufs.Put(bp)
+	var r io.Reader = f
+	if rate > 0 {
+		r = &throttled{r: f, rate: rate, start: time.Now()}
+	}
+	n, err := io.CopyBuffer(h, ctxReader{ctx, r}, *bp)
+	if err != nil {
+		return n, fmt.Errorf("read blob %s: %w", sum[:12], err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		return n, fmt.Errorf("%w: blob %s hashes to %s", ErrCorrupt, sum[:12], got[:12])
+	}
+	return n, nil
+}
+
+// quarantine moves a corrupt blob aside (kept for inspection until the
+// garbage collector's grace period ends).
+func (b *blobStore) quarantine(sum string) error {
+	dst := filepath.Join(b.dir, "quarantine", fmt.Sprintf("%s.%d", sum, time.Now().UnixNano()))
+	if err := os.Rename(b.path(sum), dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("quarantine blob %s: %w", sum[:12], err)
+	}
+	return nil
+}
+
+// remove deletes a blob.
+func (b *blobStore) remove(sum string) error {
+	if err := os.Remove(b.path(sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove blob %s: %w", sum[:12], err)
+	}
+	return nil
+}
+
+// blobEntry is a stored blob seen by walk.
+type blobEntry struct {
+	sum     string
+	size    int64
+	modTime time.Time
+}
+
+// walk lists the blobs on disk.
+func (b *blobStore) walk(fn func(blobEntry)) error {
+	root := filepath.Join(b.dir, "blobs")
+	shards, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	for _, sh := range shards {
+		ents, err := os.ReadDir(filepath.Join(root, sh.Name()))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if !validSum(e.Name()) {
+				continue
+			}
+			fi, err := e.Info()
+			if err != nil {
+				continue
+			}
+			fn(blobEntry{sum: e.Name(), size: fi.Size(), modTime: fi.ModTime()})
+		}
+	}
+	return nil
+}
+
+// sweepDir removes the files of dir (tmp, quarantine) older than cutoff.
+func (b *blobStore) sweepDir(name string, cutoff time.Time) int {
+	dir := filepath.Join(b.dir, name)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || fi.ModTime().After(cutoff) {
+			continue
+		}
+		if os.Remove(filepath.Join(dir, e.Name())) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// ctxReader stops a copy when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// throttled paces reads to rate bytes per second.
+type throttled struct {
+	r     io.Reader
+	rate  int64
+	start time.Time
+	n     int64
+}
+
+func (t *throttled) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.n += int64(n)
+	due := t.start.Add(time.Duration(float64(t.n) / float64(t.rate) * float64(time.Second)))
+	if d := time.Until(due); d > 0 {
+		time.Sleep(d) // pacing, not waiting for a state
+	}
+	return n, err
+}
+
+// dirSyncer coalesces directory fsyncs (group commit): a caller waits for a
+// sync of its directory that started after its rename, and one fsync serves
+// every rename made before it started.
+type dirSyncer struct {
+	mu   sync.Mutex
+	dirs map[string]*dirSync
+}
+
+type dirSync struct {
+	running bool
+	pending *syncRound // round that the next fsync will serve
+}
+
+type syncRound struct {
+	done chan struct{}
+	err  error
+}
+
+func newDirSyncer() *dirSyncer { return &dirSyncer{dirs: make(map[string]*dirSync)} }
+
+func (d *dirSyncer) sync(dir string) error {
+	d.mu.Lock()
+	ds := d.dirs[dir]
+	if ds == nil {
+		ds = &dirSync{}
+		d.dirs[dir] = ds
+	}
+	if ds.pending == nil {
+		ds.pending = &syncRound{done: make(chan struct{})}
+	}
+	round := ds.pending
+	if !ds.running {
+		ds.running = true
+		go d.run(dir, ds)
+	}
+	d.mu.Unlock()
+	<-round.done
+	return round.err
+}
+
+func (d *dirSyncer) run(dir string, ds *dirSync) {
+	for {
+		d.mu.Lock()
+		round := ds.pending
+		ds.pending = nil
+		if round == nil {
+			ds.running = false
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+		round.err = fsyncDir(dir)
+		close(round.done)
+	}
+}
+
+func fsyncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

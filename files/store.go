@@ -1,0 +1,569 @@
+package files
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cohortserver/cohort/raft"
+)
+
+// Log is what the store needs from the Raft cluster member.
+type Log interface {
+	Register(name string, sm raft.StateMachine, types ...string) error
+	Apply(ctx context.Context, typ string, payload []byte) (raft.Result, error)
+	WaitApplied(ctx context.Context, index uint64) error
+	HandleInternal(pattern string, h http.Handler)
+	Client() *http.Client
+	Servers() ([]raft.Server, error)
+	IsLeader() bool
+	Leader() (id, addr string)
+	Info() raft.Info
+}
+
+// Config configures a Store.
+type Config struct {
+	// NodeID is this node's id. Required.
+	NodeID string
+	// Dir holds the blobs (Dir/blobs), temp files and quarantine. Required.
+	Dir string
+	// Log is the Raft cluster member. Required.
+	Log Log
+	// Healthy reports whether a peer answers; writes do not wait for
+	// unhealthy peers. If nil, every peer is tried.
+	Healthy func(id string) bool
+	// Logger receives the store's logs. If nil, logs are discarded.
+	Logger *slog.Logger
+
+	// MaxBytes bounds the total size of the live files; 0 means no limit.
+	MaxBytes int64
+	// MaxFileBytes bounds one file; 0 means no limit.
+	MaxFileBytes int64
+	// MirrorDir, when set, is kept as a read-only copy of the tree.
+	MirrorDir string
+	// GCGrace is how long an unreferenced blob, temp file or quarantined
+	// blob stays before it is removed. If 0, one hour.
+	GCGrace time.Duration
+	// ScrubInterval is the pause between two scrubs of every local blob;
+	// 0 disables the background scrubber (ScrubNow still works).
+	ScrubInterval time.Duration
+	// ScrubRate bounds how fast the scrubber reads, in bytes per second;
+	// 0 means unthrottled.
+	ScrubRate int64
+	// SyncWorkers is how many blobs catch-up fetches at once. If 0, 4.
+	SyncWorkers int
+	// VerifyBelow is the size up to which Open re-hashes a blob before
+	// returning it (so even range reads of small files are verified).
+	// If 0, 4 MiB; negative disables.
+	VerifyBelow int64
+}
+
+// Store is this node's view of the shared files: the replicated manifest,
+// the local blobs, and the workers that keep them in step.
+type Store struct {
+	cfg   Config
+	log   *slog.Logger
+	state *state
+	blobs *blobStore
+
+	mu       sync.Mutex
+	fetching map[string]*fetchCall
+	watchers map[*watcher]struct{}
+	pending  map[string]int64 // blobs named by recent commits, for the syncer
+	full     bool             // the syncer should compare the whole manifest
+	repair   map[string]bool  // blobs reported corrupt
+	progress SyncStatus
+	scrub    ScrubStatus
+	started  bool
+	closed   bool
+
+	syncKick   chan struct{}
+	mirrorKick chan struct{}
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+}
+
+// WriteOptions adjust a write. The zero value writes unconditionally with
+// mode 0644.
+type WriteOptions struct {
+	// IfVersion, when set, makes the write a compare-and-set: it succeeds
+	// only if the file's current version is *IfVersion (0: the file must
+	// not exist).
+	IfVersion *uint64
+	// Mode is the file's permission bits; 0 means 0644.
+	Mode fs.FileMode
+	// Size, when known (> 0 or with SizeKnown), lets the store refuse a
+	// file over the limits before reading it.
+	Size      int64
+	SizeKnown bool
+}
+
+// Version returns a pointer to v, for WriteOptions.IfVersion.
+func Version(v uint64) *uint64 { return &v }
+
+// New returns a Store and registers its state machine and node-to-node
+// handlers. It does no I/O.
+func New(cfg Config) (*Store, error) {
+	if cfg.NodeID == "" || cfg.Dir == "" || cfg.Log == nil {
+		return nil, errors.New("files: NodeID, Dir and Log are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.GCGrace <= 0 {
+		cfg.GCGrace = time.Hour
+	}
+	if cfg.SyncWorkers <= 0 {
+		cfg.SyncWorkers = 4
+	}
+	if cfg.VerifyBelow == 0 {
+		cfg.VerifyBelow = 4 << 20
+	}
+	s := &Store{
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "files"),
+		state:      newState(),
+		blobs:      newBlobStore(cfg.Dir),
+		fetching:   make(map[string]*fetchCall),
+		watchers:   make(map[*watcher]struct{}),
+		pending:    make(map[string]int64),
+		repair:     make(map[string]bool),
+		full:       true,
+		syncKick:   make(chan struct{}, 1),
+		mirrorKick: make(chan struct{}, 1),
+	}
+	s.state.notify = s.changed
+	if err := cfg.Log.Register("files", s.state, cmdPut, cmdDelete, cmdRename); err != nil {
+		return nil, fmt.Errorf("register files state machine: %w", err)
+	}
+	s.routesInternal()
+	return s, nil
+}
+
+// Start creates the blob store and starts catch-up, the garbage collector,
+// the scrubber and the mirror. The workers stop at Close or when ctx ends.
+func (s *Store) Start(ctx context.Context) error {
+	if err := s.blobs.open(); err != nil {
+		return err
+	}
+	if s.cfg.MirrorDir != "" {
+		if err := os.MkdirAll(s.cfg.MirrorDir, 0o755); err != nil {
+			return fmt.Errorf("--files-mirror-dir: %w", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.started = true
+	s.cancel = cancel
+	s.mu.Unlock()
+	s.kickSync(true)
+	s.goWorker(func() { s.syncLoop(ctx) })
+	s.goWorker(func() { s.gcLoop(ctx) })
+	if s.cfg.ScrubInterval > 0 {
+		s.goWorker(func() { s.scrubLoop(ctx) })
+	}
+	if s.cfg.MirrorDir != "" {
+		s.kickMirror()
+		s.goWorker(func() { s.mirrorLoop(ctx) })
+	}
+	return nil
+}
+
+func (s *Store) goWorker(fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+}
+
+// Close stops the workers and waits for them. It is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	cancel := s.cancel
+	ws := s.watchers
+	s.watchers = map[*watcher]struct{}{}
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	for w := range ws {
+		w.stop()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// changed is called by the state machine after every change.
+func (s *Store) changed(ev Event) {
+	s.mu.Lock()
+	if ev.Reset {
+		s.full = true
+	} else if !ev.Info.Deleted {
+		s.pending[ev.Info.SHA256] = ev.Info.Size
+	}
+	for w := range s.watchers {
+		w.offer(ev)
+	}
+	s.mu.Unlock()
+	s.kickSync(false)
+	s.kickMirror()
+}
+
+func (s *Store) kickSync(full bool) {
+	if full {
+		s.mu.Lock()
+		s.full = true
+		s.mu.Unlock()
+	}
+	select {
+	case s.syncKick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) kickMirror() {
+	select {
+	case s.mirrorKick <- struct{}{}:
+	default:
+	}
+}
+
+// Create writes the content of r to path, replacing any current file, and
+// returns once the content is durable on a quorum of nodes and the new
+// metadata is committed. Memory use does not depend on the file size.
+func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *WriteOptions) (Info, error) {
+	var o WriteOptions
+	if opts != nil {
+		o = *opts
+	}
+	p, err := CleanPath(path)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := s.precheck(p, o); err != nil {
+		return Info{}, err
+	}
+	res, holders, err := s.store(ctx, r, o)
+	if err != nil {
+		return Info{}, err
+	}
+	mode := o.Mode.Perm()
+	if mode == 0 {
+		mode = 0o644
+	}
+	cmd := putCmd{Path: p, SHA256: res.SHA256, Size: res.Size, Mode: uint32(mode), IfVersion: o.IfVersion, Holders: holders, MaxBytes: s.cfg.MaxBytes}
+	return s.apply(ctx, cmdPut, cmd)
+}
+
+// precheck refuses early, before any byte is read, what would surely be
+// refused at commit.
+func (s *Store) precheck(p string, o WriteOptions) error {
+	known := o.SizeKnown || o.Size > 0
+	if known && s.cfg.MaxFileBytes > 0 && o.Size > s.cfg.MaxFileBytes {
+		return fmt.Errorf("%w: %d bytes, over the %d allowed per file (--files-max-file-bytes)", ErrFileTooLarge, o.Size, s.cfg.MaxFileBytes)
+	}
+	cur, ok := s.state.get(p)
+	if o.IfVersion != nil {
+		var have uint64
+		if ok && !cur.Deleted {
+			have = cur.Version
+		}
+		if have != *o.IfVersion {
+			return fmt.Errorf("%w: %s is at version %d, not %d", ErrVersionMismatch, p, have, *o.IfVersion)
+		}
+	}
+	if known && s.cfg.MaxBytes > 0 {
+		_, total, _ := s.state.usage()
+		after := total + o.Size
+		if ok && !cur.Deleted {
+			after -= cur.Size
+		}
+		if after > s.cfg.MaxBytes {
+			return fmt.Errorf("%w: storing %d bytes would bring the shared files to %d bytes, over the %d allowed (--files-max-bytes)", ErrQuotaExceeded, o.Size, after, s.cfg.MaxBytes)
+		}
+	}
+	return nil
+}
+
+func (s *Store) apply(ctx context.Context, typ string, cmd any) (Info, error) {
+	payload, err := json.Marshal(cmd)
+	if err != nil {
+		return Info{}, fmt.Errorf("encode %s: %w", typ, err)
+	}
+	res, err := s.cfg.Log.Apply(ctx, typ, payload)
+	if err != nil {
+		return Info{}, fromApply(err)
+	}
+	var in Info
+	if err := json.Unmarshal(res.Data, &in); err != nil {
+		return Info{}, fmt.Errorf("decode %s result: %w", typ, err)
+	}
+	return in, nil
+}
+
+// Writer returns an io.WriteCloser that stores what is written to it at
+// path when closed (Close returns the error of the write, and Info the
+// result). Abort discards the content instead.
+func (s *Store) Writer(ctx context.Context, path string, opts *WriteOptions) *Writer {
+	pr, pw := io.Pipe()
+	w := &Writer{pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		w.info, w.err = s.Create(ctx, path, pr, opts)
+		pr.CloseWithError(w.err)
+	}()
+	return w
+}
+
+// Writer streams a new file's content; see Store.Writer.
+type Writer struct {
+	pw   *io.PipeWriter
+	done chan struct{}
+	info Info
+	err  error
+}
+
+// Write implements io.Writer.
+func (w *Writer) Write(p []byte) (int, error) { return w.pw.Write(p) }
+
+// Close ends the content and waits for the commit.
+func (w *Writer) Close() error {
+	w.pw.Close()
+	<-w.done
+	return w.err
+}
+
+// Abort discards the content: nothing is committed.
+func (w *Writer) Abort() {
+	w.pw.CloseWithError(errors.New("write aborted"))
+	<-w.done
+}
+
+// Info is the committed file after a successful Close.
+func (w *Writer) Info() Info { return w.info }
+
+// Remove deletes path, leaving a tombstone. opts.IfVersion makes it a
+// compare-and-set.
+func (s *Store) Remove(ctx context.Context, path string, opts *WriteOptions) (Info, error) {
+	p, err := CleanPath(path)
+	if err != nil {
+		return Info{}, err
+	}
+	cmd := deleteCmd{Path: p}
+	if opts != nil {
+		cmd.IfVersion = opts.IfVersion
+	}
+	return s.apply(ctx, cmdDelete, cmd)
+}
+
+// Rename moves from to to (replacing to) in one committed step; from
+// becomes a tombstone. opts.IfVersion checks from's version.
+func (s *Store) Rename(ctx context.Context, from, to string, opts *WriteOptions) (Info, error) {
+	f, err := CleanPath(from)
+	if err != nil {
+		return Info{}, err
+	}
+	t, err := CleanPath(to)
+	if err != nil {
+		return Info{}, err
+	}
+	cmd := renameCmd{From: f, To: t}
+	if opts != nil {
+		cmd.IfVersion = opts.IfVersion
+	}
+	return s.apply(ctx, cmdRename, cmd)
+}
+
+// Stat returns the metadata of path. It first catches up with the
+// leader's commit index, so a write acknowledged by any node is seen.
+func (s *Store) Stat(ctx context.Context, path string) (Info, error) {
+	p, err := CleanPath(path)
+	if err != nil {
+		return Info{}, err
+	}
+	s.barrier(ctx)
+	in, ok := s.state.get(p)
+	if !ok || in.Deleted {
+		return Info{}, fmt.Errorf("%w: %s", ErrNotFound, p)
+	}
+	return in, nil
+}
+
+// List returns the live files whose path starts with prefix, sorted.
+func (s *Store) List(ctx context.Context, prefix string) ([]Info, error) {
+	p, err := CleanPrefix(prefix)
+	if err != nil {
+		return nil, err
+	}
+	s.barrier(ctx)
+	return s.state.list(p, false), nil
+}
+
+// ListAll is List including tombstones.
+func (s *Store) ListAll(ctx context.Context, prefix string) ([]Info, error) {
+	p, err := CleanPrefix(prefix)
+	if err != nil {
+		return nil, err
+	}
+	s.barrier(ctx)
+	return s.state.list(p, true), nil
+}
+
+// Open opens path for reading. The content is read from the local blob;
+// when this node lacks it (or its copy is corrupt) it is first fetched
+// from a node that has it, verified and kept.
+func (s *Store) Open(ctx context.Context, path string) (*File, error) {
+	in, err := s.Stat(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		if err := s.ensureLocal(ctx, in.SHA256, in.Holders); err != nil {
+			return nil, err
+		}
+		if in.Size <= s.cfg.VerifyBelow {
+			if _, err := s.blobs.verify(ctx, in.SHA256, 0); err != nil {
+				if errors.Is(err, ErrCorrupt) && attempt == 0 {
+					s.log.Error("corrupt blob found on read; fetching a good copy", "path", in.Path, "sha256", in.SHA256, "err", err)
+					if qerr := s.blobs.quarantine(in.SHA256); qerr != nil {
+						return nil, qerr
+					}
+					continue
+				}
+				if !errors.Is(err, fs.ErrNotExist) || attempt > 0 {
+					return nil, fmt.Errorf("open %s: %w", in.Path, err)
+				}
+				continue
+			}
+		}
+		f, err := s.blobs.openBlob(in.SHA256)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && attempt == 0 {
+				continue // collected or quarantined meanwhile
+			}
+			return nil, err
+		}
+		sum := in.SHA256
+		return newFile(in, f, func() { s.reportCorrupt(sum) }), nil
+	}
+}
+
+// ReadFile returns the whole content of path (for small files).
+func (s *Store) ReadFile(ctx context.Context, path string) ([]byte, error) {
+	f, err := s.Open(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// barrier waits until this node applied the leader's commit index, so a
+// read sees every acknowledged write. Without a reachable leader it
+// returns at once and the read is served from the local state.
+func (s *Store) barrier(ctx context.Context) {
+	if s.cfg.Log.IsLeader() {
+		return
+	}
+	_, addr := s.cfg.Log.Leader()
+	client := s.cfg.Log.Client()
+	if addr == "" || client == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/_internal/files/commit", nil)
+	if err != nil {
+		return
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		s.log.Debug("read barrier: leader unreachable, reading local state", "err", err)
+		return
+	}
+	defer resp.Body.Close()
+	var ans struct {
+		Index uint64 `json:"index"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&ans) != nil {
+		return
+	}
+	if err := s.cfg.Log.WaitApplied(ctx, ans.Index); err != nil {
+		s.log.Debug("read barrier: not caught up in time, reading local state", "err", err)
+	}
+}
+
+// peer is another node of the cluster.
+type peer struct {
+	id, addr string
+	voter    bool
+}
+
+// peers returns the other servers and the write quorum.
+func (s *Store) peers() ([]peer, int, error) {
+	servers, err := s.cfg.Log.Servers()
+	if err != nil {
+		return nil, 0, fmt.Errorf("read cluster configuration: %w", err)
+	}
+	voters := 0
+	var out []peer
+	for _, sv := range servers {
+		if sv.Voter {
+			voters++
+		}
+		if sv.ID != s.cfg.NodeID {
+			out = append(out, peer{id: sv.ID, addr: sv.Address, voter: sv.Voter})
+		}
+	}
+	if voters == 0 {
+		voters = 1
+	}
+	return out, voters/2 + 1, nil
+}
+
+func (s *Store) healthy(id string) bool {
+	return s.cfg.Healthy == nil || s.cfg.Healthy(id)
+}
+
+// Usage is the size of the tree.
+type Usage struct {
+	Files      int   `json:"files"`
+	Bytes      int64 `json:"bytes"`
+	Tombstones int   `json:"tombstones"`
+	MaxBytes   int64 `json:"max_bytes,omitempty"`
+}
+
+// Status is this node's view of the shared files.
+type Status struct {
+	Node  string      `json:"node"`
+	Usage Usage       `json:"usage"`
+	Sync  SyncStatus  `json:"sync"`
+	Scrub ScrubStatus `json:"scrub"`
+}
+
+// Status returns the tree's size and the progress of catch-up and scrub.
+func (s *Store) Status() Status {
+	files, bytes, tombs := s.state.usage()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{Node: s.cfg.NodeID, Usage: Usage{Files: files, Bytes: bytes, Tombstones: tombs, MaxBytes: s.cfg.MaxBytes}, Sync: s.progress, Scrub: s.scrub}
+	st.Sync.finish()
+	return st
+}
+
+func containsID(ids []string, id string) bool { return slices.Contains(ids, id) }
