@@ -28,7 +28,9 @@ type ops struct {
 	raft    *metrics.Raft
 	events  *eventLog
 	console *console.Console
-	done    chan struct{}
+	// stopWatch ends the member watcher; done closes when it returned.
+	stopWatch context.CancelFunc
+	done      chan struct{}
 }
 
 // setupOps wires metrics, the event log, the console and the operations
@@ -80,13 +82,18 @@ func (n *Node) setupOps() error {
 			}
 		}
 		o.events.add("node", n.cfg.NodeID, "node started, version "+buildinfo.Version)
+		wctx, cancel := context.WithCancel(ctx)
+		o.stopWatch = cancel
 		go func() {
 			defer close(o.done)
-			n.watchMembers(ctx)
+			n.watchMembers(wctx)
 		}()
 		return nil
 	}, func() error {
-		<-o.done
+		if o.stopWatch != nil {
+			o.stopWatch()
+			<-o.done
+		}
 		return nil
 	})
 	return nil

@@ -21,6 +21,14 @@ import (
 // afterwards with `cohort serve` (its --peers are ignored) and grow the
 // cluster with --join.
 func Recover(cfg config.Config, peers []config.Peer) error {
+	return RecoverWith(cfg, peers, nil)
+}
+
+// RecoverWith is Recover with setup run on the node after New, for
+// programs (and tests) that register extra state machines on their nodes
+// the way they do before Start: the recovery must apply the log with the
+// same machines.
+func RecoverWith(cfg config.Config, peers []config.Peer, setup func(*Node) error) error {
 	if err := ownedDataDir(cfg); err != nil {
 		return err
 	}
@@ -34,6 +42,11 @@ func Recover(cfg config.Config, peers []config.Peer) error {
 	n, err := New(cfg)
 	if err != nil {
 		return err
+	}
+	if setup != nil {
+		if err := setup(n); err != nil {
+			return fmt.Errorf("recover: setup: %w", err)
+		}
 	}
 	return n.cluster.Recover(toRaftPeers(peers))
 }
