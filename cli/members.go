@@ -218,6 +218,7 @@ func transferLeader(ctx context.Context, args []string, stdout, stderr io.Writer
 			if err := do(ctx, a, http.MethodPost, "/_cohort/api/leader/transfer", req, &out); err != nil {
 				return err
 			}
+			out.LeaderID = awaitLeader(ctx, a, req["to"], out.LeaderID)
 			if a.json {
 				printJSON(w, out)
 			} else {
@@ -226,6 +227,25 @@ func transferLeader(ctx context.Context, args []string, stdout, stderr io.Writer
 			return nil
 		},
 	}, args, stdout, stderr)
+}
+
+// awaitLeader polls the node's status until it knows a leader (to, when
+// given) for a few seconds: the node that handled a transfer may learn the
+// new leader a moment after answering. It returns the last leader seen.
+func awaitLeader(ctx context.Context, a *apiFlags, to, seen string) string {
+	deadline := time.Now().Add(10 * time.Second)
+	for (seen == "" || (to != "" && seen != to)) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return seen
+		case <-time.After(100 * time.Millisecond):
+		}
+		var st node.Status
+		if err := do(ctx, a, http.MethodGet, "/_cohort/status", nil, &st); err == nil {
+			seen = st.LeaderID
+		}
+	}
+	return seen
 }
 
 // remove takes a node out of the cluster.
