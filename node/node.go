@@ -13,10 +13,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cohortserver/cohort/broadcast"
 	"github.com/cohortserver/cohort/buildinfo"
 	"github.com/cohortserver/cohort/config"
-	"github.com/cohortserver/cohort/files"
 	"github.com/cohortserver/cohort/db"
+	"github.com/cohortserver/cohort/files"
+	"github.com/cohortserver/cohort/jobs"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/proxy"
 	"github.com/cohortserver/cohort/raft"
@@ -63,8 +65,10 @@ type Node struct {
 	started    time.Time
 
 	readyChecks []ReadyCheck
-	files       *files.Store // shared files (files.go)
-	ops         *ops // metrics, events, console (ops.go)
+	files       *files.Store   // shared files (files.go)
+	jobs        *jobs.Runner   // master-only jobs (jobs.go)
+	bus         *broadcast.Bus // cluster broadcast (jobs.go)
+	ops         *ops           // metrics, events, console (ops.go)
 
 	db *db.Database // business database, wired by setupApp (node/app.go)
 
