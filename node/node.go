@@ -82,12 +82,14 @@ type Node struct {
 	wrappers []func(http.Handler) http.Handler
 	onStart  []func(ctx context.Context) error
 	onClose  []func() error
+	onDrain  []func(ctx context.Context) error
 
-	mu      sync.Mutex
-	state   int // 0 new, 1 started, 2 closed
-	cancel  context.CancelFunc
-	bg      sync.WaitGroup
-	closeMu sync.Mutex
+	mu         sync.Mutex
+	state      int                // 0 new, 1 started, 2 closed
+	cancel     context.CancelFunc // ends background loops and request contexts
+	hookCancel context.CancelFunc // ends the OnStart hooks' context
+	bg         sync.WaitGroup
+	closeMu    sync.Mutex
 }
 
 // New builds a node from a validated configuration. It does no I/O.
@@ -219,8 +221,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	undo = append(undo, cancel)
+	hookCtx, hookCancel := context.WithCancel(bgCtx)
+	n.hookCancel = hookCancel
+	undo = append(undo, hookCancel)
 	for i, fn := range n.onStart {
-		if err := fn(bgCtx); err != nil {
+		if err := fn(hookCtx); err != nil {
 			for j := i - 1; j >= 0; j-- {
 				_ = n.onClose[j]()
 			}
@@ -339,12 +344,23 @@ func (n *Node) shutdown(graceful bool) error {
 	var errs []error
 	if graceful {
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+		// 1. Drain while the front still serves: hooks mark the node
+		// draining cluster-wide and wait for in-flight work.
+		for _, d := range n.onDrain {
+			if err := d(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		// 2. Stop taking requests; finish those in flight.
 		if n.httpSrv != nil {
 			if err := n.httpSrv.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 			}
 		}
 		cancel()
+		// 3. Capabilities stop (their start contexts end first), then Raft
+		// hands over leadership and closes.
+		n.cancelHooks()
 		errs = append(errs, n.runClose()...)
 		errs = append(errs, n.cluster.Close())
 	} else {
@@ -352,6 +368,7 @@ func (n *Node) shutdown(graceful bool) error {
 		if n.httpSrv != nil {
 			_ = n.httpSrv.Close()
 		}
+		n.cancelHooks()
 		errs = append(errs, n.runClose()...)
 	}
 	if n.cancel != nil {
@@ -364,6 +381,17 @@ func (n *Node) shutdown(graceful bool) error {
 	return errors.Join(errs...)
 }
 
+func (n *Node) cancelHooks() {
+	if n.hookCancel != nil {
+		n.hookCancel()
+	}
+}
+
+// OnDrain registers fn to run first in a graceful Close, while the public
+// front still serves: the place to stop taking new work and wait for what
+// is in flight. ctx carries --shutdown-timeout. Call it before Start.
+func (n *Node) OnDrain(fn func(ctx context.Context) error) { n.onDrain = append(n.onDrain, fn) }
+
 // runClose runs the close hooks in reverse order of their registration.
 func (n *Node) runClose() []error {
 	var errs []error
@@ -374,8 +402,10 @@ func (n *Node) runClose() []error {
 }
 
 // OnStart registers a lifecycle hook pair: start runs in Start after Raft
-// is up and before the front serves (its ctx ends at Close); stop runs in
-// Close, in reverse order. Either may be nil. Call it before Start.
+// is up and before the front serves; its ctx is cancelled when Close
+// reaches the hooks (after draining and the front's shutdown), just before
+// stop runs. Stops run in reverse order of registration. Either may be nil.
+// Call it before Start.
 func (n *Node) OnStart(start func(ctx context.Context) error, stop func() error) {
 	if start == nil {
 		start = func(context.Context) error { return nil }

@@ -224,6 +224,10 @@ func (t *Transport) dial(ctx context.Context, addr string, ch byte) (net.Conn, e
 		c.Close()
 		return nil, fmt.Errorf("cluster handshake with %s: %w", addr, err)
 	}
+	if t.faults != nil && t.faults.dialBlocked(t.nodeID, peer) {
+		c.Close()
+		return nil, fmt.Errorf("dial %s (%s): %w", addr, peer, errBlocked)
+	}
 	_ = raw.SetDeadline(time.Time{})
 	ac, err := t.track(c, peer, ch)
 	if err != nil {
@@ -242,7 +246,7 @@ func (t *Transport) track(c net.Conn, peer string, ch byte) (*authConn, error) {
 	if t.faults != nil && t.faults.blocked(t.nodeID, peer) {
 		return nil, errBlocked
 	}
-	ac := &authConn{Conn: c, peer: peer, ch: ch, t: t}
+	ac := &authConn{Conn: c, peer: peer, ch: ch, t: t, closed: make(chan struct{})}
 	t.conns[ac] = struct{}{}
 	return ac, nil
 }
@@ -301,16 +305,39 @@ func (t *Transport) Close() error {
 // authConn is a connection that passed the handshake.
 type authConn struct {
 	net.Conn
-	peer string
-	ch   byte
-	t    *Transport
-	once sync.Once
+	peer   string
+	ch     byte
+	t      *Transport
+	once   sync.Once
+	closed chan struct{}
+}
+
+// Read passes through the fault seam when there is one.
+func (c *authConn) Read(p []byte) (int, error) {
+	if f := c.t.faults; f != nil {
+		if err := f.gate(c.t.nodeID, c.peer, false, c.closed); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Read(p)
+}
+
+// Write passes through the fault seam when there is one.
+func (c *authConn) Write(p []byte) (int, error) {
+	if f := c.t.faults; f != nil {
+		if err := f.gate(c.t.nodeID, c.peer, true, c.closed); err != nil {
+			c.Close()
+			return 0, err
+		}
+	}
+	return c.Conn.Write(p)
 }
 
 // Close closes the connection once and forgets it.
 func (c *authConn) Close() error {
 	var err error
 	c.once.Do(func() {
+		close(c.closed)
 		err = c.Conn.Close()
 		c.t.untrack(c)
 	})
