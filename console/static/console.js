@@ -16,7 +16,7 @@
       else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
       else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
       e.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
@@ -100,7 +100,7 @@
     enable: { title: "Enable", text: (id) => `Enable ${id}? It takes new sessions again.`,
       run: (id) => api("POST", `/_cohort/api/nodes/${encodeURIComponent(id)}/enable`), done: (id) => `${id} is active` },
     transfer: { title: "Make leader", text: (id) => `Transfer Raft leadership to ${id}? Writes pause for a moment during the election.`,
-      run: (id) => api("POST", "/_cohort/api/leader/transfer", { to: id }), done: (id, r) => `leader is now ${(r && r.leader_id) || id}` },
+      run: (id) => api("POST", "/_cohort/api/leader/transfer", { to: id }), done: (id) => `leadership handed to ${id}` },
     remove: { title: "Remove", text: (id) => `Remove ${id} from the cluster? It stops being a voter. To come back it must wipe its data dir or use a new id.`,
       run: (id) => api("DELETE", `/_cohort/api/nodes/${encodeURIComponent(id)}`), done: (id) => `${id} removed` },
     ping: { title: "Ping", text: null,
@@ -213,7 +213,7 @@
         return el("tr", {},
           el("td", {}, el("b", {}, name)),
           el("td", {}, pick(j, "schedule", "every", "cron") || "–"),
-          el("td", {}, when(pick(j, "last_run.started", "last_run.start", "last_run.time", "last_run", "last.started", "last_started"))),
+          el("td", {}, when(pick(j, "last_run.started_at", "last_run.finished_at", "last_run.scheduled_at", "last_run.started", "last_started"))),
           el("td", { class: /fail|error/i.test(result) ? "bad" : (/ok|succe/i.test(result) ? "ok" : "") }, result),
           el("td", {}, suspended ? "suspended" : when(pick(j, "next_run", "next"))),
           el("td", {}, el("button", { class: "ghost", onclick: async () => {
@@ -226,31 +226,54 @@
 
   function figure(k, v, wide) { return el("div", { class: "figure" + (wide ? " wide" : "") }, el("div", { class: "k" }, k), el("div", { class: "v" }, v)); }
 
+  // Known figures first, then any other number the endpoint reports is
+  // ignored: the panel stays readable as the APIs grow.
+  const sessionFigures = [["total", "Sessions"], ["in_memory", "In memory"], ["passivated", "Passivated"],
+    ["memory_bytes", "Session memory", true], ["bytes", "Session bytes", true], ["principals", "Users signed in"]];
+
   async function refreshFigures() {
     const out = [];
     try {
       const s = await api("GET", "/_cohort/api/sessions");
       const src = (s && s.stats) || s || {};
-      for (const [k, v] of Object.entries(src)) {
-        if (typeof v === "number") out.push(figure("Sessions · " + k.replace(/_/g, " "), /bytes|memory/.test(k) ? bytes(v) : v));
+      let any = false;
+      for (const [k, label, isBytes] of sessionFigures) {
+        if (typeof src[k] === "number") { out.push(figure(label, isBytes ? bytes(src[k]) : src[k])); any = true; }
       }
-      if (!out.length) out.push(figure("Sessions", "–"));
+      if (!any) out.push(figure("Sessions", "–"));
     } catch (e) {
       out.push(figure("Sessions", e.status === 404 ? "not available" : "error", true));
     }
     try {
-      const f = await api("GET", "/_cohort/api/files?prefix=");
-      const files = list(f, "files");
-      if (files) {
-        const total = files.reduce((a, x) => a + (typeof x.size === "number" ? x.size : 0), 0);
-        out.push(figure("Files", files.length), figure("Files · bytes", bytes(total)));
-      } else {
-        for (const [k, v] of Object.entries(f || {})) if (typeof v === "number") out.push(figure("Files · " + k.replace(/_/g, " "), /bytes/.test(k) ? bytes(v) : v));
-      }
+      const f = await api("GET", "/_cohort/api/files-status");
+      const u = f.usage || {}, sy = f.sync || {};
+      out.push(figure("Files", u.files ?? "–"), figure("File bytes", bytes(u.bytes)));
+      let catchup = "in sync";
+      if (sy.running) catchup = `catching up: ${sy.done_files}/${sy.missing_files} files${sy.eta ? ", ETA " + sy.eta : ""}`;
+      else if (sy.failed_files) catchup = `${sy.failed_files} files failed to copy`;
+      out.push(figure("File catch-up", catchup, true));
     } catch (e) {
-      out.push(figure("Files", e.status === 404 ? "not available" : "error", true));
+      try {
+        const f = await api("GET", "/_cohort/api/files?prefix=");
+        const files = list(f, "files") || [];
+        out.push(figure("Files", files.length), figure("File bytes", bytes(files.reduce((a, x) => a + (x.size || 0), 0))));
+      } catch (e2) {
+        out.push(figure("Files", e2.status === 404 ? "not available" : "error", true));
+      }
     }
     $("figures").replaceChildren(...out);
+  }
+
+  // describeMessage renders a replicated cluster message (GET
+  // /_cohort/api/messages) as one line: its topic and its payload's fields.
+  function describeMessage(m) {
+    let body = m.payload || "";
+    try {
+      const p = JSON.parse(body);
+      if (p && typeof p === "object") body = Object.entries(p).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+    } catch (e) { /* plain text payload */ }
+    if (!body && m.payload_base64) body = "(binary payload)";
+    return `${m.topic}: ${body}`;
   }
 
   async function refreshEvents() {
@@ -259,7 +282,7 @@
     try { const v = await api("GET", "/_cohort/api/events"); evs = evs.concat(list(v, "events") || []); ok = true; } catch (e) { /* shown below */ }
     try {
       const v = await api("GET", "/_cohort/api/messages");
-      for (const m of list(v, "messages") || []) evs.push({ time: m.time || m.at, kind: "message", node: m.node || m.origin || m.from || "", message: m.text || m.message || m.kind || JSON.stringify(m) });
+      for (const m of list(v, "messages") || []) evs.push({ time: m.time, kind: "message", node: m.origin || "", message: describeMessage(m) });
       ok = true;
     } catch (e) { /* optional */ }
     const box = $("events");
