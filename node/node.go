@@ -22,6 +22,7 @@ import (
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/proxy"
 	"github.com/cohortserver/cohort/raft"
+	"github.com/cohortserver/cohort/sessions"
 )
 
 // Option adjusts how New builds a node; tests use them to inject
@@ -65,10 +66,11 @@ type Node struct {
 	started    time.Time
 
 	readyChecks []ReadyCheck
-	files       *files.Store   // shared files (files.go)
-	jobs        *jobs.Runner   // master-only jobs (jobs.go)
-	bus         *broadcast.Bus // cluster broadcast (jobs.go)
-	ops         *ops           // metrics, events, console (ops.go)
+	files       *files.Store      // shared files (files.go)
+	jobs        *jobs.Runner      // master-only jobs (jobs.go)
+	bus         *broadcast.Bus    // cluster broadcast (jobs.go)
+	sessions    *sessions.Manager // replicated HTTP sessions (sessions.go)
+	ops         *ops              // metrics, events, console (ops.go)
 
 	db *db.Database // business database, wired by setupApp (node/app.go)
 

@@ -1,0 +1,91 @@
+package sessions
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"strings"
+)
+
+// tokenBytes is the entropy of a session token: 256 bits.
+const tokenBytes = 32
+
+// tokenLen is the length of a token in unpadded base64url.
+var tokenLen = base64.RawURLEncoding.EncodedLen(tokenBytes)
+
+// maxRouteLen bounds the route part of a cookie value.
+const maxRouteLen = 64
+
+// newToken returns a fresh token from crypto/rand, base64url-encoded.
+func newToken() (string, error) {
+	var b [tokenBytes]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("read random token: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// idLen is the length of a session id: a session is stored under a hash of
+// its token, so neither the Raft log nor snapshots hold a usable credential.
+const idLen = 16
+
+// sessionID derives the stored id of a token.
+func sessionID(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return string(sum[:idLen])
+}
+
+// idPrefix is the short, non-secret name of a session shown to operators:
+// the first 12 hex digits of its stored id (a hash of the token).
+func idPrefix(id string) string {
+	const hexdigits = "0123456789abcdef"
+	var b [12]byte
+	for i := 0; i < 6 && i < len(id); i++ {
+		b[2*i] = hexdigits[id[i]>>4]
+		b[2*i+1] = hexdigits[id[i]&0xf]
+	}
+	return string(b[:])
+}
+
+// ParseCookie splits a session cookie value TOKEN.ROUTE and checks both
+// parts strictly: TOKEN is exactly 43 base64url characters encoding 256
+// bits, ROUTE is 1 to 64 base64url characters (an opaque tag of the node
+// that last served the session). Anything else is ErrMalformedCookie.
+func ParseCookie(value string) (token, route string, err error) {
+	dot := strings.IndexByte(value, '.')
+	if dot < 0 {
+		return "", "", fmt.Errorf("%w: no route separator", ErrMalformedCookie)
+	}
+	token, route = value[:dot], value[dot+1:]
+	if len(token) != tokenLen {
+		return "", "", fmt.Errorf("%w: token of %d characters, want %d", ErrMalformedCookie, len(token), tokenLen)
+	}
+	if len(route) == 0 || len(route) > maxRouteLen {
+		return "", "", fmt.Errorf("%w: route of %d characters, want 1..%d", ErrMalformedCookie, len(route), maxRouteLen)
+	}
+	if !isB64URL(token) || !isB64URL(route) {
+		return "", "", fmt.Errorf("%w: characters outside base64url", ErrMalformedCookie)
+	}
+	// The last character of a 43-character encoding of 32 bytes carries 4
+	// bits of padding that must be zero, or two spellings name one token.
+	if _, derr := base64.RawURLEncoding.Strict().DecodeString(token); derr != nil {
+		return "", "", fmt.Errorf("%w: token is not canonical base64url", ErrMalformedCookie)
+	}
+	return token, route, nil
+}
+
+// FormatCookie joins a token and a route into a cookie value.
+func FormatCookie(token, route string) string { return token + "." + route }
+
+func isB64URL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}

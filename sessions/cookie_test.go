@@ -1,0 +1,91 @@
+package sessions
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseCookie(t *testing.T) {
+	tok, err := newToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, value string
+		ok          bool
+	}{
+		{"token and route", tok + ".AbC-_9xyz012", true},
+		{"no route separator", tok, false},
+		{"empty route", tok + ".", false},
+		{"route too long", tok + "." + strings.Repeat("a", 65), false},
+		{"route with a dot", tok + ".ab.cd", false},
+		{"short token", tok[1:] + ".r", false},
+		{"long token", tok + "A.r", false},
+		{"padding", tok[:42] + "=.r", false},
+		{"standard base64", strings.Repeat("+", 43) + ".r", false},
+		{"non-canonical last char", tok[:42] + "B.r", tok[42] == 'B' || false},
+		{"empty", "", false},
+		{"spaces", " " + tok + ".r", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gotTok, gotRoute, err := ParseCookie(tt.value)
+			if (err == nil) != tt.ok {
+				t.Fatalf("ParseCookie(%q) err = %v, want ok=%v", tt.value, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrMalformedCookie) {
+				t.Fatalf("error %v does not wrap ErrMalformedCookie", err)
+			}
+			if err == nil && FormatCookie(gotTok, gotRoute) != tt.value {
+				t.Fatalf("round trip %q -> %q", tt.value, FormatCookie(gotTok, gotRoute))
+			}
+		})
+	}
+}
+
+func FuzzParseCookie(f *testing.F) {
+	tok, _ := newToken()
+	for _, s := range []string{tok + ".r", tok + ".AbC-_9xyz012", tok, ".", "", tok + ".a.b", strings.Repeat("A", 43) + ".x", "\x00.\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		token, route, err := ParseCookie(v)
+		if err != nil {
+			if token != "" || route != "" {
+				t.Fatalf("error with parts %q %q", token, route)
+			}
+			return
+		}
+		if FormatCookie(token, route) != v {
+			t.Fatalf("round trip %q", v)
+		}
+		if len(token) != tokenLen || !isB64URL(token) || len(route) == 0 || len(route) > maxRouteLen || !isB64URL(route) {
+			t.Fatalf("accepted %q", v)
+		}
+		if len(sessionID(token)) != idLen {
+			t.Fatal("id length")
+		}
+	})
+}
+
+// FuzzDecodeCommit feeds arbitrary payloads to the command decoders: they
+// must refuse, never panic, and re-encode what they accept identically.
+func FuzzDecodeCommit(f *testing.F) {
+	f.Add((&commit{flags: flagCreate, newID: strings.Repeat("i", idLen), maxBytes: 10, ops: []op{{kind: opSet, key: "k", val: []byte("sv")}, {kind: opIdle, n: 5}, {kind: opPrincipal, key: "p"}, {kind: opDelete, key: "x"}, {kind: opClear}}}).encode())
+	f.Add(encodeIDs([]string{"a", "b"}))
+	f.Add(destroyCmd{principal: "p", except: "e"}.encode())
+	f.Add([]byte{1, 0, 0, 0, 0, 200})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if c, err := decodeCommit(p); err == nil {
+			if string(c.encode()) != string(p) {
+				t.Fatalf("commit re-encodes differently")
+			}
+		}
+		_, _ = decodeIDs(p)
+		_, _ = decodeDestroy(p)
+		_ = validBlob(p)
+		_ = blobKeys(p)
+		_ = decodeValue(p)
+	})
+}

@@ -1,0 +1,555 @@
+package sessions
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cohortserver/cohort/raft"
+)
+
+// Errors of the sessions package.
+var (
+	// ErrTooLarge is returned when a value or a whole session passes its
+	// size limit; the middleware answers 413.
+	ErrTooLarge = errors.New("too large")
+	// ErrSessionGone means the session ended (destroyed, renewed or
+	// expired) on another request while this one was changing it.
+	ErrSessionGone = errors.New("the session ended while this request was changing it")
+	// ErrNoSession is returned by the context API outside the middleware.
+	ErrNoSession = errors.New("no session in this request context: wrap the handler with Manager.Middleware")
+	// ErrInvalidValue is a Put value that cannot be stored.
+	ErrInvalidValue = errors.New("invalid session value")
+	// ErrMalformedCookie is returned by ParseCookie.
+	ErrMalformedCookie = errors.New("malformed session cookie")
+
+	errBadCommand     = errors.New("malformed sessions command")
+	errPassiveMissing = errors.New("passivated data missing")
+)
+
+// limitError is ErrTooLarge with what passed which limit. It keeps its
+// code across a forwarded Apply.
+type limitError struct {
+	what        string
+	size, limit int64
+}
+
+func (e *limitError) Error() string {
+	return fmt.Sprintf("%s of %d bytes is too large: the limit is %d bytes", e.what, e.size, e.limit)
+}
+
+func (e *limitError) Is(target error) bool { return target == ErrTooLarge }
+
+// ApplyCode implements raft.CodedError.
+func (e *limitError) ApplyCode() string { return "sessions.too_large" }
+
+// codedError keeps a sentinel's code across a forwarded Apply.
+type codedError struct {
+	code string
+	err  error
+}
+
+func (e codedError) Error() string { return e.err.Error() }
+
+func (e codedError) Unwrap() error { return e.err }
+
+// ApplyCode implements raft.CodedError.
+func (e codedError) ApplyCode() string { return e.code }
+
+// Cluster is what the sessions need of Raft.
+type Cluster interface {
+	Register(name string, sm raft.StateMachine, types ...string) error
+	Apply(ctx context.Context, typ string, payload []byte) (raft.Result, error)
+	OnLeader(fn func(ctx context.Context, term uint64))
+	HandleInternal(pattern string, h http.Handler)
+	Client() *http.Client
+	Leader() (id, addr string)
+	IsLeader() bool
+	Info() raft.Info
+	WaitApplied(ctx context.Context, index uint64) error
+}
+
+// Config configures a Manager. Zero durations and sizes take the defaults
+// noted.
+type Config struct {
+	// NodeID is this node's id (for logs).
+	NodeID string
+	// CookieName is the session cookie (default "cohort_session").
+	CookieName string
+	// Route returns this node's opaque route tag for the cookie. If nil,
+	// the route is the node id.
+	Route func() string
+	// IdleTimeout ends a session not used for this long (default 30m).
+	IdleTimeout time.Duration
+	// Lifetime ends a session this long after its creation (default 24h).
+	Lifetime time.Duration
+	// MaxBytes limits the attribute data of one session (default 1 MiB).
+	MaxBytes int64
+	// MaxValueBytes limits one value (default 256 KiB).
+	MaxValueBytes int64
+	// MemoryBudget is the attribute bytes kept in memory before cold
+	// sessions are passivated to disk; 0 = unlimited.
+	MemoryBudget int64
+	// MemorySessions is the count of sessions kept in memory before cold
+	// ones are passivated; 0 = unlimited.
+	MemorySessions int
+	// Dir holds the passivation file (required with a memory budget).
+	Dir string
+	// Ignore matches request paths that never load or save a session.
+	Ignore *regexp.Regexp
+	// SweepInterval is how often the leader looks for expired sessions
+	// (default 1m).
+	SweepInterval time.Duration
+	// SweepBatch bounds the ids of one sweep entry (default 1000).
+	SweepBatch int
+	// CommitTimeout bounds one commit through Raft (default 10s).
+	CommitTimeout time.Duration
+	// CatchUpTimeout bounds the wait for the leader's commit index when a
+	// session arrives from another node (default 2s); past it the request
+	// is served from what this node has.
+	CatchUpTimeout time.Duration
+	// Logger receives the package's logs. If nil, logs are discarded.
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.CookieName == "" {
+		c.CookieName = "cohort_session"
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 30 * time.Minute
+	}
+	if c.Lifetime <= 0 {
+		c.Lifetime = 24 * time.Hour
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 1 << 20
+	}
+	if c.MaxValueBytes <= 0 {
+		c.MaxValueBytes = 256 << 10
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Minute
+	}
+	if c.SweepBatch <= 0 {
+		c.SweepBatch = 1000
+	}
+	if c.CommitTimeout <= 0 {
+		c.CommitTimeout = 10 * time.Second
+	}
+	if c.CatchUpTimeout <= 0 {
+		c.CatchUpTimeout = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Manager owns the replicated sessions of one node: the state machine,
+// the middleware and the context API handlers use.
+type Manager struct {
+	cfg     Config
+	cluster Cluster
+	st      *store
+	log     *slog.Logger
+
+	route atomic.Pointer[string]
+
+	hookMu sync.RWMutex
+	hooks  []func(Event)
+
+	touchMu  sync.Mutex
+	touchIDs []string
+	touchCh  chan struct{}
+
+	commits  atomic.Uint64 // commits this node proposed
+	touches  atomic.Uint64 // touch entries this node proposed
+	sweeps   atomic.Uint64 // sweep entries this node proposed
+	catchUps atomic.Uint64 // read-index waits for sessions that moved here
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed bool
+}
+
+// New builds a Manager and registers its state machine with the cluster
+// (before the cluster starts). It does no I/O.
+func New(cl Cluster, cfg Config) (*Manager, error) {
+	cfg.defaults()
+	if (cfg.MemoryBudget > 0 || cfg.MemorySessions > 0) && cfg.Dir == "" {
+		return nil, errors.New("sessions: a memory budget needs a directory for the passivation file")
+	}
+	m := &Manager{cfg: cfg, cluster: cl, st: newStore(), log: cfg.Logger.With("component", "sessions"),
+		touchCh: make(chan struct{}, 1)}
+	m.st.onEvent = m.deliver
+	if err := cl.Register("sessions", m.st, cmdCommit, cmdTouch, cmdSweep, cmdDestroy); err != nil {
+		return nil, fmt.Errorf("register sessions state machine: %w", err)
+	}
+	cl.OnLeader(m.sweepLoop)
+	cl.HandleInternal("GET "+commitIndexPath, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !cl.IsLeader() {
+			http.Error(w, "not the leader", http.StatusMisdirectedRequest)
+			return
+		}
+		fmt.Fprint(w, cl.Info().CommitIndex)
+	}))
+	return m, nil
+}
+
+const commitIndexPath = "/_internal/sessions/commit-index"
+
+// catchUp waits until this node applied everything the leader had
+// committed when asked (a read index). The middleware calls it when a
+// session arrives from another node (its cookie names another route), so
+// a session that moves reads its latest writes, and a write made there
+// cannot be missed and its session recreated here.
+func (m *Manager) catchUp(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
+	defer cancel()
+	var idx uint64
+	if m.cluster.IsLeader() {
+		idx = m.cluster.Info().CommitIndex
+	} else {
+		_, addr := m.cluster.Leader()
+		if addr == "" {
+			return raft.ErrNoLeader
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+commitIndexPath, nil)
+		if err != nil {
+			return fmt.Errorf("ask the leader's commit index: %w", err)
+		}
+		resp, err := m.cluster.Client().Do(req)
+		if err != nil {
+			return fmt.Errorf("ask the leader's commit index: %w", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("ask the leader's commit index: %s", resp.Status)
+		}
+		if idx, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err != nil {
+			return fmt.Errorf("leader's commit index %q: %w", b, err)
+		}
+	}
+	if err := m.cluster.WaitApplied(ctx, idx); err != nil {
+		return fmt.Errorf("catch up to the leader's commit index %d: %w", idx, err)
+	}
+	return nil
+}
+
+// Start opens the passivation file (when a memory budget is set; it is
+// wiped first, being a cache of replicated state) and starts the touch
+// flusher. Sessions restored before Start stay in memory until the
+// passivator catches up. ctx ends the background work.
+func (m *Manager) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	if m.cfg.MemoryBudget > 0 || m.cfg.MemorySessions > 0 {
+		if err := os.MkdirAll(m.cfg.Dir, 0o700); err != nil {
+			cancel()
+			return fmt.Errorf("create sessions dir: %w", err)
+		}
+		pv, err := openPassivator(filepath.Join(m.cfg.Dir, "passivated.db"), m.cfg.MemoryBudget, m.cfg.MemorySessions, m.log)
+		if err != nil {
+			cancel()
+			return err
+		}
+		m.st.mu.Lock()
+		m.st.pv = pv
+		pv.rebalanceLocked(m.st)
+		m.st.mu.Unlock()
+		pv.wg.Add(1)
+		go pv.run(ctx, m.st)
+	}
+	m.mu.Lock()
+	m.cancel = cancel
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go m.touchLoop(ctx)
+	return nil
+}
+
+// Close stops the background work and closes the passivation file. It is
+// idempotent.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	if m.cancel != nil {
+		m.cancel()
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+	m.st.mu.RLock()
+	pv := m.st.pv
+	m.st.mu.RUnlock()
+	if pv != nil {
+		return pv.close()
+	}
+	return nil
+}
+
+// OnEvent adds a hook called for every lifecycle event this node applies,
+// in log order, on the apply path: it must return quickly and must not
+// commit session changes itself.
+func (m *Manager) OnEvent(fn func(Event)) {
+	m.hookMu.Lock()
+	m.hooks = append(m.hooks, fn)
+	m.hookMu.Unlock()
+}
+
+func (m *Manager) deliver(evs []Event) {
+	m.hookMu.RLock()
+	hooks := m.hooks
+	m.hookMu.RUnlock()
+	for _, ev := range evs {
+		for _, h := range hooks {
+			h(ev)
+		}
+	}
+}
+
+// routeTag returns this node's route tag, computed once it is known.
+func (m *Manager) routeTag() string {
+	if p := m.route.Load(); p != nil {
+		return *p
+	}
+	r := m.cfg.NodeID
+	if m.cfg.Route != nil {
+		r = m.cfg.Route()
+	}
+	if r != "" {
+		m.route.Store(&r)
+	}
+	return r
+}
+
+// lookup returns the live version of a session for a request at now,
+// reading passivated data back when needed. nil means none.
+func (m *Manager) lookup(id string, now int64) *session {
+	for range 3 {
+		x := m.st.get(id)
+		if x == nil || x.expiredAt(now, x.loc.access.Load()) {
+			return nil
+		}
+		if !x.passive {
+			return x
+		}
+		m.st.mu.RLock()
+		pv := m.st.pv
+		m.st.mu.RUnlock()
+		nx, err := pv.activate(m.st, id, x)
+		if err == nil && nx != nil {
+			return nx
+		}
+		if err == nil {
+			return nil
+		}
+	}
+	m.log.Error("read back passivated session failed", "session", idPrefix(id))
+	return nil
+}
+
+// touched records a request on a session and queues a replicated touch
+// when a quarter of its idle timeout passed since the last one.
+func (m *Manager) touched(id string, x *session, now int64) {
+	x.loc.access.Store(now)
+	if x.idle <= 0 || now-x.touched < x.idle/4 {
+		return
+	}
+	if !x.loc.queued.CompareAndSwap(false, true) {
+		return
+	}
+	m.touchMu.Lock()
+	m.touchIDs = append(m.touchIDs, id)
+	m.touchMu.Unlock()
+	select {
+	case m.touchCh <- struct{}{}:
+	default:
+	}
+}
+
+// touchLoop replicates queued touches, all that queued meanwhile in one
+// entry (group commit).
+func (m *Manager) touchLoop(ctx context.Context) {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.touchCh:
+		}
+		m.touchMu.Lock()
+		ids := m.touchIDs
+		m.touchIDs = nil
+		m.touchMu.Unlock()
+		for len(ids) > 0 {
+			batch := ids[:min(len(ids), 4096)]
+			ids = ids[len(batch):]
+			actx, cancel := context.WithTimeout(ctx, m.cfg.CommitTimeout)
+			_, err := m.cluster.Apply(actx, cmdTouch, encodeIDs(batch))
+			cancel()
+			m.touches.Add(1)
+			if err != nil && ctx.Err() == nil {
+				m.log.Warn("replicate session touches", "sessions", len(batch), "err", err)
+			}
+			for _, id := range batch {
+				if x := m.st.get(id); x != nil {
+					x.loc.queued.Store(false)
+				}
+			}
+		}
+	}
+}
+
+// sweepLoop runs on the leader: it finds expired sessions and deletes them
+// in batches, one entry per batch. Apply deletes only the listed ids still
+// expired at the entry's time, so the sweep is deterministic.
+func (m *Manager) sweepLoop(ctx context.Context, term uint64) {
+	t := time.NewTicker(m.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			ids := m.expired(time.Now().UnixNano(), m.cfg.SweepBatch)
+			if len(ids) == 0 {
+				break
+			}
+			actx, cancel := context.WithTimeout(ctx, m.cfg.CommitTimeout)
+			_, err := m.cluster.Apply(actx, cmdSweep, encodeIDs(ids))
+			cancel()
+			m.sweeps.Add(1)
+			if err != nil {
+				if ctx.Err() == nil {
+					m.log.Warn("sweep expired sessions", "sessions", len(ids), "err", err)
+				}
+				break
+			}
+			m.log.Debug("swept expired sessions", "sessions", len(ids), "term", term)
+			if len(ids) < m.cfg.SweepBatch {
+				break
+			}
+		}
+	}
+}
+
+// expired lists up to limit ids expired at now by replicated times alone.
+func (m *Manager) expired(now int64, limit int) []string {
+	m.st.mu.RLock()
+	defer m.st.mu.RUnlock()
+	var ids []string
+	for id, x := range m.st.sessions {
+		if x.expiredAt(now, 0) {
+			ids = append(ids, id)
+			if len(ids) == limit {
+				break
+			}
+		}
+	}
+	return ids
+}
+
+// Stats counts this node's sessions.
+type Stats struct {
+	Total      int   `json:"total"`
+	InMemory   int   `json:"in_memory"`
+	Passivated int   `json:"passivated"`
+	Bytes      int64 `json:"bytes"`
+	MemBytes   int64 `json:"memory_bytes"`
+	Principals int   `json:"principals"`
+	// Applied counts the sessions entries this node applied since start.
+	Applied uint64 `json:"applied_entries"`
+	// Commits, Touches and Sweeps count the entries this node proposed.
+	Commits uint64 `json:"commits"`
+	Touches uint64 `json:"touches"`
+	Sweeps  uint64 `json:"sweeps"`
+	// CatchUps counts sessions that arrived from another node and waited
+	// for the leader's commit index.
+	CatchUps uint64 `json:"catch_ups"`
+}
+
+// Stats returns the counts of this node's copy of the sessions.
+func (m *Manager) Stats() Stats {
+	m.st.mu.RLock()
+	defer m.st.mu.RUnlock()
+	return Stats{
+		Total: len(m.st.sessions), InMemory: len(m.st.sessions) - m.st.passive, Passivated: m.st.passive,
+		Bytes: m.st.bytes, MemBytes: m.st.memBytes, Principals: len(m.st.principals),
+		Applied: m.st.applied.Load(), Commits: m.commits.Load(), Touches: m.touches.Load(), Sweeps: m.sweeps.Load(),
+		CatchUps: m.catchUps.Load(),
+	}
+}
+
+// Info describes one session to an operator, never with its token.
+type Info struct {
+	ID        string    `json:"id"` // first 12 hex digits of the hash of the token
+	Principal string    `json:"principal,omitempty"`
+	Created   time.Time `json:"created"`
+	LastUsed  time.Time `json:"last_used"`
+	Bytes     int64     `json:"bytes"`
+	Passive   bool      `json:"passivated,omitempty"`
+}
+
+// PrincipalSessions lists the live sessions of a principal, oldest first.
+func (m *Manager) PrincipalSessions(name string) []Info {
+	now := time.Now().UnixNano()
+	m.st.mu.RLock()
+	defer m.st.mu.RUnlock()
+	var out []Info
+	for id := range m.st.principals[name] {
+		x := m.st.sessions[id]
+		if x == nil || x.expiredAt(now, x.loc.access.Load()) {
+			continue
+		}
+		out = append(out, Info{ID: idPrefix(id), Principal: x.principal, Created: time.Unix(0, x.created).UTC(),
+			LastUsed: time.Unix(0, max(x.touched, x.loc.access.Load())).UTC(), Bytes: x.size, Passive: x.passive})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out
+}
+
+// DestroyPrincipal ends every session of a principal on every node (log
+// out everywhere) and returns how many ended.
+func (m *Manager) DestroyPrincipal(ctx context.Context, name string) (int, error) {
+	return m.destroyPrincipal(ctx, name, "")
+}
+
+func (m *Manager) destroyPrincipal(ctx context.Context, name, except string) (int, error) {
+	if name == "" {
+		return 0, errors.New("destroy sessions: principal name is empty")
+	}
+	res, err := m.cluster.Apply(ctx, cmdDestroy, destroyCmd{principal: name, except: except}.encode())
+	if err != nil {
+		return 0, fmt.Errorf("destroy sessions of %q: %w", name, err)
+	}
+	n, _ := binary.Uvarint(res.Data)
+	return int(n), nil
+}
+
+// CookieName returns the session cookie's name.
+func (m *Manager) CookieName() string { return m.cfg.CookieName }
+
+// ignored reports whether a path never touches sessions.
+func (m *Manager) ignored(r *http.Request) bool {
+	return m.cfg.Ignore != nil && m.cfg.Ignore.MatchString(r.URL.Path)
+}

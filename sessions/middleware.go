@@ -1,0 +1,197 @@
+package sessions
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Middleware loads the request's session from its cookie and commits the
+// changes the handler made before the first byte of the response leaves
+// (on WriteHeader, Write, Flush, Hijack or the handler's return), so the
+// Set-Cookie header rides on the response and the changes are durable on
+// a majority before the client sees anything. A commit that fails answers
+// with a JSON error instead of the handler's response: 413 when a value or
+// the session is too large, 409 when the session ended concurrently, 503
+// otherwise.
+//
+// Reading a session costs no Raft entry. A request whose cookie names an
+// unknown or expired token gets no session; its first change creates one
+// with a fresh token (strict mode: a client-chosen token is never used).
+// When the session's cookie carries another node's route tag, the cookie
+// is set again with this node's tag so stickiness follows the session.
+//
+// The wrapped ResponseWriter keeps http.Flusher, http.Hijacker and
+// io.ReaderFrom working and unwraps for http.ResponseController.
+func (m *Manager) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m.ignored(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rs := m.load(r)
+		rw := &respWriter{ResponseWriter: w, rs: rs, r: r}
+		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, rs)))
+		rw.finish()
+	})
+}
+
+// load finds the live session the request's cookie names.
+func (m *Manager) load(r *http.Request) *reqSession {
+	rs := &reqSession{m: m}
+	caughtUp := false
+	for _, c := range r.CookiesNamed(m.cfg.CookieName) {
+		token, route, err := ParseCookie(c.Value)
+		if err != nil {
+			continue
+		}
+		if route != m.routeTag() && !caughtUp {
+			// The session was last served elsewhere: see its latest writes.
+			caughtUp = true
+			m.catchUps.Add(1)
+			if err := m.catchUp(r.Context()); err != nil {
+				m.log.Warn("session from another node served without catching up", "err", err)
+			}
+		}
+		now := time.Now().UnixNano()
+		id := sessionID(token)
+		x := m.lookup(id, now)
+		if x == nil {
+			continue
+		}
+		m.touched(id, x, now)
+		rs.id, rs.token, rs.cookieRoute = id, token, route
+		return rs
+	}
+	return rs
+}
+
+// respWriter commits the session before the response starts.
+type respWriter struct {
+	http.ResponseWriter
+	rs      *reqSession
+	r       *http.Request
+	started bool
+	failed  bool
+}
+
+var errCommitFailed = errors.New("session commit failed; an error response was sent instead")
+
+// before commits and sets the cookie once, before the first byte; it
+// reports whether the handler's response may proceed.
+func (w *respWriter) before() bool {
+	if w.started {
+		return !w.failed
+	}
+	w.started = true
+	err := w.rs.commit(w.r.Context())
+	if err != nil {
+		w.failed = true
+		w.rs.m.log.Warn("session commit failed", "path", w.r.URL.Path, "err", err)
+		writeError(w.ResponseWriter, err)
+		return false
+	}
+	w.rs.cookie(w.ResponseWriter.Header(), w.r)
+	return true
+}
+
+// finish commits what the handler left: everything, when it wrote
+// nothing; changes made after the response started otherwise (they are
+// committed, but after the client saw the response and without a cookie).
+func (w *respWriter) finish() {
+	if !w.started {
+		w.before()
+		return
+	}
+	if w.failed {
+		return
+	}
+	if err := w.rs.commit(w.r.Context()); err != nil {
+		w.rs.m.log.Warn("session commit after the response started failed", "path", w.r.URL.Path, "err", err)
+	}
+}
+
+// WriteHeader implements http.ResponseWriter.
+func (w *respWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code) // informational: the response has not started
+		return
+	}
+	if w.before() {
+		w.ResponseWriter.WriteHeader(code)
+	}
+}
+
+// Write implements http.ResponseWriter.
+func (w *respWriter) Write(p []byte) (int, error) {
+	if !w.before() {
+		return 0, errCommitFailed
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// ReadFrom keeps sendfile for io.Copy into the response.
+func (w *respWriter) ReadFrom(src io.Reader) (int64, error) {
+	if !w.before() {
+		return 0, errCommitFailed
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(writerOnly{w.ResponseWriter}, src)
+}
+
+type writerOnly struct{ io.Writer }
+
+// Flush implements http.Flusher.
+func (w *respWriter) Flush() { _ = w.FlushError() }
+
+// FlushError is what http.ResponseController calls.
+func (w *respWriter) FlushError() error {
+	if !w.before() {
+		return errCommitFailed
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack implements http.Hijacker; the session is committed first. A
+// cookie change cannot ride on a hijacked connection: call Save and set
+// the cookie in the upgrade response yourself if the token changes there.
+func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if !w.before() {
+		return nil, nil, errCommitFailed
+	}
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// Unwrap returns the underlying writer for http.ResponseController.
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// StatusFor maps a commit error to its HTTP status.
+func StatusFor(err error) int {
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrSessionGone):
+		return http.StatusConflict
+	case errors.Is(err, ErrNoSession), errors.Is(err, ErrInvalidValue):
+		return http.StatusInternalServerError
+	default:
+		return http.StatusServiceUnavailable
+	}
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Del("Content-Encoding")
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(StatusFor(err))
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+}

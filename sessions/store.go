@@ -1,0 +1,515 @@
+package sessions
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cohortserver/cohort/raft"
+)
+
+// session is one replicated session. A version is immutable once it is in
+// the map: Apply replaces it with a new version (copy on write), so readers
+// and snapshot views need no lock beyond the map lookup.
+type session struct {
+	created   int64  // unix nanos, stamped by the leader
+	touched   int64  // last replicated access, leader time
+	idle      int64  // idle timeout, nanoseconds (0 = none)
+	lifetime  int64  // absolute lifetime, nanoseconds (0 = none)
+	principal string // "" = none
+	data      []byte // attribute blob; nil when passivated (see size)
+	size      int64  // len of the blob, also while passivated
+	passive   bool   // data lives in the passivation file
+	loc       *local // node-local state shared by every version
+}
+
+// local is what a node knows of a session that is never replicated.
+type local struct {
+	access atomic.Int64 // unix nanos of the last request this node served
+	queued atomic.Bool  // a touch is waiting to be replicated
+}
+
+// grace is how much later than its replicated touch a session may have
+// been used: touches are replicated only once idle/4 has passed.
+func grace(idle int64) int64 { return idle/4 + min(idle/4, int64(2*time.Second)) }
+
+// expiredAt reports whether the session is over at now, given the last
+// access this node saw itself (0 in Apply, which must be deterministic).
+func (s *session) expiredAt(now, access int64) bool {
+	if s.lifetime > 0 && now >= s.created+s.lifetime {
+		return true
+	}
+	if s.idle <= 0 {
+		return false
+	}
+	last := max(s.touched+grace(s.idle), access)
+	return now-last > s.idle
+}
+
+// EventType names a session lifecycle event.
+type EventType string
+
+// Lifecycle events, delivered once per node when the entry that caused
+// them is applied.
+const (
+	EventCreated   EventType = "created"
+	EventRenewed   EventType = "renewed"
+	EventDestroyed EventType = "destroyed"
+	EventExpired   EventType = "expired"
+)
+
+// Event is one session lifecycle event. ID is the non-secret short id of
+// the session (for renewals, of the new token; OldID names the old one).
+type Event struct {
+	Type      EventType
+	ID        string
+	OldID     string
+	Principal string
+	Index     uint64    // Raft index of the entry; entries replayed after a restart repeat their events
+	Time      time.Time // leader time of the entry
+}
+
+// store is the sessions state machine: every session of the cluster, in
+// memory on every node (cold attribute data may be passivated to disk).
+type store struct {
+	mu         sync.RWMutex
+	sessions   map[string]*session
+	principals map[string]map[string]struct{}
+	bytes      int64 // attribute bytes of every session
+	memBytes   int64 // attribute bytes held in memory
+	passive    int   // sessions whose data is passivated
+
+	applied atomic.Uint64 // entries of this machine applied on this node
+	pv      *passivator   // nil: no memory budget
+	onEvent func([]Event) // called after the lock is released
+}
+
+var _ raft.StateMachine = (*store)(nil)
+
+func newStore() *store {
+	return &store{sessions: make(map[string]*session), principals: make(map[string]map[string]struct{})}
+}
+
+// get returns the current version of a session (nil when absent).
+func (s *store) get(id string) *session {
+	s.mu.RLock()
+	x := s.sessions[id]
+	s.mu.RUnlock()
+	return x
+}
+
+// Apply implements raft.StateMachine.
+func (s *store) Apply(e raft.Entry) ([]byte, error) {
+	s.applied.Add(1)
+	var evs []Event
+	var out []byte
+	var err error
+	s.mu.Lock()
+	switch e.Type {
+	case cmdCommit:
+		evs, err = s.applyCommit(e)
+	case cmdTouch:
+		err = s.applyTouch(e)
+	case cmdSweep:
+		evs, err = s.applySweep(e)
+	case cmdDestroy:
+		evs, out, err = s.applyDestroy(e)
+	default:
+		err = fmt.Errorf("%w: type %q", errBadCommand, e.Type)
+	}
+	if s.pv != nil {
+		s.pv.rebalanceLocked(s)
+	}
+	s.mu.Unlock()
+	if len(evs) > 0 && s.onEvent != nil {
+		s.onEvent(evs)
+	}
+	return out, err
+}
+
+// live returns a session that exists and is not expired at now; an
+// expired one is removed (with an event) so every node drops it alike.
+func (s *store) live(id string, now int64, e raft.Entry, evs *[]Event) *session {
+	x := s.sessions[id]
+	if x == nil {
+		return nil
+	}
+	if x.expiredAt(now, 0) {
+		s.removeLocked(id, x)
+		*evs = append(*evs, s.event(EventExpired, id, "", x.principal, e))
+		return nil
+	}
+	return x
+}
+
+func (s *store) event(t EventType, id, old, principal string, e raft.Entry) Event {
+	ev := Event{Type: t, ID: idPrefix(id), Principal: principal, Index: e.Index, Time: e.Time}
+	if old != "" {
+		ev.OldID = idPrefix(old)
+	}
+	return ev
+}
+
+func (s *store) applyCommit(e raft.Entry) ([]Event, error) {
+	c, err := decodeCommit(e.Payload)
+	if err != nil {
+		return nil, err
+	}
+	if (c.id != "" && len(c.id) != idLen) || (c.newID != "" && len(c.newID) != idLen) {
+		return nil, fmt.Errorf("%w: id length", errBadCommand)
+	}
+	now := e.Time.UnixNano()
+	var evs []Event
+	var base *session
+	if c.id != "" {
+		base = s.live(c.id, now, e, &evs)
+	}
+	target, baseID := c.id, c.id
+	removeOld := false
+	var kind EventType
+	switch {
+	case c.newID != "" && s.live(c.newID, now, e, &evs) != nil:
+		// A retried commit whose first attempt was applied: go on from there.
+		base, target, baseID = s.sessions[c.newID], c.newID, c.newID
+	case c.flags&flagDestroy != 0:
+		if base != nil {
+			removeOld = true
+			evs = append(evs, s.event(EventDestroyed, c.id, "", base.principal, e))
+		}
+		base = nil
+		if c.flags&flagCreate == 0 || c.newID == "" {
+			if removeOld {
+				s.removeLocked(c.id, s.sessions[c.id])
+			}
+			return evs, nil
+		}
+		target, kind = c.newID, EventCreated
+	case c.flags&flagRenew != 0 && base != nil && c.newID != "":
+		removeOld, target, kind = true, c.newID, EventRenewed
+	case c.flags&flagCreate != 0 && c.newID != "" && base == nil:
+		target, kind = c.newID, EventCreated
+	case base == nil:
+		return evs, codedError{"sessions.gone", ErrSessionGone}
+	}
+	if target == "" {
+		return evs, fmt.Errorf("%w: no target id", errBadCommand)
+	}
+
+	var ns session
+	if base != nil {
+		ns = *base
+		if ns.passive {
+			data, err := s.pv.load(baseID)
+			if err != nil {
+				return evs, err
+			}
+			ns.data, ns.passive = data, false
+		}
+	} else {
+		ns = session{created: now, loc: &local{}}
+	}
+	if kind == EventRenewed || kind == EventCreated {
+		ns.loc = &local{}
+	}
+	var attrOps []op
+	for _, o := range c.ops {
+		switch o.kind {
+		case opSet, opDelete, opClear:
+			attrOps = append(attrOps, o)
+		case opIdle:
+			ns.idle = max(o.n, 0)
+		case opLifetime:
+			ns.lifetime = max(o.n, 0)
+		case opPrincipal:
+			ns.principal = o.key
+		}
+	}
+	if len(attrOps) > 0 {
+		ns.data = applyOps(ns.data, attrOps)
+	}
+	ns.size = int64(len(ns.data))
+	if c.maxBytes > 0 && ns.size > c.maxBytes {
+		return evs, &limitError{what: "session", size: ns.size, limit: c.maxBytes}
+	}
+	ns.touched = now
+
+	old := s.sessions[c.id]
+	if removeOld && old != nil {
+		s.removeLocked(c.id, old)
+	}
+	if prev := s.sessions[target]; prev != nil {
+		s.removeLocked(target, prev)
+	}
+	s.insertLocked(target, &ns)
+	switch kind {
+	case EventCreated:
+		evs = append(evs, s.event(EventCreated, target, "", ns.principal, e))
+	case EventRenewed:
+		evs = append(evs, s.event(EventRenewed, target, c.id, ns.principal, e))
+	}
+	return evs, nil
+}
+
+func (s *store) applyTouch(e raft.Entry) error {
+	ids, err := decodeIDs(e.Payload)
+	if err != nil {
+		return err
+	}
+	now := e.Time.UnixNano()
+	for _, id := range ids {
+		x := s.sessions[id]
+		if x == nil || x.expiredAt(now, 0) || x.touched >= now {
+			continue
+		}
+		nx := *x
+		nx.touched = now
+		s.sessions[id] = &nx
+		if s.pv != nil {
+			s.pv.replaced(x, &nx)
+		}
+	}
+	return nil
+}
+
+func (s *store) applySweep(e raft.Entry) ([]Event, error) {
+	ids, err := decodeIDs(e.Payload)
+	if err != nil {
+		return nil, err
+	}
+	now := e.Time.UnixNano()
+	var evs []Event
+	for _, id := range ids {
+		if x := s.sessions[id]; x != nil && x.expiredAt(now, 0) {
+			s.removeLocked(id, x)
+			evs = append(evs, s.event(EventExpired, id, "", x.principal, e))
+		}
+	}
+	return evs, nil
+}
+
+func (s *store) applyDestroy(e raft.Entry) ([]Event, []byte, error) {
+	d, err := decodeDestroy(e.Payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	var evs []Event
+	for id := range s.principals[d.principal] {
+		if id == d.except {
+			continue
+		}
+		x := s.sessions[id]
+		s.removeLocked(id, x)
+		evs = append(evs, s.event(EventDestroyed, id, "", d.principal, e))
+	}
+	return evs, binary.AppendUvarint(nil, uint64(len(evs))), nil
+}
+
+func (s *store) insertLocked(id string, x *session) {
+	s.sessions[id] = x
+	s.bytes += x.size
+	if x.passive {
+		s.passive++
+	} else {
+		s.memBytes += x.size
+	}
+	if x.principal != "" {
+		set := s.principals[x.principal]
+		if set == nil {
+			set = make(map[string]struct{})
+			s.principals[x.principal] = set
+		}
+		set[id] = struct{}{}
+	}
+	if s.pv != nil {
+		s.pv.inserted(id, x)
+	}
+}
+
+func (s *store) removeLocked(id string, x *session) {
+	if x == nil {
+		return
+	}
+	delete(s.sessions, id)
+	s.bytes -= x.size
+	if x.passive {
+		s.passive--
+	} else {
+		s.memBytes -= x.size
+	}
+	if x.principal != "" {
+		if set := s.principals[x.principal]; set != nil {
+			delete(set, id)
+			if len(set) == 0 {
+				delete(s.principals, x.principal)
+			}
+		}
+	}
+	if s.pv != nil {
+		s.pv.removed(id, x)
+	}
+}
+
+// Snapshot implements raft.StateMachine: a shallow copy of the map; the
+// versions it points to never change.
+func (s *store) Snapshot() (raft.Snapshot, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	snap := &storeSnap{sessions: maps.Clone(s.sessions)}
+	if s.pv != nil && s.passive > 0 {
+		v, err := s.pv.view()
+		if err != nil {
+			return nil, err
+		}
+		snap.pview = v
+	}
+	return snap, nil
+}
+
+const snapMagic = "CSES1"
+
+type storeSnap struct {
+	sessions map[string]*session
+	pview    passiveView
+}
+
+// Persist writes magic, then per session: 1, id, created, touched, idle,
+// lifetime, principal, data; then 0.
+func (sn *storeSnap) Persist(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	bw.WriteString(snapMagic)
+	var hdr []byte
+	for id, x := range sn.sessions {
+		data := x.data
+		if x.passive {
+			var err error
+			if data, err = sn.pview.get(id); err != nil {
+				return err
+			}
+		}
+		hdr = append(hdr[:0], 1)
+		hdr = append(hdr, id...)
+		hdr = binary.AppendVarint(hdr, x.created)
+		hdr = binary.AppendVarint(hdr, x.touched)
+		hdr = binary.AppendVarint(hdr, x.idle)
+		hdr = binary.AppendVarint(hdr, x.lifetime)
+		hdr = binary.AppendUvarint(hdr, uint64(len(x.principal)))
+		hdr = append(hdr, x.principal...)
+		hdr = binary.AppendUvarint(hdr, uint64(len(data)))
+		bw.Write(hdr)
+		if _, err := bw.Write(data); err != nil {
+			return fmt.Errorf("write sessions snapshot: %w", err)
+		}
+	}
+	bw.WriteByte(0)
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write sessions snapshot: %w", err)
+	}
+	return nil
+}
+
+// Release implements raft.Snapshot.
+func (sn *storeSnap) Release() {
+	if sn.pview != nil {
+		sn.pview.release()
+	}
+}
+
+// Restore implements raft.StateMachine: it replaces every session.
+func (s *store) Restore(r io.Reader) error {
+	br := bufio.NewReaderSize(r, 1<<20)
+	sessions := make(map[string]*session)
+	principals := make(map[string]map[string]struct{})
+	var bytes int64
+	magic := make([]byte, len(snapMagic))
+	n, err := io.ReadFull(br, magic)
+	switch {
+	case n == 0 && (errors.Is(err, io.EOF)):
+		// No section: no sessions.
+	case err != nil:
+		return fmt.Errorf("read sessions snapshot: %w", err)
+	case string(magic) != snapMagic:
+		return fmt.Errorf("sessions snapshot header %q: %w", magic, errBadCommand)
+	default:
+		sessions, principals, bytes, err = readSessions(br)
+		if err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.sessions, s.principals, s.bytes, s.memBytes, s.passive = sessions, principals, bytes, bytes, 0
+	if s.pv != nil {
+		s.pv.reset(s)
+		s.pv.rebalanceLocked(s)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func readSessions(br *bufio.Reader) (map[string]*session, map[string]map[string]struct{}, int64, error) {
+	sessions := make(map[string]*session)
+	principals := make(map[string]map[string]struct{})
+	var total int64
+	bad := func(err error) (map[string]*session, map[string]map[string]struct{}, int64, error) {
+		return nil, nil, 0, fmt.Errorf("read sessions snapshot: %w", err)
+	}
+	var idb [idLen]byte
+	for {
+		mark, err := br.ReadByte()
+		if err != nil {
+			return bad(err)
+		}
+		if mark == 0 {
+			return sessions, principals, total, nil
+		}
+		if _, err := io.ReadFull(br, idb[:]); err != nil {
+			return bad(err)
+		}
+		x := &session{loc: &local{}}
+		var vals [4]int64
+		for i := range vals {
+			if vals[i], err = binary.ReadVarint(br); err != nil {
+				return bad(err)
+			}
+		}
+		x.created, x.touched, x.idle, x.lifetime = vals[0], vals[1], vals[2], vals[3]
+		pl, err := binary.ReadUvarint(br)
+		if err != nil || pl > 1<<16 {
+			return bad(errors.Join(err, errBadCommand))
+		}
+		if pl > 0 {
+			p := make([]byte, pl)
+			if _, err := io.ReadFull(br, p); err != nil {
+				return bad(err)
+			}
+			x.principal = string(p)
+		}
+		dl, err := binary.ReadUvarint(br)
+		if err != nil || dl > 1<<31 {
+			return bad(errors.Join(err, errBadCommand))
+		}
+		if dl > 0 {
+			x.data = make([]byte, dl)
+			if _, err := io.ReadFull(br, x.data); err != nil {
+				return bad(err)
+			}
+		}
+		x.size = int64(dl)
+		total += x.size
+		id := string(idb[:])
+		sessions[id] = x
+		if x.principal != "" {
+			set := principals[x.principal]
+			if set == nil {
+				set = make(map[string]struct{})
+				principals[x.principal] = set
+			}
+			set[id] = struct{}{}
+		}
+	}
+}
