@@ -1,0 +1,244 @@
+// Command bench measures cohort against the stacks it replaces, side by
+// side in one run on one machine, and writes bench/results/DATE.md with
+// PNG charts. See bench/README.md.
+//
+//	go run ./bench                      # every scenario, full length
+//	go run ./bench -short               # smoke run, under 3 minutes
+//	go run ./bench -scenario stack,hop  # some scenarios alone
+//
+// It also carries two commands the harness starts as processes:
+// "stack-app" (the conventional stack's Go app server) and "cohort-node"
+// (cohort serve through node.New with two benchmark routes).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// scenarios in the order they run.
+var scenarios = []struct {
+	key  string
+	num  string
+	run  func(ctx context.Context, e *env) *section
+	desc string
+}{
+	{"stack", "1", runStack, "the stack: 3 cohort nodes vs HAProxy + 3 scs apps + Redis, 90/10 session reads/writes"},
+	{"writes", "2", runWrites, "replicated writes: 1 KiB session writes through Raft vs etcd puts"},
+	{"reads", "3", runReads, "session reads: a handler's session read vs Redis GET vs memcached get"},
+	{"hop", "4", runHop, "the forwarded hop: cohort's front vs HAProxy"},
+	{"failover", "5", runFailover, "failover: kill -9 of the leader under load"},
+	{"files", "6", runFiles, "files: 1 GiB upload with 3 copies vs fdatasync'd write; 4 KiB files/s"},
+	{"scale", "7", runScale, "scale: memory, snapshot, restore, 3 vs 5 nodes, catch-up"},
+}
+
+// options are the command line.
+type options struct {
+	short    bool
+	only     []string
+	out      string
+	work     string
+	cohort   string
+	keep     bool
+	rounds   int
+	round    time.Duration
+	warmup   time.Duration
+	command  string
+	failReps int
+	profile  bool
+}
+
+func (o options) modeName() string {
+	if o.short {
+		return "-short (smoke run)"
+	}
+	return "full"
+}
+
+// env is what every scenario gets.
+type env struct {
+	opts   options
+	p      *procs
+	cohort string // the real cohort binary
+	self   string // this binary (stack-app, cohort-node)
+	out    string // results directory (charts go there)
+	stamp  string // date prefix of chart files
+	logf   func(string, ...any)
+}
+
+// cohortCmd is the real binary; benchNodeCmd adds the benchmark routes.
+func (e *env) cohortCmd() []string    { return []string{e.cohort} }
+func (e *env) benchNodeCmd() []string { return []string{e.self, "cohort-node"} }
+
+func main() {
+	if len(os.Args) > 1 {
+		var err error
+		switch os.Args[1] {
+		case "stack-app", "cohort-node":
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			if os.Args[1] == "stack-app" {
+				err = runStackApp(ctx, os.Args[2:])
+			} else {
+				err = runCohortNode(ctx, os.Args[2:])
+			}
+			stop()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var o options
+	var only string
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.BoolVar(&o.short, "short", false, "smoke run: fewer and shorter rounds, small sizes (under 3 minutes)")
+	fs.StringVar(&only, "scenario", "", "comma-separated scenarios to run alone, by name or number: "+scenarioNames())
+	fs.StringVar(&o.out, "out", "bench/results", "directory of the results note and charts")
+	fs.StringVar(&o.work, "work", "", "working directory for data and logs (default: a new temp dir, removed unless -keep)")
+	fs.StringVar(&o.cohort, "cohort", "", "cohort binary to measure (default: go build the module at the current directory)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (data, logs of every process)")
+	fs.IntVar(&o.rounds, "rounds", 0, "measured rounds per setting (default 3, 2 with -short)")
+	fs.DurationVar(&o.round, "round", 0, "length of one round (default 5s, 1.5s with -short)")
+	fs.BoolVar(&o.profile, "profile", true, "sample a cohort node with perf during one extra round of the stack, writes and hop scenarios")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	o.command = "go run ./bench " + strings.Join(os.Args[1:], " ")
+	o.warmup = 3 * time.Second
+	o.failReps = 5
+	if o.short {
+		o.warmup = time.Second
+		o.failReps = 1
+		if o.rounds == 0 {
+			o.rounds = 2
+		}
+		if o.round == 0 {
+			o.round = 1500 * time.Millisecond
+		}
+	}
+	if o.rounds == 0 {
+		o.rounds = 3
+	}
+	if o.round == 0 {
+		o.round = 5 * time.Second
+	}
+	for _, s := range strings.Split(only, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		found := false
+		for _, sc := range scenarios {
+			if s == sc.key || s == sc.num {
+				o.only = append(o.only, sc.key)
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("%w: unknown scenario %q; use %s", errUsage, s, scenarioNames())
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logf := func(f string, a ...any) {
+		fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(f, a...))
+	}
+	started := time.Now()
+	if o.work == "" {
+		dir, err := os.MkdirTemp("", "cohort-bench-")
+		if err != nil {
+			return fmt.Errorf("work dir: %w", err)
+		}
+		o.work = dir
+	}
+	if err := os.MkdirAll(o.work, 0o755); err != nil {
+		return fmt.Errorf("work dir: %w", err)
+	}
+	if !o.keep {
+		defer os.RemoveAll(o.work)
+	} else {
+		defer logf("kept the working directory %s", o.work)
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	if err := ensurePeers(ctx, logf); err != nil {
+		return err
+	}
+	p := newProcs(o.work)
+	defer p.stopAll()
+
+	e := &env{opts: o, p: p, out: o.out, stamp: started.UTC().Format("2006-01-02"), logf: logf}
+	if o.short {
+		e.stamp += "-short"
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this binary: %w", err)
+	}
+	e.self = self
+	e.cohort = o.cohort
+	if e.cohort == "" {
+		e.cohort = filepath.Join(o.work, "cohort")
+		logf("building cohort: go build -o %s .", e.cohort)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", e.cohort, ".")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build cohort: %w\n%s", err, out)
+		}
+	}
+	loadStart := loadavg()
+	var secs []*section
+	for _, sc := range scenarios {
+		if len(o.only) > 0 && !slices.Contains(o.only, sc.key) {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		logf("scenario %s: %s", sc.num, sc.desc)
+		t0 := time.Now()
+		sec := sc.run(ctx, e)
+		sec.key = sc.key
+		sec.took = time.Since(t0)
+		p.stopAll() // whatever the scenario left, even on failure
+		if sec.err != nil {
+			logf("scenario %s failed: %v", sc.key, sec.err)
+		}
+		secs = append(secs, sec)
+	}
+	path := filepath.Join(o.out, e.stamp+".md")
+	if err := writeReport(path, secs, o, started, loadStart, loadavg()); err != nil {
+		return err
+	}
+	logf("wrote %s in %s", path, time.Since(started).Round(time.Second))
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
+	}
+	return nil
+}
+
+func scenarioNames() string {
+	var n []string
+	for _, s := range scenarios {
+		n = append(n, s.num+"|"+s.key)
+	}
+	return strings.Join(n, ", ")
+}
