@@ -182,6 +182,8 @@ func TestMetricsParse(t *testing.T) {
 			"cohort_raft_term", "cohort_raft_commit_index", "cohort_raft_applied_index", "cohort_raft_last_contact_seconds",
 			"cohort_raft_state", "cohort_raft_leader_changes_total", "cohort_raft_servers",
 			"go_goroutines", "process_resident_memory_bytes",
+			"cohort_sessions_sessions", "cohort_sessions_commits_total", "cohort_files_files", "cohort_files_catchup_running",
+			"cohort_front_inflight_requests", "go_sql_open_connections",
 		} {
 			if _, ok := fams[name]; !ok {
 				t.Errorf("%s: metric %s missing", nd.ID, name)
