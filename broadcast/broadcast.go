@@ -407,9 +407,17 @@ func (b *Bus) Close() error {
 	return nil
 }
 
+// cursorEvery bounds how often the delivery cursor is synced to disk; a
+// crash may re-deliver what was delivered within the last interval.
+const cursorEvery = 100 * time.Millisecond
+
 func (b *Bus) deliverLoop() {
 	defer b.wg.Done()
+	b.dmu.Lock()
 	saved := b.delivered
+	b.dmu.Unlock()
+	var lastSave time.Time
+	var flush <-chan time.Time
 	for {
 		b.dmu.Lock()
 		batch := b.queue
@@ -418,24 +426,45 @@ func (b *Bus) deliverLoop() {
 		for _, m := range batch {
 			select {
 			case <-b.stop:
-				b.saveCursor(saved)
+				b.flushCursor(&saved)
 				return
 			default:
 			}
 			b.deliver(m)
 		}
-		b.dmu.Lock()
-		cur := b.delivered
-		b.dmu.Unlock()
-		if cur != saved {
-			b.saveCursor(cur)
-			saved = cur
+		if flush == nil {
+			b.dmu.Lock()
+			dirty := b.delivered != saved
+			b.dmu.Unlock()
+			if dirty {
+				if time.Since(lastSave) >= cursorEvery {
+					b.flushCursor(&saved)
+					lastSave = time.Now()
+				} else {
+					flush = time.After(cursorEvery - time.Since(lastSave))
+				}
+			}
 		}
 		select {
 		case <-b.stop:
+			b.flushCursor(&saved)
 			return
 		case <-b.signal:
+		case <-flush:
+			flush = nil
+			b.flushCursor(&saved)
+			lastSave = time.Now()
 		}
+	}
+}
+
+func (b *Bus) flushCursor(saved *uint64) {
+	b.dmu.Lock()
+	cur := b.delivered
+	b.dmu.Unlock()
+	if cur != *saved {
+		b.saveCursor(cur)
+		*saved = cur
 	}
 }
 
@@ -468,7 +497,7 @@ func (b *Bus) deliver(m Message) {
 }
 
 // saveCursor writes the cursor atomically (temp, fsync, rename). A crash
-// between delivery and save re-delivers at most the last batch.
+// between delivery and save re-delivers what was delivered since.
 func (b *Bus) saveCursor(v uint64) {
 	p := b.cursorPath()
 	if p == "" {
