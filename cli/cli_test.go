@@ -46,11 +46,6 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 	if err := os.WriteFile(badConfig, []byte("node-id: n1\nnot-a-key: 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := func(extra ...string) []string {
-		args := []string{"serve", "--node-id", "n1", "--data-dir", filepath.Join(dir, "n1"),
-			"--http-addr", freePort(t), "--cluster-addr", freePort(t), "--cluster-key-file", key}
-		return append(args, extra...)
-	}
 	tests := []struct {
 		name     string
 		args     []string
@@ -61,7 +56,7 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 		{"missing node id with peers", []string{"serve", "--peers", "n1=127.0.0.1:1", "--cluster-key-file", key}, ExitUsage, "--node-id"},
 		{"unreadable key file", []string{"serve", "--node-id", "n1", "--cluster-key-file", unreadable}, ExitUsage, "--cluster-key-file"},
 		{"unknown config key", []string{"serve", "--config", badConfig, "--cluster-key-file", key}, ExitUsage, "not-a-key"},
-		{"port in use", append(base()[:6], "--http-addr", busy.Addr().String(), "--cluster-addr", freePort(t), "--cluster-key-file", key), ExitFailure, "--http-addr"},
+		{"port in use", []string{"serve", "--node-id", "n1", "--data-dir", filepath.Join(dir, "n1"), "--http-addr", busy.Addr().String(), "--cluster-addr", freePort(t), "--cluster-key-file", key}, ExitFailure, "--http-addr"},
 		{"data dir of another node", []string{"serve", "--node-id", "n1", "--data-dir", otherDir, "--http-addr", freePort(t), "--cluster-addr", freePort(t), "--cluster-key-file", key}, ExitFailure, "--node-id"},
 		{"unknown command", []string{"serv"}, ExitUsage, "serv"},
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cohortserver/cohort/broadcast"
@@ -66,6 +67,8 @@ type Node struct {
 	started    time.Time
 
 	readyChecks []ReadyCheck
+	caughtUp    chan struct{}     // closed once ready for the first time (catchup.go)
+	draining    atomic.Bool       // graceful shutdown under way (catchup.go)
 	files       *files.Store      // shared files (files.go)
 	jobs        *jobs.Runner      // master-only jobs (jobs.go)
 	bus         *broadcast.Bus    // cluster broadcast (jobs.go)
@@ -105,7 +108,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 		logger = cfg.NewLogger(os.Stderr)
 	}
 	logger = logger.With("node", cfg.NodeID)
-	n := &Node{cfg: cfg, opts: o, log: logger, mux: http.NewServeMux(), app: http.NewServeMux()}
+	n := &Node{cfg: cfg, opts: o, log: logger, mux: http.NewServeMux(), app: http.NewServeMux(), caughtUp: make(chan struct{})}
 	n.cluster = raft.New(raft.Config{
 		NodeID:       cfg.NodeID,
 		DataDir:      cfg.DataDir,
@@ -248,9 +251,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	for _, w := range n.wrappers {
 		front = w(front)
 	}
-	n.mux.Handle("/", front)
+	n.mux.Handle("/", n.catchUpGate(front))
 	n.httpSrv = &http.Server{
-		Handler:           n.mux,
+		Handler:           n.closeWhileDraining(n.mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       0, // streaming uploads; bounded per handler
 		IdleTimeout:       120 * time.Second,
@@ -267,6 +270,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.log.Error("public http server stopped", "err", err)
 		}
 	})
+	n.goBackground(func() { n.watchCatchUp(bgCtx) })
 	n.goBackground(func() { n.announceLoop(bgCtx) })
 	n.goBackground(func() { n.members.StartProbing(bgCtx, n.cluster.Client(), 250*time.Millisecond) })
 	n.log.Info("node started", "http", ln.Addr().String(), "cluster", n.cluster.AdvertiseAddr(), "version", buildinfo.Version)
@@ -346,13 +350,17 @@ func (n *Node) shutdown(graceful bool) error {
 	var errs []error
 	if graceful {
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
-		// 1. Drain while the front still serves: hooks mark the node
-		// draining cluster-wide and wait for in-flight work.
+		// 1. Drain while the front still serves: answers carry
+		// Connection: close so keep-alive clients move to other nodes, and
+		// hooks mark the node draining cluster-wide and wait for in-flight
+		// work.
+		n.draining.Store(true)
 		for _, d := range n.onDrain {
 			if err := d(ctx); err != nil {
 				errs = append(errs, err)
 			}
 		}
+		n.drainGrace(ctx)
 		// 2. Stop taking requests; finish those in flight.
 		if n.httpSrv != nil {
 			if err := n.httpSrv.Shutdown(ctx); err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -140,11 +141,23 @@ func (c *Cluster) newNode(id string) *Node {
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.JoinTimeout = 30 * time.Second
 	cfg.Logger = c.logger
+	cfg.RaftTimeoutScale = testTimeoutScale()
 	nd.cfg = cfg
 	c.mu.Lock()
 	c.nodes = append(c.nodes, nd)
 	c.mu.Unlock()
 	return nd
+}
+
+// testTimeoutScale is the Raft timer scale of test clusters: 2 by default
+// (heartbeat 1 s, lease 500 ms), since a 2-core machine running -race tests
+// of several packages at once can stall a goroutine past the LAN defaults
+// and cause elections nobody asked for. COHORT_TEST_RAFT_SCALE overrides it.
+func testTimeoutScale() float64 {
+	if v, err := strconv.ParseFloat(os.Getenv("COHORT_TEST_RAFT_SCALE"), 64); err == nil && v > 0 {
+		return v
+	}
+	return 2
 }
 
 // listen re-opens a node's ports; a restarted node keeps its addresses.

@@ -1,0 +1,85 @@
+package node
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// catchUpWait bounds how long an application request waits for a freshly
+// started node to catch up with the cluster before it is refused.
+const catchUpWait = 10 * time.Second
+
+// watchCatchUp closes n.caughtUp once the node is ready for the first time
+// since Start: it knows a leader and applied the leader's commit index.
+// Until then a restarted node's state machines may still lack entries that
+// other nodes acknowledged, and must not serve application reads.
+func (n *Node) watchCatchUp(ctx context.Context) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if ok, _ := n.cluster.Ready(); ok {
+			close(n.caughtUp)
+			n.log.Info("caught up with the cluster; serving application requests", "applied", n.cluster.AppliedIndex())
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// catchUpGate holds application requests until the node has caught up
+// once since start, so a restarted node never answers from stale state.
+// The admin surface (/_cohort/) is not behind it.
+func (n *Node) catchUpGate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-n.caughtUp:
+			next.ServeHTTP(w, r)
+			return
+		default:
+		}
+		t := time.NewTimer(catchUpWait)
+		defer t.Stop()
+		select {
+		case <-n.caughtUp:
+			next.ServeHTTP(w, r)
+		case <-t.C:
+			w.Header().Set("Retry-After", "1")
+			WriteError(w, http.StatusServiceUnavailable, "this node has not caught up with the cluster yet (no leader or still applying the log); retry or use another node")
+		case <-r.Context().Done():
+		}
+	})
+}
+
+// drainGraceMax bounds how long a draining node keeps answering with
+// Connection: close before it stops accepting.
+const drainGraceMax = 1500 * time.Millisecond
+
+// closeWhileDraining adds Connection: close to every answer while the node
+// drains, so clients drop their keep-alive connections after a complete
+// response instead of having an idle connection closed under a request.
+func (n *Node) closeWhileDraining(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// drainGrace keeps the front serving for a short while after draining
+// started, long enough for active keep-alive clients to receive a
+// Connection: close answer and move on.
+func (n *Node) drainGrace(ctx context.Context) {
+	grace := min(drainGraceMax, n.cfg.ShutdownTimeout/4)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
