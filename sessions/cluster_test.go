@@ -452,3 +452,49 @@ func TestIdleExpiry(t *testing.T) {
 		return true, ""
 	})
 }
+
+// TestPassivationSnapshotRestart keeps 5 sessions in memory per node,
+// passivates the rest to disk, snapshots, restarts a node and adds one:
+// every node ends with every session and its data.
+func TestPassivationSnapshotRestart(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithNodeSetup(testRoutes), testcluster.WithConfig(func(cfg *config.Config) {
+		cfg.Sessions.MemorySessions = 5
+	}))
+	nodes := c.Nodes()
+	const count = 20
+	clients := make([]*client, count)
+	for i := range clients {
+		clients[i] = newClient(t)
+		put(clients[i], nodes[0], "who", fmt.Sprint("user", i))
+	}
+	for _, nd := range nodes {
+		testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+			st := nd.Node().Sessions().Stats()
+			return st.Total == count && st.Passivated >= count-5, fmt.Sprintf("%s: %+v", nd.ID, st)
+		})
+	}
+	for _, nd := range c.Running() {
+		if err := nd.Node().Cluster().Snapshot(); err != nil {
+			t.Fatalf("snapshot %s: %v", nd.ID, err)
+		}
+	}
+	c.Stop("n3")
+	put(clients[0], nodes[0], "after", "stop")
+	c.Restart("n3")
+	added := c.AddNode(t)
+	for _, nd := range []*testcluster.Node{nodes[2], added} {
+		testcluster.WaitFor(t, 30*time.Second, func() (bool, string) {
+			st := nd.Node().Sessions().Stats()
+			return st.Total == count, fmt.Sprintf("%s: %+v", nd.ID, st)
+		})
+		for i, cl := range clients {
+			testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+				v := get(cl, nd, "who")
+				return v == fmt.Sprint("user", i), fmt.Sprintf("%s session %d read %q", nd.ID, i, v)
+			})
+		}
+		if v := get(clients[0], nd, "after"); v != "stop" {
+			t.Fatalf("%s missed the write made while n3 was down: %q", nd.ID, v)
+		}
+	}
+}
