@@ -148,8 +148,8 @@ func printMembers(w io.Writer, v node.MembersView) {
 		if m.Leader {
 			role = "leader"
 		}
-		if role == "" {
-			role = "?"
+		if !m.Reachable {
+			role = "unreachable"
 		}
 		if !m.Voter {
 			role += " (nonvoter)"

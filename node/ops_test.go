@@ -239,6 +239,38 @@ func TestBackupUnderLoadRestore(t *testing.T) {
 		t.Fatalf("drain: HTTP %d %s", code, b)
 	}
 
+	// State of every capability before the load: sessions (through the
+	// demo's counter), shared files, and job history accumulating.
+	for range 5 {
+		resp, err := http.Post(f.URL("/demo/api/counter"), "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("demo counter: HTTP %d", resp.StatusCode)
+		}
+	}
+	for i := range 3 {
+		if _, err := f.Node().Files().Create(context.Background(), fmt.Sprintf("docs/f%d.txt", i), strings.NewReader(strings.Repeat("x", 100*(i+1))), nil); err != nil {
+			t.Fatalf("create file: %v", err)
+		}
+	}
+	if len(f.Node().Jobs().Jobs()) > 0 {
+		testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+			total := 0
+			for _, j := range f.Node().Jobs().Jobs() {
+				runs, _ := f.Node().Jobs().Runs(j.Name)
+				total += len(runs)
+			}
+			return total >= 2, fmt.Sprintf("%d job runs", total)
+		})
+	}
+	srcSessions := f.Node().Sessions().Stats().Total
+	if srcSessions < 5 {
+		t.Fatalf("%d sessions on %s, want 5", srcSessions, f.ID)
+	}
+
 	// Load: three writers through every node until the backup is taken.
 	var (
 		mu      sync.Mutex
@@ -316,6 +348,47 @@ func TestBackupUnderLoadRestore(t *testing.T) {
 	if kv.Len() != before {
 		t.Errorf("restored %d keys, want %d (source now holds %d)", kv.Len(), before, src.Len())
 	}
+	// Sessions, the files manifest and the job history came back.
+	if got := rn.Node().Sessions().Stats().Total; got != srcSessions {
+		t.Errorf("restored %d sessions, want %d", got, srcSessions)
+	}
+	srcFiles, err := f.Node().Files().List(context.Background(), "docs/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotFiles, err := rn.Node().Files().List(context.Background(), "docs/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gotFiles) != 3 || len(srcFiles) != 3 {
+		t.Errorf("files: restored %v, source %v", gotFiles, srcFiles)
+	}
+	for i := range min(len(gotFiles), len(srcFiles)) {
+		g, w := gotFiles[i], srcFiles[i]
+		if g.Path != w.Path || g.Size != w.Size || g.SHA256 != w.SHA256 || g.Version != w.Version {
+			t.Errorf("file %d: restored %+v, source %+v", i, g, w)
+		}
+	}
+	runsUpTo := func(n *node.Node) map[string]bool {
+		out := map[string]bool{}
+		for _, j := range n.Jobs().Jobs() {
+			runs, err := n.Jobs().Runs(j.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range runs {
+				if r.Fence.Index <= meta.Index {
+					out[r.Key] = true
+				}
+			}
+		}
+		return out
+	}
+	srcRuns, gotRuns := runsUpTo(f.Node()), runsUpTo(rn.Node())
+	if fmt.Sprint(srcRuns) != fmt.Sprint(gotRuns) {
+		t.Errorf("job runs up to index %d: restored %v, source %v", meta.Index, gotRuns, srcRuns)
+	}
+	t.Logf("restored %d sessions, %d files, %d job runs", srcSessions, len(gotFiles), len(gotRuns))
 	// The replicated member table came back too (the drained node's state).
 	m, ok := rn.Node().Members().Get(drained)
 	if !ok || m.State != membership.StateDraining {
