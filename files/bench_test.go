@@ -11,9 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortserver/cohort/config"
 	"github.com/cohortserver/cohort/files"
 	"github.com/cohortserver/cohort/testcluster"
 )
+
+// benchConfig slows the Raft timers: on a loaded shared machine the
+// default LAN timers cause elections that measure the machine, not files.
+var benchConfig = testcluster.WithConfig(func(cfg *config.Config) { cfg.RaftTimeoutScale = 4 })
 
 // seqWriteBaseline writes size bytes to a file in dir in 1 MiB chunks and
 // fdatasyncs it: the machine's own sequential write speed, in bytes/s.
@@ -48,7 +53,7 @@ func BenchmarkUpload3Copies(b *testing.B) {
 	if long() {
 		size = 1 << 30
 	}
-	c := testcluster.New(b, 3)
+	c := testcluster.New(b, 3, benchConfig)
 	st := store(b, c.Node("n1"))
 	base := seqWriteBaseline(b, c.Dir(), size)
 	b.SetBytes(size)
@@ -75,7 +80,7 @@ func BenchmarkUpload3Copies(b *testing.B) {
 // BenchmarkSmallFiles16: 4 KiB files committed with 3 copies by 16
 // concurrent writers; reports files/s.
 func BenchmarkSmallFiles16(b *testing.B) {
-	c := testcluster.New(b, 3)
+	c := testcluster.New(b, 3, benchConfig)
 	st := store(b, c.Node("n1"))
 	body := strings.Repeat("x", 4096-16)
 	var seq atomic.Int64

@@ -127,6 +127,65 @@ func (b *blobStore) ingest(ctx context.Context, r io.Reader, limit int64, expect
 	return ingestResult{SHA256: sum, Size: n}, nil
 }
 
+// writeInline stores a small blob carried in the Raft log, without fsync:
+// the log is its durable copy until the next snapshot (see syncAll). It
+// reports whether it wrote anything.
+func (b *blobStore) writeInline(sum string, data []byte) (bool, error) {
+	dst := b.path(sum)
+	if _, err := os.Stat(dst); err == nil {
+		return false, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(filepath.Join(b.dir, "tmp"), 0o750); err != nil {
+		return false, err
+	}
+	tmp, err := os.CreateTemp(filepath.Join(b.dir, "tmp"), "inline-*")
+	if err != nil {
+		return false, err
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), dst)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return false, err
+	}
+	return true, nil
+}
+
+// syncAll fsyncs the given blobs (those still present) and their
+// directories.
+func (b *blobStore) syncAll(sums []string) error {
+	dirs := make(map[string]bool)
+	for _, sum := range sums {
+		f, err := os.Open(b.path(sum))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("fsync blob %s: %w", sum[:12], err)
+		}
+		dirs[filepath.Dir(b.path(sum))] = true
+	}
+	for d := range dirs {
+		if err := fsyncDir(d); err != nil {
+			return fmt.Errorf("fsync %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
 // verify re-hashes blob sum, reading at most rate bytes per second when
 // rate > 0. It returns ErrCorrupt on a mismatch.
 func (b *blobStore) verify(ctx context.Context, sum string, rate int64) (int64, error) {

@@ -2,6 +2,8 @@ package files
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -54,6 +56,9 @@ type putCmd struct {
 	IfVersion *uint64  `json:"if_version,omitempty"`
 	Holders   []string `json:"holders,omitempty"`
 	MaxBytes  int64    `json:"max_bytes,omitempty"` // the proposer's quota, 0 = none
+	// Data is the content of a small file carried in the log itself
+	// (see InlineMax); each node writes its blob when it applies.
+	Data []byte `json:"data,omitempty"`
 }
 
 type deleteCmd struct {
@@ -80,12 +85,19 @@ type state struct {
 	// notify is called after every change, outside the lock, in commit
 	// order (Apply runs on one goroutine).
 	notify func(Event)
+
+	// blobs receives the content of inline puts; nil in unit tests.
+	blobs *blobStore
+	// unsynced are inline blobs written without fsync since the last
+	// snapshot; Persist makes them durable before the log that carries
+	// them can be truncated.
+	unsynced map[string]bool
 }
 
 var _ raft.StateMachine = (*state)(nil)
 
 func newState() *state {
-	return &state{files: make(map[string]*Info), dirs: make(map[string]int), refs: make(map[string]int)}
+	return &state{files: make(map[string]*Info), dirs: make(map[string]int), refs: make(map[string]int), unsynced: make(map[string]bool)}
 }
 
 // Apply implements raft.StateMachine.
@@ -147,11 +159,24 @@ func (s *state) put(e raft.Entry, c putCmd) ([]Info, error) {
 			return nil, refuse("files.quota", "storing %d bytes would bring the shared files to %d bytes, over the %d allowed (--files-max-bytes)", c.Size, after, c.MaxBytes)
 		}
 	}
+	if c.Data != nil {
+		sum := sha256.Sum256(c.Data)
+		if int64(len(c.Data)) != c.Size || hex.EncodeToString(sum[:]) != c.SHA256 {
+			return nil, refuse("files.bad_path", "inline content of %s does not match its size and sha-256", c.Path)
+		}
+	}
 	in := &Info{
 		Path: c.Path, Size: c.Size, SHA256: c.SHA256, Mode: fs.FileMode(c.Mode).Perm(),
 		ModTime: e.Time, Version: e.Index, Writer: e.Origin, Holders: c.Holders,
 	}
 	s.set(in)
+	if c.Data != nil && s.blobs != nil {
+		// A failed write only leaves the blob missing here: catch-up
+		// fetches it from a node that has it.
+		if wrote, err := s.blobs.writeInline(c.SHA256, c.Data); err == nil && wrote {
+			s.unsynced[c.SHA256] = true
+		}
+	}
 	return []Info{*in}, nil
 }
 
@@ -337,22 +362,37 @@ func (s *state) usage() (files int, bytes int64, tombstones int) {
 	return files, s.total, tombstones
 }
 
-type stateSnap struct{ files []*Info }
+type stateSnap struct {
+	files    []*Info
+	blobs    *blobStore
+	unsynced []string
+}
 
 // Snapshot implements raft.StateMachine: it copies the pointers (the Info
 // values are immutable).
 func (s *state) Snapshot() (raft.Snapshot, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	snap := &stateSnap{files: make([]*Info, 0, len(s.files))}
+	snap := &stateSnap{files: make([]*Info, 0, len(s.files)), blobs: s.blobs}
 	for _, in := range s.files {
 		snap.files = append(snap.files, in)
 	}
+	for sum := range s.unsynced {
+		snap.unsynced = append(snap.unsynced, sum)
+	}
+	clear(s.unsynced)
 	return snap, nil
 }
 
-// Persist writes one JSON object per line.
+// Persist makes the inline blobs written since the last snapshot durable
+// (the log entries that carry them are about to be truncated), then
+// writes one JSON object per line.
 func (s *stateSnap) Persist(w io.Writer) error {
+	if s.blobs != nil {
+		if err := s.blobs.syncAll(s.unsynced); err != nil {
+			return fmt.Errorf("persist files: %w", err)
+		}
+	}
 	enc := json.NewEncoder(w)
 	for _, in := range s.files {
 		if err := enc.Encode(in); err != nil {

@@ -1,7 +1,10 @@
 package files
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,6 +145,7 @@ func New(cfg Config) (*Store, error) {
 		mirrorKick: make(chan struct{}, 1),
 	}
 	s.state.notify = s.changed
+	s.state.blobs = s.blobs
 	if err := cfg.Log.Register("files", s.state, cmdPut, cmdDelete, cmdRename); err != nil {
 		return nil, fmt.Errorf("register files state machine: %w", err)
 	}
@@ -255,19 +259,69 @@ func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *Writ
 	if err != nil {
 		return Info{}, err
 	}
-	if err := s.precheck(p, o); err != nil {
-		return Info{}, err
+	if o.IfVersion != nil || s.cfg.MaxBytes > 0 {
+		s.barrier(ctx) // a stale local view must not refuse a valid write
 	}
-	res, holders, err := s.store(ctx, r, o)
-	if err != nil {
+	if err := s.precheck(p, o); err != nil {
 		return Info{}, err
 	}
 	mode := o.Mode.Perm()
 	if mode == 0 {
 		mode = 0o644
 	}
-	cmd := putCmd{Path: p, SHA256: res.SHA256, Size: res.Size, Mode: uint32(mode), IfVersion: o.IfVersion, Holders: holders, MaxBytes: s.cfg.MaxBytes}
-	return s.apply(ctx, cmdPut, cmd)
+	cmd := putCmd{Path: p, Mode: uint32(mode), IfVersion: o.IfVersion, MaxBytes: s.cfg.MaxBytes}
+	// A small file travels in the Raft log itself: one replicated,
+	// batched fsync instead of a blob push and several fsyncs per copy.
+	head := make([]byte, 0, min(InlineMax+1, max(o.Size+1, 512)))
+	head, err = readUpTo(r, head, InlineMax+1)
+	if err != nil {
+		return Info{}, fmt.Errorf("read content: %w", err)
+	}
+	if len(head) <= InlineMax {
+		if s.cfg.MaxFileBytes > 0 && int64(len(head)) > s.cfg.MaxFileBytes {
+			return Info{}, fmt.Errorf("%w: %d bytes, over the %d allowed per file (--files-max-file-bytes)", ErrFileTooLarge, len(head), s.cfg.MaxFileBytes)
+		}
+		sum := sha256.Sum256(head)
+		cmd.SHA256, cmd.Size, cmd.Data = hex.EncodeToString(sum[:]), int64(len(head)), head
+	} else {
+		res, holders, err := s.store(ctx, io.MultiReader(bytes.NewReader(head), r), o)
+		if err != nil {
+			return Info{}, err
+		}
+		cmd.SHA256, cmd.Size, cmd.Holders = res.SHA256, res.Size, holders
+	}
+	for attempt := 0; ; attempt++ {
+		in, err := s.apply(ctx, cmdPut, cmd)
+		// An unconditional put is idempotent (same path, same content):
+		// when leadership changed under it, putting it again is safe.
+		if errors.Is(err, raft.ErrOutcomeUnknown) && o.IfVersion == nil && attempt < 3 && ctx.Err() == nil {
+			s.log.Debug("put outcome unknown; retrying", "path", p, "err", err)
+			continue
+		}
+		return in, err
+	}
+}
+
+// InlineMax is the largest file whose content is carried in the Raft log
+// entry that commits it (and held in memory while it is written).
+const InlineMax = 64 << 10
+
+// readUpTo appends to buf from r until EOF or n bytes.
+func readUpTo(r io.Reader, buf []byte, n int) ([]byte, error) {
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := r.Read(buf[len(buf):min(cap(buf), n)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 // precheck refuses early, before any byte is read, what would surely be

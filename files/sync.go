@@ -16,14 +16,18 @@ const fullSyncEvery = time.Minute
 // SyncStatus is the progress of catch-up: fetching the blobs the manifest
 // names and this node lacks.
 type SyncStatus struct {
-	Running      bool      `json:"running"`
-	Passes       int       `json:"passes"`
-	MissingFiles int       `json:"missing_files"` // blobs lacking when the pass started
-	MissingBytes int64     `json:"missing_bytes"`
-	DoneFiles    int       `json:"done_files"`
-	DoneBytes    int64     `json:"done_bytes"`
-	FailedFiles  int       `json:"failed_files"`
-	Repaired     int       `json:"repaired"` // corrupt blobs replaced, since start
+	Running      bool  `json:"running"`
+	Passes       int   `json:"passes"`
+	MissingFiles int   `json:"missing_files"` // blobs lacking when the pass started
+	MissingBytes int64 `json:"missing_bytes"`
+	DoneFiles    int   `json:"done_files"`
+	DoneBytes    int64 `json:"done_bytes"`
+	FailedFiles  int   `json:"failed_files"`
+	Repaired     int   `json:"repaired"` // corrupt blobs replaced, since start
+	// FetchedFiles and FetchedBytes count every blob catch-up pulled
+	// since the node started, over all passes.
+	FetchedFiles int       `json:"fetched_files"`
+	FetchedBytes int64     `json:"fetched_bytes"`
 	StartedAt    time.Time `json:"started_at,omitzero"`
 	FinishedAt   time.Time `json:"finished_at,omitzero"`
 	BytesPerSec  float64   `json:"bytes_per_sec"`
@@ -108,6 +112,7 @@ func (s *Store) syncOnce(ctx context.Context) {
 	start := time.Now()
 	s.mu.Lock()
 	s.progress = SyncStatus{Running: true, Passes: s.progress.Passes + 1, Repaired: s.progress.Repaired,
+		FetchedFiles: s.progress.FetchedFiles, FetchedBytes: s.progress.FetchedBytes,
 		MissingFiles: len(jobs), MissingBytes: bytes, StartedAt: start}
 	s.mu.Unlock()
 	s.log.Info("catch-up started", "missing_files", len(jobs), "missing_bytes", bytes)
@@ -132,6 +137,8 @@ func (s *Store) syncOnce(ctx context.Context) {
 				doneBytes.Add(j.size)
 				s.mu.Lock()
 				s.progress.DoneFiles, s.progress.DoneBytes = int(doneFiles.Load()), doneBytes.Load()
+				s.progress.FetchedFiles++
+				s.progress.FetchedBytes += j.size
 				s.mu.Unlock()
 			}
 		}()
