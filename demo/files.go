@@ -34,6 +34,9 @@ var (
 // It refuses names that end up empty, all dots, or longer than 100 bytes.
 func CleanName(raw string) (string, error) {
 	raw = path.Base(strings.ReplaceAll(raw, `\`, "/"))
+	if raw == "/" {
+		raw = ""
+	}
 	var b strings.Builder
 	for _, r := range raw {
 		switch {
