@@ -531,6 +531,18 @@ func (b *Bus) lead(ctx context.Context, term uint64) {
 	if b.cfg.Members == nil {
 		return
 	}
+	// Let this node's failure detector probe everyone once or twice first,
+	// or a new leader would report dead peers as recovered.
+	first := time.NewTimer(2 * b.cfg.WatchInterval)
+	select {
+	case <-ctx.Done():
+		first.Stop()
+		return
+	case <-b.stop:
+		first.Stop()
+		return
+	case <-first.C:
+	}
 	t := time.NewTicker(b.cfg.WatchInterval)
 	defer t.Stop()
 	for {

@@ -68,6 +68,16 @@ func TestDeliveredOnceEverywhereIncludingRestarted(t *testing.T) {
 		})
 	}
 	all := []string{"n1", "n2", "n3"}
+	// Every node announced itself (member events need it, and so does a
+	// graceful stop).
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		for _, nd := range c.Running() {
+			if got := len(nd.Node().Members().All()); got != 3 {
+				return false, fmt.Sprintf("%s knows %d members", nd.ID, got)
+			}
+		}
+		return true, ""
+	})
 	f := c.Followers()
 	if err := f[0].Node().Publish(ctx, "inv", []byte("m1")); err != nil {
 		t.Fatal(err)
