@@ -76,14 +76,19 @@ func (n *Node) admin(h http.HandlerFunc) http.Handler {
 	})
 }
 
-// validToken compares hashes so neither content nor length leaks by timing.
+// validToken compares hashes so neither content nor length leaks by
+// timing; every accepted token is compared, whichever matches.
 func (n *Node) validToken(got string) bool {
-	if got == "" || len(n.adminToken) == 0 {
+	if got == "" || len(n.adminTokens) == 0 {
 		return false
 	}
 	a := sha256.Sum256([]byte(got))
-	b := sha256.Sum256(n.adminToken)
-	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+	ok := 0
+	for _, tok := range n.adminTokens {
+		b := sha256.Sum256(tok)
+		ok |= subtle.ConstantTimeCompare(a[:], b[:])
+	}
+	return ok == 1
 }
 
 func bearer(r *http.Request) string {

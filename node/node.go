@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,11 +61,12 @@ type Node struct {
 	cluster *raft.Cluster
 	members *membership.Table
 
-	mux        *http.ServeMux // public front
-	httpSrv    *http.Server
-	httpLn     net.Listener
-	adminToken []byte
-	started    time.Time
+	mux         *http.ServeMux // public front
+	httpSrv     *http.Server
+	httpLn      net.Listener
+	adminToken  []byte   // the first token of --admin-token-file
+	adminTokens [][]byte // every token accepted (rotation)
+	started     time.Time
 
 	readyChecks []ReadyCheck
 	caughtUp    chan struct{}     // closed once ready for the first time (catchup.go)
@@ -202,9 +204,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	n.adminToken = secrets.adminToken
-	n.cluster.SetCredentials(secrets.clusterKey, secrets.tls)
-	n.members.SetKey(secrets.clusterKey)
+	n.adminToken, n.adminTokens = first(secrets.adminTokens), secrets.adminTokens
+	n.cluster.SetCredentials(first(secrets.clusterKeys), secrets.clusterKeys[1:], secrets.tls)
+	n.members.SetKey(first(secrets.clusterKeys))
 
 	ln := n.opts.httpLn
 	if ln == nil {
@@ -436,35 +438,71 @@ func (n *Node) HandleApp(pattern string, h http.Handler) { n.app.Handle(pattern,
 func (n *Node) WrapApp(w func(http.Handler) http.Handler) { n.wrappers = append(n.wrappers, w) }
 
 type secrets struct {
-	clusterKey []byte
-	adminToken []byte
-	tls        *tls.Config
+	clusterKeys [][]byte // the first dials; all are accepted
+	adminTokens [][]byte // all are accepted; the first is shown in dev mode
+	tls         *tls.Config
+}
+
+func first(bs [][]byte) []byte {
+	if len(bs) == 0 {
+		return nil
+	}
+	return bs[0]
+}
+
+// secretLines splits a secret file into its non-empty lines: a file may
+// hold several keys or tokens while one is being rotated out.
+func secretLines(b []byte) [][]byte {
+	var out [][]byte
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, []byte(l))
+		}
+	}
+	return out
 }
 
 func (n *Node) loadSecrets() (secrets, error) {
 	var s secrets
-	var err error
 	switch {
 	case n.cfg.ClusterKeyFile != "":
-		if s.clusterKey, err = config.ReadSecret(n.cfg.ClusterKeyFile, 16); err != nil {
+		b, err := config.ReadSecret(n.cfg.ClusterKeyFile, 16)
+		if err != nil {
 			return s, fmt.Errorf("--cluster-key-file: %w", err)
 		}
+		s.clusterKeys = secretLines(b)
+		for i, k := range s.clusterKeys {
+			if len(k) < 16 {
+				return s, fmt.Errorf("--cluster-key-file %s: key on line %d has %d bytes; at least 16 are needed", n.cfg.ClusterKeyFile, i+1, len(k))
+			}
+		}
 	case n.cfg.Dev:
-		if s.clusterKey, err = generatedSecret(n.cfg.DataDir, "cluster.key"); err != nil {
+		k, err := generatedSecret(n.cfg.DataDir, "cluster.key")
+		if err != nil {
 			return s, err
 		}
+		s.clusterKeys = [][]byte{k}
 	default:
 		return s, errors.New("--cluster-key-file: required")
 	}
 	switch {
 	case n.cfg.AdminTokenFile != "":
-		if s.adminToken, err = config.ReadSecret(n.cfg.AdminTokenFile, 16); err != nil {
+		b, err := config.ReadSecret(n.cfg.AdminTokenFile, 16)
+		if err != nil {
 			return s, fmt.Errorf("--admin-token-file: %w", err)
 		}
+		s.adminTokens = secretLines(b)
+		for i, tok := range s.adminTokens {
+			if len(tok) < 16 {
+				return s, fmt.Errorf("--admin-token-file %s: token on line %d has %d bytes; at least 16 are needed", n.cfg.AdminTokenFile, i+1, len(tok))
+			}
+		}
 	case n.cfg.Dev:
-		if s.adminToken, err = generatedSecret(n.cfg.DataDir, "admin.token"); err != nil {
+		tok, err := generatedSecret(n.cfg.DataDir, "admin.token")
+		if err != nil {
 			return s, err
 		}
+		s.adminTokens = [][]byte{tok}
 	}
 	if n.cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(n.cfg.TLSCertFile, n.cfg.TLSKeyFile)

@@ -46,7 +46,9 @@ type Config struct {
 	BindAddr  string // cluster port, host:port
 	Advertise string // address other nodes dial; default: the bound address
 	Key       []byte // cluster key, at least 16 bytes
-	TLS       *tls.Config
+	// AcceptKeys are further cluster keys accepted from peers (rotation).
+	AcceptKeys [][]byte
+	TLS        *tls.Config
 	// Peers, when the data dir holds no state, bootstraps the cluster. It
 	// must be the same on every node and name this node.
 	Peers []Peer
@@ -133,10 +135,12 @@ func New(cfg Config) *Cluster {
 
 // SetCredentials sets the cluster key and the optional mutual-TLS
 // configuration. Call it before Start (node.Start reads them from disk).
-func (c *Cluster) SetCredentials(key []byte, tlsConf *tls.Config) {
+// Further keys in accept are accepted from peers but never used to dial,
+// which lets an operator rotate the key with rolling restarts.
+func (c *Cluster) SetCredentials(key []byte, accept [][]byte, tlsConf *tls.Config) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cfg.Key, c.cfg.TLS = key, tlsConf
+	c.cfg.Key, c.cfg.AcceptKeys, c.cfg.TLS = key, accept, tlsConf
 }
 
 // HadState reports whether the data dir held Raft state at Start.
@@ -227,7 +231,7 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	}
 
 	tr, err := Listen(c.cfg.BindAddr, TransportConfig{
-		NodeID: c.cfg.NodeID, Key: c.cfg.Key, TLS: c.cfg.TLS,
+		NodeID: c.cfg.NodeID, Key: c.cfg.Key, AcceptKeys: c.cfg.AcceptKeys, TLS: c.cfg.TLS,
 		Logger: c.log.With("sub", "transport"), Faults: c.cfg.Faults, Advertise: c.cfg.Advertise, Listener: c.cfg.Listener,
 	})
 	if err != nil {

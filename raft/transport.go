@@ -36,7 +36,8 @@ const (
 // sends reaches Raft or RPC before it proved the key.
 type Transport struct {
 	nodeID  string
-	key     []byte
+	key     []byte      // used to dial
+	accept  [][]byte    // accepted from peers: key first, then any rotation keys
 	tlsConf *tls.Config // server side; nil without TLS
 	tlsCli  *tls.Config // client side; nil without TLS
 	log     *slog.Logger
@@ -56,12 +57,15 @@ type Transport struct {
 
 // TransportConfig configures a Transport.
 type TransportConfig struct {
-	NodeID    string
-	Key       []byte      // cluster key; required
-	TLS       *tls.Config // mutual TLS for both directions; nil disables TLS
-	Logger    *slog.Logger
-	Faults    *Faults // fault seam for tests; nil injects nothing
-	Advertise string  // address other nodes dial; defaults to the listener's
+	NodeID string
+	Key    []byte // cluster key; required; used to dial and accepted
+	// AcceptKeys are further keys accepted from peers, for rotating the
+	// cluster key without downtime.
+	AcceptKeys [][]byte
+	TLS        *tls.Config // mutual TLS for both directions; nil disables TLS
+	Logger     *slog.Logger
+	Faults     *Faults // fault seam for tests; nil injects nothing
+	Advertise  string  // address other nodes dial; defaults to the listener's
 	// Listener, when set, is used instead of listening on the address
 	// (tests pre-open ports so peers know them before start).
 	Listener net.Listener
@@ -90,6 +94,7 @@ func Listen(addr string, cfg TransportConfig) (*Transport, error) {
 	t := &Transport{
 		nodeID: cfg.NodeID,
 		key:    cfg.Key,
+		accept: append([][]byte{cfg.Key}, cfg.AcceptKeys...),
 		log:    cfg.Logger,
 		faults: cfg.Faults,
 		ln:     ln,
@@ -168,7 +173,7 @@ func (t *Transport) serveConn(raw net.Conn) {
 		}
 		c = tc
 	}
-	peer, ch, err := serverHandshake(c, t.key, t.nodeID)
+	peer, ch, err := serverHandshake(c, t.accept, t.nodeID)
 	if err != nil {
 		t.log.Warn("rejected cluster connection", "remote", remote, "err", err)
 		c.Close()
@@ -347,7 +352,7 @@ func (c *authConn) Close() error {
 // serverHandshake runs the server side: send a fresh nonce, check the
 // client's MAC over both nonces, its id and channel, then prove the key back.
 // A replayed client message fails because the server nonce is new each time.
-func serverHandshake(c net.Conn, key []byte, selfID string) (peer string, ch byte, err error) {
+func serverHandshake(c net.Conn, keys [][]byte, selfID string) (peer string, ch byte, err error) {
 	var ns [nonceLen]byte
 	if _, err := rand.Read(ns[:]); err != nil {
 		return "", 0, fmt.Errorf("server nonce: %w", err)
@@ -373,8 +378,14 @@ func serverHandshake(c net.Conn, key []byte, selfID string) (peer string, ch byt
 	id := rest[:idLen]
 	ch = rest[idLen]
 	mac := rest[idLen+1:]
-	want := handshakeMAC(key, "client", ns[:], nc, id, []byte{ch})
-	if !hmac.Equal(mac, want) {
+	var key []byte
+	for _, k := range keys {
+		// Every key is checked, so the time taken does not tell which matched.
+		if hmac.Equal(mac, handshakeMAC(k, "client", ns[:], nc, id, []byte{ch})) && key == nil {
+			key = k
+		}
+	}
+	if key == nil {
 		return "", 0, errBadMAC
 	}
 	if ch != chanRaft && ch != chanHTTP {

@@ -39,7 +39,7 @@ func NewRestored(t testing.TB, backup []byte, opts ...Option) *Cluster {
 
 // initSecrets writes the cluster key and admin token files New writes.
 func (c *Cluster) initSecrets(t testing.TB) {
-	c.logger = slog.New(newTestHandler(t))
+	c.logger = slog.New(newTestHandler(t, nil))
 	c.key = filepath.Join(c.dir, "cluster.key")
 	c.token = "test-admin-token-0123456789abcdef"
 	must(t, os.WriteFile(c.key, []byte("test-cluster-key-0123456789abcdef\n"), 0o600))

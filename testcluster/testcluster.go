@@ -34,6 +34,7 @@ type Cluster struct {
 	token  string // admin token
 	tweak  func(*config.Config)
 	setup  func(*node.Node)
+	tee    io.Writer // also receives every log line (WithLogWriter)
 	logger *slog.Logger
 
 	mu          sync.Mutex
@@ -69,6 +70,18 @@ func WithNodeSetup(fn func(*node.Node)) Option {
 	return func(c *Cluster) { c.setup = fn }
 }
 
+// WithLogWriter copies every log line of every node to w (tests that look
+// for what must never be logged).
+func WithLogWriter(w io.Writer) Option {
+	return func(c *Cluster) { c.tee = w }
+}
+
+// KeyFile is the path of the cluster key file every node reads at start.
+func (c *Cluster) KeyFile() string { return c.key }
+
+// TokenFile is the path of the admin token file every node reads at start.
+func (c *Cluster) TokenFile() string { return filepath.Join(c.dir, "admin.token") }
+
 // New starts n nodes that bootstrap from a shared --peers list and waits
 // until they agree on a leader. Everything stops at the end of the test.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
@@ -77,7 +90,7 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	for _, o := range opts {
 		o(c)
 	}
-	c.logger = slog.New(newTestHandler(t))
+	c.logger = slog.New(newTestHandler(t, c.tee))
 	c.key = filepath.Join(c.dir, "cluster.key")
 	c.token = "test-admin-token-0123456789abcdef"
 	must(t, os.WriteFile(c.key, []byte("test-cluster-key-0123456789abcdef\n"), 0o600))
@@ -539,11 +552,11 @@ type testState struct {
 	mu   sync.Mutex
 	t    testing.TB
 	done bool
-	buf  bytes.Buffer
+	tee  io.Writer
 }
 
-func newTestHandler(t testing.TB) *testHandler {
-	st := &testState{t: t}
+func newTestHandler(t testing.TB, tee io.Writer) *testHandler {
+	st := &testState{t: t, tee: tee}
 	t.Cleanup(func() {
 		st.mu.Lock()
 		st.done = true
@@ -571,6 +584,9 @@ type logWriter struct{ st *testState }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.st.mu.Lock()
 	defer w.st.mu.Unlock()
+	if w.st.tee != nil {
+		_, _ = w.st.tee.Write(p)
+	}
 	if !w.st.done {
 		w.st.t.Log(strings.TrimRight(string(p), "\n"))
 	}
