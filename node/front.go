@@ -15,7 +15,8 @@ import (
 // so its wrapper is the outermost around the application: the sessions
 // middleware and the app are inside it, and forwarded requests arriving on
 // the cluster port at /_internal/front/ run through that same inner chain.
-// Its stop hook drains this node before the cluster closes.
+// Its drain hook (first in a graceful Close, while the public port still
+// serves; Abort skips it) takes this node out of the traffic.
 func (n *Node) setupFront() error {
 	prefixes, err := config.ParsePrefixes(n.cfg.Front.TrustedProxies)
 	if err != nil {
@@ -55,8 +56,9 @@ func (n *Node) setupFront() error {
 		}
 		f.Start(ctx, n.cluster.Client().Transport)
 		return nil
-	}, func() error {
-		if err := f.Shutdown(context.Background()); err != nil {
+	}, nil)
+	n.OnDrain(func(ctx context.Context) error {
+		if err := f.Shutdown(ctx); err != nil {
 			return fmt.Errorf("front drain: %w", err)
 		}
 		return nil

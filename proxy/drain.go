@@ -13,11 +13,13 @@ import (
 
 // Shutdown takes this node out of the traffic before it leaves the
 // cluster: it marks the node draining (no new sessions anywhere in the
-// cluster), then disabled (peers stop forwarding its sessions, which fail
-// over to live nodes, where they are replicated), and waits until no
-// request is in flight here or DrainTimeout passed. The state it replaced
-// is remembered in StateFile and restored by the next Start. Call it
-// while the cluster port is still up.
+// cluster), then disabled (peers stop forwarding its sessions, and this
+// front forwards what still enters here: the sessions fail over to live
+// nodes, where they are replicated), and waits until no request runs the
+// application here, at most DrainTimeout or until ctx ends. Requests this
+// front is merely forwarding finish while the public server shuts down.
+// The state it replaced is remembered in StateFile and restored by the
+// next Start. Call it while the cluster port is still up.
 func (f *Front) Shutdown(ctx context.Context) error {
 	if f.rt.Load() == nil {
 		return ErrNotStarted
@@ -49,10 +51,10 @@ func (f *Front) Shutdown(ctx context.Context) error {
 	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	for f.inflight.Load() > 0 {
+	for f.serving.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			f.log.Warn("drain timed out with requests in flight", "in_flight", f.inflight.Load())
+			f.log.Warn("drain timed out with requests in flight", "serving", f.serving.Load())
 			return errors.Join(errs...)
 		case <-t.C:
 		}

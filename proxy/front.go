@@ -107,7 +107,8 @@ type Front struct {
 	rt   atomic.Pointer[roundTripper]
 	next atomic.Pointer[http.Handler]
 
-	inflight atomic.Int64
+	inflight atomic.Int64 // requests in this front, forwarded or served
+	serving  atomic.Int64 // requests running the inner chain here
 	rr       atomic.Uint64
 
 	routes    atomic.Pointer[map[string]string] // route tag → node id
@@ -334,6 +335,8 @@ func (f *Front) judge(lw *logWriter, r *http.Request, a *attempt, replay []byte)
 func (f *Front) serveLocal(w http.ResponseWriter, r *http.Request, v *clientView, next http.Handler) {
 	v.setForwarded(r.Header)
 	r.RemoteAddr = v.addr
+	f.serving.Add(1)
+	defer f.serving.Add(-1)
 	next.ServeHTTP(w, r)
 }
 

@@ -48,6 +48,8 @@ func (f *Front) serveHop(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
+	f.serving.Add(1)
+	defer f.serving.Add(-1)
 
 	r.URL.Path = strings.TrimPrefix(r.URL.Path, internalAppPrefix)
 	if r.URL.RawPath != "" {
