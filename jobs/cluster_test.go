@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -268,6 +269,9 @@ func TestJobsAPI(t *testing.T) {
 	ran := make(chan jobs.Run, 16)
 	c := testcluster.New(t, 3, testcluster.WithNodeSetup(func(n *node.Node) {
 		if err := n.Jobs().Register("report", "0 3 * * *", func(ctx context.Context, run jobs.Run) error {
+			if err := run.StillValid(ctx); err != nil {
+				return fmt.Errorf("a running run's token is not valid: %w", err)
+			}
 			ran <- run
 			return nil
 		}, jobs.WithTimeZone("Europe/Berlin")); err != nil {
@@ -315,6 +319,10 @@ func TestJobsAPI(t *testing.T) {
 		ok := code == 200 && len(out.Runs) == 1 && out.Runs[0].Status == jobs.StatusSucceeded && out.Runs[0].Key == run.Key
 		return ok, fmt.Sprintf("%d %s", code, body)
 	})
+	// Once finished, the token is no longer current.
+	if err := run.StillValid(context.Background()); !errors.Is(err, jobs.ErrStaleFence) {
+		t.Fatalf("StillValid after the run finished: %v, want ErrStaleFence", err)
+	}
 	code, body := f.Do(t, http.MethodGet, "/_cohort/api/jobs/report", nil)
 	var st jobs.JobStatus
 	if err := json.Unmarshal(body, &st); err != nil || code != 200 {
