@@ -95,3 +95,18 @@ func FuzzSessionValue(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkAuthorizedWrite(b *testing.B) {
+	a := testAuth(time.Now())
+	v, _ := a.issue()
+	r := httptest.NewRequest(http.MethodPost, "http://node:8080/_cohort/api/nodes/n1/drain", nil)
+	r.AddCookie(&http.Cookie{Name: SessionCookie, Value: v})
+	r.Header.Set(CSRFHeader, a.csrf(v))
+	r.Header.Set("Origin", "http://node:8080")
+	b.ReportAllocs()
+	for b.Loop() {
+		if !a.authorized(r) {
+			b.Fatal("refused")
+		}
+	}
+}
