@@ -6,7 +6,7 @@
 #   make release        dist/cohort-VERSION-linux-{amd64,arm64} + dist/SHA256SUMS
 #   make image          the cohort:local image from a host-compiled binary (no registry needed)
 #   make image-multistage   the same image with the multi-stage Dockerfile (needs a registry)
-#   make compose-up / compose-down     the three-node demo cluster in Docker
+#   make compose-up / compose-down     the three-node demo cluster in Docker (image rebuilt first)
 #   make cluster-up / cluster-down / cluster-status   three nodes on 127.0.0.1, no Docker
 #   make configref      regenerate docs/config.md from the config package
 #
@@ -52,12 +52,14 @@ image:
 image-multistage:
 	docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) .
 
-compose-up:
+# The image is rebuilt from this checkout first (a no-op when nothing changed), so the demo
+# never runs a stale binary.
+compose-up: image
 	./scripts/compose-env.sh
-	@docker image inspect $(IMAGE) >/dev/null 2>&1 || $(MAKE) image
 	COHORT_IMAGE=$(IMAGE) $(COMPOSE) up -d
 	@echo "demo: http://127.0.0.1:18181/ http://127.0.0.1:18182/ http://127.0.0.1:18183/  (admin token in secrets/admin.token)"
 
+# Keeps the volumes; `docker compose down -v` (or docker-compose down -v) deletes the data.
 compose-down:
 	$(COMPOSE) down
 
