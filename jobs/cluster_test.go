@@ -87,7 +87,9 @@ func TestExactlyOnceAcrossLeaderKills(t *testing.T) {
 			if err := n.Jobs().Register("tick", "@every 1s", func(ctx context.Context, run jobs.Run) error {
 				rec.exec(run)
 				return nil
-			}); err != nil {
+				// A short misfire threshold, so occurrences due while no
+				// leader existed are recorded as misfired (fire_once).
+			}, jobs.WithMisfire(jobs.MisfireFireOnce, 0, 1500*time.Millisecond)); err != nil {
 				t.Fatal(err)
 			}
 		}))
