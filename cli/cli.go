@@ -119,6 +119,7 @@ func serve(ctx context.Context, dev bool, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "\ncohort dev is running (data in %s)\n", cfg.DataDir)
 		fmt.Fprintf(stdout, "  app:     http://%s/\n", n.HTTPAddr())
 		fmt.Fprintf(stdout, "  console: http://%s/_cohort/ui/\n", n.HTTPAddr())
+		fmt.Fprintf(stdout, "  db:      %s\n", n.Database().Describe())
 		fmt.Fprintf(stdout, "  status:  curl -H 'Authorization: Bearer %s' http://%s/_cohort/status\n", n.AdminToken(), n.HTTPAddr())
 		fmt.Fprintf(stdout, "  admin token: %s\n\n", n.AdminToken())
 	}

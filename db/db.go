@@ -189,6 +189,21 @@ func (d *Database) Source() string {
 	return "none"
 }
 
+// Describe names the database in use for people, password redacted:
+// "SQLite data/dev/business.db", "MySQL u:***@tcp(h:3306)/app (--db-dsn)",
+// or "none".
+func (d *Database) Describe() string {
+	switch d.Source() {
+	case "sqlite":
+		return "SQLite " + d.cfg.SQLitePath
+	case "flag":
+		return "MySQL " + Redact(d.dsn()) + " (--db-dsn)"
+	case "replicated":
+		return "MySQL " + Redact(d.dsn()) + " (replicated from the cluster)"
+	}
+	return "none (start with --db-dsn to use one)"
+}
+
 // AddMigrations registers the *.sql files at the root of fsys, in file
 // name order, as the migrations of set (e.g. "demo"). Sets run in the order
 // they were added. Call it before Start.
