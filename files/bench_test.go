@@ -3,6 +3,7 @@ package files_test
 import (
 	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,12 +57,14 @@ func BenchmarkUpload3Copies(b *testing.B) {
 	c := testcluster.New(b, 3, benchConfig)
 	st := store(b, c.Node("n1"))
 	base := seqWriteBaseline(b, c.Dir(), size)
+	block := make([]byte, 1<<20)
+	rand.Read(block)
 	b.SetBytes(size)
 	b.ResetTimer()
 	var total time.Duration
 	for i := 0; b.Loop(); i++ {
 		start := time.Now()
-		if _, err := st.Create(b.Context(), fmt.Sprintf("bench/%d", i), newRand(uint64(i), size), &files.WriteOptions{Size: size, SizeKnown: true}); err != nil {
+		if _, err := st.Create(b.Context(), fmt.Sprintf("bench/%d", i), &repeatReader{buf: block, left: size, salt: byte(i)}, &files.WriteOptions{Size: size, SizeKnown: true}); err != nil {
 			b.Fatal(err)
 		}
 		total += time.Since(start)
@@ -75,6 +78,34 @@ func BenchmarkUpload3Copies(b *testing.B) {
 	b.ReportMetric(rate/1e6, "replicated-MB/s")
 	b.ReportMetric(base/1e6, "local-fdatasync-MB/s")
 	b.ReportMetric(rate/base, "ratio")
+	// All three copies share this machine's one disk: the disk writes
+	// three times the file.
+	b.ReportMetric(3*rate/base, "disk-ratio-3-copies")
+}
+
+// repeatReader is left bytes of buf repeated (cheap: the benchmark
+// measures the store, not a random generator); salt varies the content.
+type repeatReader struct {
+	buf  []byte
+	left int64
+	salt byte
+	off  int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	n := copy(p, r.buf[r.off:])
+	if r.off == 0 && n > 0 {
+		p[0] ^= r.salt
+	}
+	r.off = (r.off + n) % len(r.buf)
+	r.left -= int64(n)
+	return n, nil
 }
 
 // BenchmarkSmallFiles16: 4 KiB files committed with 3 copies by 16

@@ -96,7 +96,7 @@ func (b *blobStore) ingest(ctx context.Context, r io.Reader, limit int64, expect
 		src = io.LimitReader(r, limit+1)
 	}
 	bp := b.bufs.Get().(*[]byte)
-	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), ctxReader{ctx, src}, *bp)
+	n, err := io.CopyBuffer(io.MultiWriter(&writeback{f: tmp}, h), ctxReader{ctx, src}, *bp)
 	b.bufs.Put(bp)
 	if err != nil {
 		return res, fmt.Errorf("receive content: %w", err)
@@ -280,6 +280,28 @@ func (b *blobStore) sweepDir(name string, cutoff time.Time) int {
 		}
 	}
 	return n
+}
+
+// writebackEvery is how much a large write accumulates before its
+// writeback to disk is started (see startWriteback).
+const writebackEvery = 8 << 20
+
+// writeback writes to f and starts the disk writeback of every full
+// writebackEvery bytes.
+type writeback struct {
+	f       *os.File
+	off     int64 // bytes written
+	flushed int64 // writeback started up to here
+}
+
+func (w *writeback) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.flushed >= writebackEvery {
+		startWriteback(w.f, w.flushed, w.off-w.flushed)
+		w.flushed = w.off
+	}
+	return n, err
 }
 
 // ctxReader stops a copy when ctx ends.
