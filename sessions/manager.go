@@ -351,6 +351,7 @@ func (m *Manager) lookup(id string, now int64) *session {
 		if !x.passive {
 			return x
 		}
+		x.loc.access.Store(now) // the passivator must not pick it again at once
 		m.st.mu.RLock()
 		pv := m.st.pv
 		m.st.mu.RUnlock()
