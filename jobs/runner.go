@@ -513,10 +513,19 @@ func (r *Runner) step(ctx context.Context, j *job, lg *slog.Logger) error {
 	if st.Suspended {
 		return nil
 	}
+	if st.Cursor.IsZero() {
+		if _, err := r.propose(ctx, cmdInit, initCmd{Job: j.name, Cursor: time.Now().UTC()}); err != nil {
+			return fmt.Errorf("record job start point: %w", err)
+		}
+		return nil
+	}
 	now := time.Now()
 	var due []time.Time
 	more := 0
-	for t := j.sched.Next(st.Cursor); !t.IsZero() && !t.After(now); t = j.sched.Next(t) {
+	// A long outage of a frequent job: handle at most maxScan occurrences
+	// per step (the oldest are summarised as misfired), the rest next step.
+	const maxScan = 100_000
+	for t, n := j.sched.Next(st.Cursor), 0; !t.IsZero() && !t.After(now) && n < maxScan; t, n = j.sched.Next(t), n+1 {
 		due = append(due, t)
 		if len(due) > 1000 {
 			due = due[1:]
