@@ -247,7 +247,11 @@ func (f *Front) serve(w http.ResponseWriter, r *http.Request) {
 			r.Body = http.MaxBytesReader(lw, r.Body, max)
 		}
 	}
-	replay := f.replayable(r)
+	replay, err := f.replayable(r)
+	if err != nil {
+		writeError(lw, http.StatusBadRequest, "could not read the request body: "+err.Error())
+		return
+	}
 	var excluded []string
 	for {
 		tries++
@@ -294,19 +298,19 @@ func upstreamMessage(code int, node string, err error) string {
 // do without a body; with an Idempotency-Key and a small known length the
 // body is buffered; otherwise the body can be re-sent only if no byte of
 // it was read.
-func (f *Front) replayable(r *http.Request) []byte {
+func (f *Front) replayable(r *http.Request) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil
+		return nil, nil
 	}
 	if r.Header.Get("Idempotency-Key") == "" || r.ContentLength < 0 || r.ContentLength > idempotentReplayMax {
-		return nil
+		return nil, nil
 	}
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
-		return nil // the attempt will see the same failure
+		return nil, err
 	}
 	r.Body = io.NopCloser(bytes.NewReader(b))
-	return b
+	return b, nil
 }
 
 // judge decides what a failed attempt allows: whether to retry, whether
@@ -387,7 +391,7 @@ func (f *Front) rewrite(pr *httputil.ProxyRequest) {
 	if pr.In.URL.RawPath != "" {
 		pr.Out.URL.RawPath = internalAppPrefix + pr.In.URL.RawPath
 	}
-	pr.Out.Host = a.view.host
+	pr.Out.Host = pr.In.Host // the target's app sees the Host header the client sent
 	a.view.setForwarded(pr.Out.Header)
 	pr.Out.Header.Set(hdrClient, a.view.addr)
 	if a.view.tls {
