@@ -17,6 +17,8 @@ type sample struct {
 	p50, p99 time.Duration
 	ok, fail int
 	errs     map[string]int // a few failure reasons with counts
+
+	writeP50, writeP99 time.Duration // of the POSTs alone, when a mix has them
 }
 
 // summarize builds a sample from the latencies of successful operations.
@@ -62,12 +64,16 @@ func attackHTTP(ctx context.Context, conc int, d time.Duration, next vegeta.Targ
 	stop := context.AfterFunc(ctx, func() { atk.Stop() })
 	defer stop()
 	lat := make([]time.Duration, 0, 1<<16)
+	var posts []time.Duration
 	errs := map[string]int{}
 	fail := 0
 	start := time.Now()
 	for res := range atk.Attack(next, vegeta.Rate{}, d, "bench") {
 		if res.Code >= 200 && res.Code < 300 && res.Error == "" {
 			lat = append(lat, res.Latency)
+			if res.Method == http.MethodPost {
+				posts = append(posts, res.Latency)
+			}
 			continue
 		}
 		fail++
@@ -79,7 +85,10 @@ func attackHTTP(ctx context.Context, conc int, d time.Duration, next vegeta.Targ
 			errs[reason]++
 		}
 	}
-	return summarize(lat, fail, time.Since(start), errs)
+	smp := summarize(lat, fail, time.Since(start), errs)
+	slices.Sort(posts)
+	smp.writeP50, smp.writeP99 = quantile(posts, 0.5), quantile(posts, 0.99)
+	return smp
 }
 
 // closedLoop runs op from conc goroutines for d, each calling it again as

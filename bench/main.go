@@ -117,16 +117,21 @@ func run() error {
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (data, logs of every process)")
 	fs.IntVar(&o.rounds, "rounds", 0, "measured rounds per setting (default 3, 2 with -short)")
 	fs.DurationVar(&o.round, "round", 0, "length of one round (default 5s, 1.5s with -short)")
-	fs.BoolVar(&o.profile, "profile", true, "sample a cohort node with perf during one extra round of the stack, writes and hop scenarios")
+	fs.IntVar(&o.failReps, "kills", 0, "leader kills in the failover scenario (default 5, 1 with -short)")
+	fs.BoolVar(&o.profile, "profile", true, "sample a cohort node with perf during one extra, unmeasured round of the stack, writes, hop and files scenarios")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	o.command = "go run ./bench " + strings.Join(os.Args[1:], " ")
 	o.warmup = 3 * time.Second
-	o.failReps = 5
+	if o.failReps == 0 {
+		o.failReps = 5
+		if o.short {
+			o.failReps = 1
+		}
+	}
 	if o.short {
 		o.warmup = time.Second
-		o.failReps = 1
 		if o.rounds == 0 {
 			o.rounds = 2
 		}

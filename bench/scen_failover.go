@@ -30,7 +30,23 @@ type foClient struct {
 	stale    int       // GETs that answered less than an acknowledged count
 	staleAft int       // of which after the kill
 	firstOK  time.Time // first success after the kill
-	lastFail time.Time
+	history  []string  // the last requests, for the log of a lost write
+}
+
+// note keeps the last 12 requests of the client.
+func (c *foClient) note(killAt int64, method, entry string, code int, r counterReply, err error) {
+	at := "before"
+	if killAt != 0 {
+		at = "+" + time.Since(time.Unix(0, killAt)).Round(time.Millisecond).String()
+	}
+	h := fmt.Sprintf("%s %s via %s → %d count=%d node=%s", at, method, entry, code, r.Count, r.Node)
+	if err != nil {
+		h += " err=" + err.Error()
+	}
+	c.history = append(c.history, h)
+	if len(c.history) > 12 {
+		c.history = c.history[1:]
+	}
 }
 
 // foCounts are the failover's request counters.
@@ -88,7 +104,8 @@ func runFailover(ctx context.Context, e *env) *section {
 			"node); failed requests; acknowledged writes lost (at the end every session is read back through a " +
 			"survivor and its count compared with the last count a POST acknowledged). A client whose entry node " +
 			"refuses the connection moves to the next node and resends (no byte was sent: what a browser or an L4 " +
-			"balancer does; counted as a redirect, not a failure). A GET cut mid-flight is retried once elsewhere " +
+			"balancer does; counted as a redirect, not a failure). Clients keep a cookie the answer sets again (the " +
+			"route re-stamped to the node now serving the session), as a browser does. A GET cut mid-flight is retried once elsewhere " +
 			"(idempotent); a POST cut mid-flight counts as failed and its outcome as uncertain."}
 	reps := e.opts.failReps
 	var results []foRep
@@ -250,7 +267,17 @@ func failoverOnce(ctx context.Context, e *env, rep int) foRep {
 	out.gets, out.posts = cnt.gets.Load(), cnt.posts.Load()
 	out.failG, out.failP, out.redirects = cnt.failedGets.Load(), cnt.failedPosts.Load(), cnt.redirects.Load()
 	out.reasons = cnt.reasons
-	// Read every session back through a survivor.
+	// Read every session back through a survivor, once the survivors
+	// applied everything the new leader committed.
+	live := &cohortCluster{p: cc.p, token: cc.token, hc: cc.hc}
+	for _, n := range cc.nodes {
+		if n != leader {
+			live.nodes = append(live.nodes, n)
+		}
+	}
+	if err := caughtUp(ctx, live); err != nil {
+		out.err = errors.Join(out.err, fmt.Errorf("survivors catch up: %w", err))
+	}
 	hc := &http.Client{Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 	for i, c := range clients {
@@ -272,7 +299,8 @@ func failoverOnce(ctx context.Context, e *env, rep int) foRep {
 		}
 		if got.Count < c.acked {
 			out.lost++
-			e.logf("  session %d lost writes: read %d, acknowledged %d", i, got.Count, c.acked)
+			e.logf("  session %d (owner %s) lost writes: read %d through %s, acknowledged %d; its last requests:\n    %s",
+				i, c.owner, got.Count, base, c.acked, strings.Join(c.history, "\n    "))
 		}
 	}
 	return out
@@ -305,10 +333,14 @@ func foLoop(ctx context.Context, c *foClient, bases []string, dead []atomic.Bool
 		}
 		ok := false
 		for attempt := 0; attempt < 2*len(bases) && ctx.Err() == nil; attempt++ {
-			r, code, err := counterReq(ctx, hc, method, bases[c.entry]+path, c.cookie)
+			r, code, set, err := counterReqCookie(ctx, hc, method, bases[c.entry]+path, c.cookie)
 			if ctx.Err() != nil {
 				return
 			}
+			if set != "" {
+				c.cookie = set // a browser keeps the re-stamped route
+			}
+			c.note(killAt.Load(), method, bases[c.entry], code, r, err)
 			if err != nil && isRefused(err) {
 				cnt.redirects.Add(1)
 				c.entry = (c.entry + 1) % len(bases)
@@ -355,24 +387,37 @@ func foLoop(ctx context.Context, c *foClient, bases []string, dead []atomic.Bool
 
 // counterReq sends one counter request with the cookie.
 func counterReq(ctx context.Context, hc *http.Client, method, url, cookie string) (counterReply, int, error) {
+	r, code, _, err := counterReqCookie(ctx, hc, method, url, cookie)
+	return r, code, err
+}
+
+// counterReqCookie is counterReq that also returns the cookie the answer
+// set again (a re-stamped route after failover), as a browser keeps it.
+func counterReqCookie(ctx context.Context, hc *http.Client, method, url, cookie string) (counterReply, int, string, error) {
 	var r counterReply
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
-		return r, 0, fmt.Errorf("request: %w", err)
+		return r, 0, "", fmt.Errorf("request: %w", err)
 	}
 	req.Header.Set("Cookie", cookie)
 	res, err := hc.Do(req)
 	if err != nil {
-		return r, 0, err
+		return r, 0, "", err
 	}
 	defer res.Body.Close()
+	set := ""
+	for _, c := range res.Cookies() {
+		if c.Name == "cohort_session" && c.Value != "" {
+			set = c.Name + "=" + c.Value
+		}
+	}
 	if res.StatusCode != http.StatusOK {
-		return r, res.StatusCode, nil
+		return r, res.StatusCode, set, nil
 	}
 	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
-		return r, res.StatusCode, fmt.Errorf("decode counter: %w", err)
+		return r, res.StatusCode, set, fmt.Errorf("decode counter: %w", err)
 	}
-	return r, res.StatusCode, nil
+	return r, res.StatusCode, set, nil
 }
 
 // isRefused reports a connection the server refused (nothing was sent).

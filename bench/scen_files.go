@@ -137,6 +137,10 @@ func runFiles(ctx context.Context, e *env) *section {
 		sec.add("local write+fsync+rename", "", "16 writers", 16, "files/s", dsmp)
 		e.logf("  small round %d: cohort %.0f files/s (failed %d %v), local %.0f files/s", r+1, smp.ops, smp.fail, smp.errs, dsmp.ops)
 	}
+	e.profileRound(ctx, sec, "files-4k-leader", leader.proc.pid(), func() {
+		round = e.opts.rounds + 1
+		closedLoop(ctx, 16, e.opts.round, cohortSmall)
+	})
 	g1 := goal{scenario: "6 files", text: "1 GiB upload with 3 copies ≥ 0.5× the disk's fdatasync'd sequential write"}
 	if s := sec.find("cohort upload (3 copies)", param); s != nil {
 		if r, _, _, ok := sec.ratio(s); ok {

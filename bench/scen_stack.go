@@ -154,6 +154,14 @@ func runStack(ctx context.Context, e *env) *section {
 			})
 		}
 	}
+	var b strings.Builder
+	b.WriteString("The POSTs alone (session writes), median over rounds:\n\n| system | setting | write p50 | write p99 |\n|---|---|---|---|\n")
+	for _, s := range sec.series {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", s.system, s.param,
+			fmtDur(medDur(s.samples, func(x sample) time.Duration { return x.writeP50 })),
+			fmtDur(medDur(s.samples, func(x sample) time.Duration { return x.writeP99 })))
+	}
+	sec.extra += b.String()
 	g := goal{scenario: "1 stack", text: "cohort ≥ 1.5× the stack's req/s at 64 connections, p99 no worse"}
 	if s := sec.find("cohort", "c=64"); s != nil {
 		if r, _, p99, ok := sec.ratio(s); ok {
