@@ -179,7 +179,7 @@ func TestDSNReplicatedToNodesWithoutFlag(t *testing.T) {
 func TestDatabaseDown(t *testing.T) {
 	m := testcluster.StartMariaDB(t)
 	c := testcluster.New(t, 3,
-		testcluster.WithConfig(func(cfg *config.Config) { cfg.DBDSN = m.DSN(); cfg.NoDemo = true }),
+		testcluster.WithConfig(func(cfg *config.Config) { cfg.DBDSN = m.DSN() }), // with the demo
 		testcluster.WithNodeSetup(func(n *node.Node) {
 			_ = n.AddMigrations("app", appMigrations)
 			n.HandleApp("GET /needs-db", n.Database().Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -222,12 +222,28 @@ func TestDatabaseDown(t *testing.T) {
 		if strings.Contains(string(body), "cohort:cohort") {
 			t.Fatalf("password in answer: %s", body)
 		}
-		// Everything else still works: health and the admin API.
-		resp, err = http.Get(nd.URL("/_cohort/health"))
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("%s health while the database is down: %v %v", nd.ID, err, resp)
+		// The demo's database routes say so too.
+		resp, err = http.Get(nd.URL("/demo/api/ticks"))
+		if err != nil {
+			t.Fatal(err)
 		}
+		body, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "business database unreachable") {
+			t.Fatalf("%s /demo/api/ticks: %d %s", nd.ID, resp.StatusCode, body)
+		}
+		// Everything else still works: health, the demo page, the session counter.
+		for _, path := range []string{"/_cohort/health", "/", "/demo/api/counter", "/demo/api/members"} {
+			resp, err = http.Get(nd.URL(path))
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("%s GET %s while the database is down: %v %v", nd.ID, path, err, resp)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if path == "/" && !strings.Contains(string(body), "business database unreachable") {
+				t.Fatalf("%s: the demo page does not say the database is down", nd.ID)
+			}
+		}
 	}
 
 	m.Start()

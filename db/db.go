@@ -172,7 +172,7 @@ func (d *Database) dsn() string {
 	if d.dialect == DialectSQLite {
 		return ""
 	}
-	return d.sm.view().DSN
+	return d.sm.dsn()
 }
 
 // Source says where the DSN in use comes from: "flag", "replicated",
@@ -183,7 +183,7 @@ func (d *Database) Source() string {
 		return "flag"
 	case d.dialect == DialectSQLite:
 		return "sqlite"
-	case d.sm.view().DSN != "":
+	case d.sm.dsn() != "":
 		return "replicated"
 	}
 	return "none"
@@ -245,7 +245,7 @@ func (d *Database) Start(ctx context.Context) error {
 // retrying until it is recorded or ctx ends.
 func (d *Database) publishDSN(ctx context.Context) {
 	backoff := 100 * time.Millisecond
-	for d.sm.view().DSN != d.cfg.DSN {
+	for d.sm.dsn() != d.cfg.DSN {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := d.apply(actx, cmdSettings, settingsCmd{DSN: d.cfg.DSN})
 		cancel()

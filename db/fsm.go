@@ -113,6 +113,13 @@ func (f *fsm) Apply(e raft.Entry) ([]byte, error) {
 	return nil, fmt.Errorf("db: unknown command type %q", e.Type)
 }
 
+// dsn returns the replicated DSN without copying the rest of the state.
+func (f *fsm) dsn() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.DSN
+}
+
 // view returns a copy of the state.
 func (f *fsm) view() state {
 	f.mu.RLock()
