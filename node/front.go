@@ -56,7 +56,7 @@ func (n *Node) setupFront() error {
 		}
 		f.Start(ctx, n.cluster.Client().Transport)
 		return nil
-	}, nil)
+	}, f.Close)
 	n.OnDrain(func(ctx context.Context) error {
 		if err := f.Shutdown(ctx); err != nil {
 			return fmt.Errorf("front drain: %w", err)

@@ -74,7 +74,7 @@ func (f *Front) restoreState(ctx context.Context) {
 		return
 	}
 	prev := strings.TrimSpace(string(b))
-	go func() {
+	f.goRun(func() {
 		backoff := 100 * time.Millisecond
 		for {
 			m, ok := f.cfg.Members.Get(f.cfg.SelfID)
@@ -100,5 +100,5 @@ func (f *Front) restoreState(ctx context.Context) {
 				backoff = min(2*backoff, 2*time.Second)
 			}
 		}
-	}()
+	})
 }

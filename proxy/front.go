@@ -117,6 +117,7 @@ type Front struct {
 
 	loads *loadBook
 	cpu   *cpuMeter
+	wg    sync.WaitGroup // Start's goroutines
 }
 
 type roundTripper struct{ http.RoundTripper }
@@ -163,15 +164,29 @@ func New(cfg Config) (*Front, error) {
 }
 
 // Start gives the front the round tripper of the cluster port (whose
-// connections prove the cluster key) and starts the load poller. The
-// poller stops when ctx ends.
+// connections prove the cluster key) and starts the load poller and the
+// CPU meter. They stop when ctx ends; Close waits for them.
 func (f *Front) Start(ctx context.Context, rt http.RoundTripper) {
 	f.rt.Store(&roundTripper{rt})
 	self := f.cfg.Members.Route(f.cfg.SelfID)
 	f.selfRoute.Store(&self)
-	go f.cpu.run(ctx)
-	go f.pollLoads(ctx, &http.Client{Transport: rt})
+	f.goRun(func() { f.cpu.run(ctx) })
+	f.goRun(func() { f.pollLoads(ctx, &http.Client{Transport: rt}) })
 	f.restoreState(ctx)
+}
+
+// Close waits for the goroutines Start began; end Start's ctx first.
+func (f *Front) Close() error {
+	f.wg.Wait()
+	return nil
+}
+
+func (f *Front) goRun(fn func()) {
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		fn()
+	}()
 }
 
 // InFlight is the number of requests this front is serving now, entered
