@@ -482,3 +482,42 @@ func TestVersionsRenameWatch(t *testing.T) {
 		t.Fatalf("listing with tombstones: %d %s", code, body)
 	}
 }
+
+// TestWriterAndJoin: the io.Writer API, and a node that joins later
+// fetches every blob it lacks.
+func TestWriterAndJoin(t *testing.T) {
+	c := testcluster.New(t, 3)
+	st := store(t, c.Node("n2"))
+	for i := range 6 {
+		w := st.Writer(t.Context(), fmt.Sprintf("w/%d.bin", i), nil)
+		if _, err := io.Copy(w, newRand(uint64(10+i), int64(i)*50_000)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if w.Info().Size != int64(i)*50_000 {
+			t.Fatalf("writer stored %d bytes", w.Info().Size)
+		}
+	}
+	aborted := st.Writer(t.Context(), "w/aborted.bin", nil)
+	aborted.Write([]byte("half"))
+	aborted.Abort()
+	want := tree(t, c.Node("n1"))
+	if _, ok := want["w/aborted.bin"]; ok || len(want) != 6 {
+		t.Fatalf("tree after writes: %v", want)
+	}
+	n4 := c.AddNode(t)
+	waitFor(t, "n4 has every file and blob", func() (bool, string) {
+		got := tree(t, n4)
+		if len(got) != len(want) {
+			return false, fmt.Sprint(len(got), " files")
+		}
+		for p, sum := range want {
+			if _, err := os.Stat(blobPath(n4, sum)); err != nil || got[p] != sum {
+				return false, "missing " + p
+			}
+		}
+		return true, ""
+	})
+}

@@ -58,7 +58,8 @@ type putCmd struct {
 	MaxBytes  int64    `json:"max_bytes,omitempty"` // the proposer's quota, 0 = none
 	// Data is the content of a small file carried in the log itself
 	// (see InlineMax); each node writes its blob when it applies.
-	Data []byte `json:"data,omitempty"`
+	Data   []byte `json:"data,omitempty"`
+	Inline bool   `json:"inline,omitempty"` // Data holds the content (even when empty)
 }
 
 type deleteCmd struct {
@@ -159,10 +160,10 @@ func (s *state) put(e raft.Entry, c putCmd) ([]Info, error) {
 			return nil, refuse("files.quota", "storing %d bytes would bring the shared files to %d bytes, over the %d allowed (--files-max-bytes)", c.Size, after, c.MaxBytes)
 		}
 	}
-	if c.Data != nil {
+	if c.Inline {
 		sum := sha256.Sum256(c.Data)
 		if int64(len(c.Data)) != c.Size || hex.EncodeToString(sum[:]) != c.SHA256 {
-			return nil, refuse("files.bad_path", "inline content of %s does not match its size and sha-256", c.Path)
+			return nil, fmt.Errorf("%w: inline content of %s does not match its size and sha-256", ErrCorrupt, c.Path)
 		}
 	}
 	in := &Info{
@@ -170,7 +171,7 @@ func (s *state) put(e raft.Entry, c putCmd) ([]Info, error) {
 		ModTime: e.Time, Version: e.Index, Writer: e.Origin, Holders: c.Holders,
 	}
 	s.set(in)
-	if c.Data != nil && s.blobs != nil {
+	if c.Inline && s.blobs != nil {
 		// A failed write only leaves the blob missing here: catch-up
 		// fetches it from a node that has it.
 		if wrote, err := s.blobs.writeInline(c.SHA256, c.Data); err == nil && wrote {

@@ -282,7 +282,7 @@ func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *Writ
 			return Info{}, fmt.Errorf("%w: %d bytes, over the %d allowed per file (--files-max-file-bytes)", ErrFileTooLarge, len(head), s.cfg.MaxFileBytes)
 		}
 		sum := sha256.Sum256(head)
-		cmd.SHA256, cmd.Size, cmd.Data = hex.EncodeToString(sum[:]), int64(len(head)), head
+		cmd.SHA256, cmd.Size, cmd.Data, cmd.Inline = hex.EncodeToString(sum[:]), int64(len(head)), head, true
 	} else {
 		res, holders, err := s.store(ctx, io.MultiReader(bytes.NewReader(head), r), o)
 		if err != nil {
