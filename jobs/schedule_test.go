@@ -198,9 +198,13 @@ func BenchmarkScheduleNext(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			t := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			end := start.AddDate(2, 0, 0) // stay in years with explicit tz transitions
+			t := start
 			for b.Loop() {
-				t = s.Next(t)
+				if t = s.Next(t); t.After(end) {
+					t = start
+				}
 			}
 		})
 	}
