@@ -56,6 +56,8 @@ type options struct {
 	command  string
 	failReps int
 	profile  bool
+
+	cohortDesc string // what binary and source were measured
 }
 
 func (o options) modeName() string {
@@ -209,6 +211,7 @@ func run() error {
 			return fmt.Errorf("go build cohort: %w\n%s", err, out)
 		}
 	}
+	e.opts.cohortDesc = describeCohort(ctx, e.cohort, o.cohort == "")
 	loadStart := loadavg()
 	var secs []*section
 	for _, sc := range scenarios {
@@ -230,7 +233,7 @@ func run() error {
 		secs = append(secs, sec)
 	}
 	path := filepath.Join(o.out, e.stamp+".md")
-	if err := writeReport(path, secs, o, started, loadStart, loadavg()); err != nil {
+	if err := writeReport(path, secs, e.opts, started, loadStart, loadavg()); err != nil {
 		return err
 	}
 	logf("wrote %s in %s", path, time.Since(started).Round(time.Second))
@@ -246,4 +249,21 @@ func scenarioNames() string {
 		n = append(n, s.num+"|"+s.key)
 	}
 	return strings.Join(n, ", ")
+}
+
+// describeCohort names the measured binary: its version line and, when
+// built here, the commit of the working tree and whether it had changes.
+func describeCohort(ctx context.Context, bin string, built bool) string {
+	ver, _ := exec.CommandContext(ctx, bin, "version").Output()
+	desc := strings.Join(strings.Fields(string(ver)), " ")
+	if !built {
+		return fmt.Sprintf("`%s` (%s)", bin, desc)
+	}
+	head, _ := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output()
+	dirty, _ := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output()
+	state := "clean tree"
+	if n := len(strings.Fields(string(dirty))) / 2; n > 0 {
+		state = fmt.Sprintf("%d files changed since that commit", n)
+	}
+	return fmt.Sprintf("built from the working tree at %s (%s); `cohort version`: %s", strings.TrimSpace(string(head)), state, desc)
 }

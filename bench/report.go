@@ -330,6 +330,7 @@ func writeReport(path string, secs []*section, opts options, started time.Time, 
 		"alternating round by round; ratios are what to read, absolute figures on a shared machine are noise.\n\n", opts.command)
 	b.WriteString("## Machine\n\n")
 	b.WriteString(machine())
+	fmt.Fprintf(&b, "- cohort measured: %s\n", opts.cohortDesc)
 	fmt.Fprintf(&b, "- load average (1, 5, 15 min) at start: %s; at end: %s\n", loadStart, loadEnd)
 	fmt.Fprintf(&b, "- mode: %s; rounds per setting: %d of %s after a %s warm-up\n\n", opts.modeName(), opts.rounds, opts.round, opts.warmup)
 
