@@ -90,6 +90,11 @@ type Config struct {
 	// PeerID names the node that sent an internal request (raft.PeerID);
 	// the internal handler refuses requests for which it returns "".
 	PeerID func(ctx context.Context) string
+	// Ready, if set, tells whether this node may serve forwarded requests
+	// (e.g. it has caught up with the log after a restart). While it
+	// returns false the internal handler answers "unready" and the sender
+	// serves the request elsewhere.
+	Ready func() bool
 	// StateFile, if set, is where Shutdown remembers the state it changed
 	// so that the next Start restores it.
 	StateFile string

@@ -40,7 +40,7 @@ func (f *Front) serveHop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := f.next.Load()
-	if next == nil {
+	if next == nil || (f.cfg.Ready != nil && !f.cfg.Ready()) {
 		w.Header().Set(hdrUnready, "1")
 		writeError(w, http.StatusServiceUnavailable, "this node's front is not serving yet")
 		return
