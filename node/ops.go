@@ -421,13 +421,26 @@ type MembersView struct {
 // MembersOverview asks every member for its own figures (in parallel, bounded by
 // ctx) and returns the cluster as this node sees it.
 func (n *Node) MembersOverview(ctx context.Context) MembersView {
-	st := n.Status(ctx)
-	v := MembersView{NodeID: st.NodeID, LeaderID: st.LeaderID, Term: st.Term, CommitIndex: st.CommitIndex, Time: time.Now().UTC()}
-	v.Members = make([]MemberView, len(st.Members))
+	// Not n.Status: its readiness checks (the business DB) may take
+	// seconds, and the console polls this every second or two.
+	in := n.cluster.Info()
+	v := MembersView{NodeID: n.cfg.NodeID, LeaderID: in.LeaderID, Term: in.Term, CommitIndex: in.CommitIndex, Time: time.Now().UTC()}
+	var ms []MemberStatus
+	servers, _ := n.cluster.Servers()
+	for _, s := range servers {
+		m, _ := n.members.Get(s.ID)
+		st := MemberStatus{ID: s.ID, Address: s.Address, HTTPAddress: m.HTTPAddress, Voter: s.Voter, State: m.State,
+			Healthy: n.members.Healthy(s.ID), Leader: s.ID == in.LeaderID, Version: m.Version, Since: m.Since}
+		if st.State == "" {
+			st.State = membership.StateActive
+		}
+		ms = append(ms, st)
+	}
+	v.Members = make([]MemberView, len(ms))
 	ctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 	defer cancel()
 	var wg sync.WaitGroup
-	for i, m := range st.Members {
+	for i, m := range ms {
 		v.Members[i].MemberStatus = m
 		if m.ID == n.cfg.NodeID {
 			v.Members[i].fill(n.localInfo())
