@@ -11,6 +11,8 @@ require (
 	go.etcd.io/bbolt v1.5.0
 )
 
+require github.com/anishathalye/porcupine v1.3.1 // indirect
+
 require (
 	codeberg.org/go-fonts/liberation v0.4.1 // indirect
 	codeberg.org/go-latex/latex v0.0.1 // indirect

@@ -164,7 +164,7 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
 		if time.Now().After(deadline) {
 			t.Fatalf("not within %s: %s", timeout, last)
 		}
-		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+		<-time.After(50 * time.Millisecond) // poll interval of a bounded wait
 	}
 }
 

@@ -71,6 +71,8 @@ type Node struct {
 	readyChecks []ReadyCheck
 	caughtUp    chan struct{}     // closed once ready for the first time (catchup.go)
 	draining    atomic.Bool       // graceful shutdown under way (catchup.go)
+	leaseEpoch  atomic.Uint64     // bumped when the read lease lapses (readguard.go)
+	syncedEpoch atomic.Uint64     // epoch of the last read index as owner
 	files       *files.Store      // shared files (files.go)
 	jobs        *jobs.Runner      // master-only jobs (jobs.go)
 	bus         *broadcast.Bus    // cluster broadcast (jobs.go)
@@ -111,6 +113,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	}
 	logger = logger.With("node", cfg.NodeID)
 	n := &Node{cfg: cfg, opts: o, log: logger, mux: http.NewServeMux(), app: http.NewServeMux(), caughtUp: make(chan struct{})}
+	n.leaseEpoch.Store(1) // nothing synced yet: the first owner read takes a read index
 	n.cluster = raft.New(raft.Config{
 		NodeID:       cfg.NodeID,
 		DataDir:      cfg.DataDir,
@@ -129,7 +132,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	n.members = members
 	n.routes()
 	for _, setup := range []func() error{
-		n.setupSessions, n.setupFiles, n.setupJobs, n.setupApp, n.setupFront,
+		n.setupSessions, n.setupFiles, n.setupJobs, n.setupApp, n.setupReadGuard, n.setupFront,
 		n.setupOps,
 	} {
 		if err := setup(); err != nil {
@@ -273,6 +276,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	})
 	n.goBackground(func() { n.watchCatchUp(bgCtx) })
+	n.goBackground(func() { n.watchLease(bgCtx) })
 	n.goBackground(func() { n.announceLoop(bgCtx) })
 	n.goBackground(func() { n.members.StartProbing(bgCtx, n.cluster.Client(), 250*time.Millisecond) })
 	n.log.Info("node started", "http", ln.Addr().String(), "cluster", n.cluster.AdvertiseAddr(), "version", buildinfo.Version)

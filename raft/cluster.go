@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	hraft "github.com/hashicorp/raft"
@@ -103,6 +104,7 @@ type Cluster struct {
 	obsCh     chan hraft.Observation
 
 	hadState     bool
+	barrierDone  atomic.Uint64 // term whose leader Barrier completed here
 	leaderCancel context.CancelFunc
 	leaderWG     sync.WaitGroup
 	loops        sync.WaitGroup
@@ -126,6 +128,7 @@ func New(cfg Config) *Cluster {
 	c.internal.HandleFunc("POST /_internal/raft/join", c.handleJoin)
 	c.internal.HandleFunc("POST /_internal/raft/remove", c.handleRemove)
 	c.internal.HandleFunc("POST /_internal/raft/transfer", c.handleTransfer)
+	c.internal.HandleFunc("POST /_internal/raft/readindex", c.handleReadIndex)
 	c.internal.HandleFunc("GET /_internal/ping", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte(c.cfg.NodeID))
@@ -402,6 +405,7 @@ func (c *Cluster) becomeLeader() {
 		if ctx.Err() != nil {
 			return
 		}
+		c.barrierDone.Store(term)
 		for _, fn := range c.leaderFns {
 			c.leaderWG.Add(1)
 			go func() {
