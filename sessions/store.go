@@ -371,18 +371,19 @@ func (s *store) Snapshot() (raft.Snapshot, error) {
 	return snap, nil
 }
 
-const snapMagic = "CSES1"
+const snapMagic = "CSES2"
 
 type storeSnap struct {
 	sessions map[string]*session
 	pview    passiveView
 }
 
-// Persist writes magic, then per session: 1, id, created, touched, idle,
+// Persist writes magic, the count, then per session: 1, id, created, touched, idle,
 // lifetime, principal, data; then 0.
 func (sn *storeSnap) Persist(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	bw.WriteString(snapMagic)
+	bw.Write(binary.AppendUvarint(nil, uint64(len(sn.sessions))))
 	var hdr []byte
 	for id, x := range sn.sessions {
 		data := x.data
@@ -452,12 +453,18 @@ func (s *store) Restore(r io.Reader) error {
 }
 
 func readSessions(br *bufio.Reader) (map[string]*session, map[string]map[string]struct{}, int64, error) {
-	sessions := make(map[string]*session)
-	principals := make(map[string]map[string]struct{})
-	var total int64
 	bad := func(err error) (map[string]*session, map[string]map[string]struct{}, int64, error) {
 		return nil, nil, 0, fmt.Errorf("read sessions snapshot: %w", err)
 	}
+	count, err := binary.ReadUvarint(br)
+	if err != nil {
+		return bad(err)
+	}
+	sessions := make(map[string]*session, min(count, 1<<22))
+	principals := make(map[string]map[string]struct{})
+	var total int64
+	var pbuf []byte
+	intern := make(map[string]string)
 	var idb [idLen]byte
 	for {
 		mark, err := br.ReadByte()
@@ -483,11 +490,20 @@ func readSessions(br *bufio.Reader) (map[string]*session, map[string]map[string]
 			return bad(errors.Join(err, errBadCommand))
 		}
 		if pl > 0 {
-			p := make([]byte, pl)
-			if _, err := io.ReadFull(br, p); err != nil {
+			if uint64(cap(pbuf)) < pl {
+				pbuf = make([]byte, pl)
+			}
+			pbuf = pbuf[:pl]
+			if _, err := io.ReadFull(br, pbuf); err != nil {
 				return bad(err)
 			}
-			x.principal = string(p)
+			// Intern: every session of a principal shares one string.
+			p, ok := intern[string(pbuf)]
+			if !ok {
+				p = string(pbuf)
+				intern[p] = p
+			}
+			x.principal = p
 		}
 		dl, err := binary.ReadUvarint(br)
 		if err != nil || dl > 1<<31 {
