@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"testing"
@@ -116,4 +117,107 @@ func TestMisfirePolicies(t *testing.T) {
 			r.runsWG.Wait()
 		})
 	}
+}
+
+func TestRunOutcomes(t *testing.T) {
+	tests := []struct {
+		name     string
+		fn       func(calls int) Func
+		opts     []Option
+		status   string
+		attempts int
+	}{
+		{"retries until success", func(calls int) Func {
+			return func(ctx context.Context, run Run) error {
+				if run.Attempt < 3 {
+					return errors.New("flaky")
+				}
+				return nil
+			}
+		}, []Option{WithRetries(3, 10*time.Millisecond, 40*time.Millisecond)}, StatusSucceeded, 3},
+		{"retries exhausted", func(int) Func {
+			return func(ctx context.Context, run Run) error { return errors.New("broken") }
+		}, []Option{WithRetries(1, time.Millisecond, time.Millisecond)}, StatusFailed, 2},
+		{"timeout", func(int) Func {
+			return func(ctx context.Context, run Run) error { <-ctx.Done(); return ctx.Err() }
+		}, []Option{WithTimeout(20 * time.Millisecond)}, StatusTimeout, 1},
+		{"panic is a failure", func(int) Func {
+			return func(ctx context.Context, run Run) error { panic("boom") }
+		}, nil, StatusFailed, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := New(Config{Log: &directLog{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Register("j", "@daily", tt.fn(0), tt.opts...); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if _, err := r.propose(ctx, cmdRequest, suspendCmd{Job: "j"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.propose(ctx, cmdInit, initCmd{Job: "j", Cursor: time.Now().UTC()}); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.step(ctx, r.jobs["j"], r.lg); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				h := r.state.view("j").History
+				if len(h) == 1 {
+					if h[0].Status != tt.status || h[0].Attempts != tt.attempts || !h[0].Manual {
+						t.Fatalf("run %+v, want status %s after %d attempts", h[0], tt.status, tt.attempts)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no finished run; state %+v", r.state.view("j"))
+				}
+				time.Sleep(5 * time.Millisecond) // polling the state with a deadline
+			}
+			cancel()
+			r.runsWG.Wait()
+		})
+	}
+}
+
+func TestConcurrencyReplace(t *testing.T) {
+	r, err := New(Config{Log: &directLog{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan string, 4)
+	if err := r.Register("j", "@daily", func(ctx context.Context, run Run) error {
+		started <- run.Key
+		<-ctx.Done()
+		return ctx.Err()
+	}, WithConcurrency(ConcurrencyReplace)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, _ = r.propose(ctx, cmdInit, initCmd{Job: "j", Cursor: time.Now().UTC()})
+	for i := range 2 {
+		if _, err := r.propose(ctx, cmdRequest, suspendCmd{Job: "j"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.step(ctx, r.jobs["j"], r.lg); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d did not start", i)
+		}
+	}
+	st := r.state.view("j")
+	if len(st.Active) != 1 || len(st.History) != 1 || st.History[0].Status != StatusReplaced {
+		t.Fatalf("state %+v, want one replaced run and one running", st)
+	}
+	cancel()
+	r.runsWG.Wait()
 }
