@@ -428,7 +428,7 @@ if [ -n "$files" ]; then
 	r=$(admin "${majority[0]}" PUT /_cohort/api/files/e2e/partition.txt --data-binary "written while $cut_off was away")
 	case "$(code_of "$r")" in 2??) ;; *) fail "PUT file on the majority: $r" ;; esac
 fi
-# Force some log entries past the cut-off node's last index so catching up is visible.
+# What the majority committed while the node was away: after rejoining it must apply all of it.
 want_commit=$(status_of "$leader" | jq -r .commit_index)
 
 say "docker network connect $net to $cut_off"
