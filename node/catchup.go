@@ -31,6 +31,17 @@ func (n *Node) watchCatchUp(ctx context.Context) {
 	}
 }
 
+// isCaughtUp reports whether the node has been ready once since start;
+// the front sends forwarded requests elsewhere until then.
+func (n *Node) isCaughtUp() bool {
+	select {
+	case <-n.caughtUp:
+		return true
+	default:
+		return false
+	}
+}
+
 // catchUpGate holds application requests until the node has caught up
 // once since start, so a restarted node never answers from stale state.
 // The admin surface (/_cohort/) is not behind it.

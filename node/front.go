@@ -33,6 +33,7 @@ func (n *Node) setupFront() error {
 		DrainTimeout:   n.cfg.Front.DrainTimeout,
 		AccessLog:      n.cfg.Front.AccessLog,
 		PeerID:         raft.PeerID,
+		Ready:          n.isCaughtUp,
 		StateFile:      filepath.Join(n.cfg.DataDir, "front-state"),
 		Logger:         n.log,
 	})
