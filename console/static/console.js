@@ -125,7 +125,7 @@
   }
 
   function nodeCard(m, view) {
-    const role = m.leader ? "leader" : (m.raft_state || "follower");
+    const role = m.leader ? "leader" : (m.reachable ? (m.raft_state || "follower") : "unreachable");
     const state = m.state || "active";
     const cls = ["card"];
     if (m.leader) cls.push("leader");
@@ -148,13 +148,13 @@
           m.id === view.node_id ? el("span", { class: "badge here" }, "this node") : null,
           el("span", { class: "badge role-" + role, "data-role": role }, m.leader ? "★ leader" : role),
           el("span", { class: "badge state-" + state, "data-field": "state" }, state))),
-      m.error ? el("div", { class: "err" }, m.error) : null,
+      m.error ? el("div", { class: "err", title: m.error }, m.reachable ? m.error : "does not answer through the cluster port") : null,
       el("dl", { class: "kv" }, kv.map(([k, v]) => [el("dt", {}, k), el("dd", { title: String(v) }, v)])),
       el("div", { class: "actions" },
         btn("drain", "Drain", state === "draining"),
         btn("disable", "Disable", state === "disabled"),
         btn("enable", "Enable", state === "active"),
-        btn("transfer", "Make leader", m.leader || !m.voter),
+        btn("transfer", "Make leader", m.leader || !m.voter || !m.reachable),
         btn("ping", "Ping", false),
         btn("remove", "Remove", false, "rm")));
   }
