@@ -140,3 +140,35 @@ func BenchmarkSmallFiles16(b *testing.B) {
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "files/s")
 }
+
+// BenchmarkRaftFloor16: the same 16 writers proposing bare metadata
+// commands (no content, no blob) straight to Raft. It is the floor the
+// small-file figure is bounded by on this machine, measured the same way.
+func BenchmarkRaftFloor16(b *testing.B) {
+	c := testcluster.New(b, 3, benchConfig)
+	cl := c.Node("n1").Node().Cluster()
+	var seq atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range work {
+				i := seq.Add(1)
+				p := fmt.Sprintf(`{"path":"floor/%d/%d","sha256":"%064d","size":1,"mode":420}`, i%64, i, i)
+				if _, err := cl.Apply(b.Context(), "files.put", []byte(p)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < b.N; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "commits/s")
+}

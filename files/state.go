@@ -338,6 +338,20 @@ func (s *state) blobSizes() map[string]int64 {
 	return out
 }
 
+// blobHolders returns, for each blob in want, the holders recorded by a
+// live file that uses it (one scan of the manifest).
+func (s *state) blobHolders(want map[string]bool) map[string][]string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string][]string, len(want))
+	for _, in := range s.files {
+		if !in.Deleted && want[in.SHA256] && len(in.Holders) > 0 {
+			out[in.SHA256] = in.Holders
+		}
+	}
+	return out
+}
+
 // holders returns the nodes recorded as holding blob sum.
 func (s *state) holders(sum string) []string {
 	s.mu.RLock()

@@ -109,6 +109,11 @@ func (s *Store) syncOnce(ctx context.Context) {
 	if len(jobs) == 0 {
 		return
 	}
+	names := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		names[j.sum] = true
+	}
+	holders := s.state.blobHolders(names)
 	start := time.Now()
 	s.mu.Lock()
 	s.progress = SyncStatus{Running: true, Passes: s.progress.Passes + 1, Repaired: s.progress.Repaired,
@@ -126,7 +131,7 @@ func (s *Store) syncOnce(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for j := range ch {
-				if err := s.ensureLocal(ctx, j.sum, s.state.holders(j.sum)); err != nil {
+				if err := s.ensureLocal(ctx, j.sum, holders[j.sum]); err != nil {
 					if ctx.Err() == nil {
 						s.log.Warn("catch-up could not fetch a blob", "sha256", j.sum, "err", err)
 					}
