@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -59,8 +61,13 @@ func allReady(t *testing.T, c *testcluster.Cluster) func() (bool, string) {
 
 func TestMigrationsRunOnceOnThreeNodes(t *testing.T) {
 	dsn := testcluster.MySQLDSN(t)
+	logs := &logBuffer{}
 	c := testcluster.New(t, 3,
-		testcluster.WithConfig(func(cfg *config.Config) { cfg.DBDSN = dsn; cfg.NoDemo = true }),
+		testcluster.WithConfig(func(cfg *config.Config) {
+			cfg.DBDSN = dsn
+			cfg.NoDemo = true
+			cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}),
 		testcluster.WithNodeSetup(func(n *node.Node) {
 			if err := n.AddMigrations("app", appMigrations); err != nil {
 				t.Errorf("add migrations: %v", err)
@@ -103,6 +110,24 @@ func TestMigrationsRunOnceOnThreeNodes(t *testing.T) {
 		if strings.Contains(fmt.Sprint(st), "cohort:cohort@") {
 			t.Fatalf("%s status shows the password: %s", nd.ID, st.DSN)
 		}
+	}
+
+	// The password shows nowhere: logs, status, the db API.
+	pw := strings.SplitN(strings.SplitN(dsn, "@", 2)[0], ":", 2)[1]
+	secret := ":" + pw + "@"
+	for _, nd := range c.Running() {
+		for _, path := range []string{"/_cohort/status", "/_cohort/api/db", "/_cohort/ready"} {
+			code, body := nd.Do(t, "GET", path, nil)
+			if code != 200 || strings.Contains(string(body), secret) {
+				t.Fatalf("%s %s: %d, password shown: %v", nd.ID, path, code, strings.Contains(string(body), secret))
+			}
+		}
+	}
+	if strings.Contains(logs.String(), secret) {
+		t.Fatal("the DSN password appears in the logs")
+	}
+	if !strings.Contains(logs.String(), ":***@") {
+		t.Fatal("the redacted DSN was not logged at all; the log check proves nothing")
 	}
 
 	// A new leader finds nothing to do: still one row per migration.
@@ -261,4 +286,22 @@ func TestDatabaseDown(t *testing.T) {
 			t.Fatalf("%s /needs-db after recovery: %d %s", nd.ID, resp.StatusCode, body)
 		}
 	}
+}
+
+// logBuffer collects log lines from every node.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
