@@ -425,7 +425,27 @@ func TestIdleExpiry(t *testing.T) {
 	}))
 	nodes := c.Nodes()
 	const count = 5
-	for i := range count {
+	// A session read on n1 for three idle timeouts stays alive on every
+	// node: its touches are replicated (coalesced), the reads append no
+	// commit.
+	keep := newClient(t)
+	put(keep, nodes[0], "k", "kept")
+	tick := time.NewTicker(150 * time.Millisecond)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); <-tick.C {
+		if v := get(keep, nodes[0], "k"); v != "kept" {
+			t.Fatalf("session used every 150ms expired on n1: %q", v)
+		}
+	}
+	tick.Stop()
+	for _, nd := range nodes[1:] {
+		if v := get(keep, nd, "k"); v != "kept" {
+			t.Fatalf("session kept alive on n1 expired on %s: touches not replicated", nd.ID)
+		}
+	}
+	if st := nodes[0].Node().Sessions().Stats(); st.Touches == 0 || st.Commits != 1 {
+		t.Fatalf("n1 proposed %d touches and %d commits, want touches and 1 commit", st.Touches, st.Commits)
+	}
+	for i := range count - 1 {
 		put(newClient(t), nodes[i%3], "k", "v")
 	}
 	for _, nd := range nodes {
