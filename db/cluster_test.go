@@ -305,3 +305,30 @@ func (l *logBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+func TestSetDSNThroughAdminAPI(t *testing.T) {
+	dsn := testcluster.MySQLDSN(t)
+	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *config.Config) { cfg.NoDemo = true }),
+		testcluster.WithNodeSetup(func(n *node.Node) { _ = n.AddMigrations("app", appMigrations) }))
+	// No database: ready does not wait for one.
+	testcluster.WaitFor(t, 30*time.Second, allReady(t, c))
+	nd := c.Followers()[0]
+	if code, body := nd.Do(t, "PUT", "/_cohort/api/db", map[string]string{"dsn": "u:hunter2@tcp(h:1)/"}); code != 400 || strings.Contains(string(body), "hunter2") {
+		t.Fatalf("bad DSN: %d %s", code, body)
+	}
+	code, body := nd.Do(t, "PUT", "/_cohort/api/db", map[string]string{"dsn": dsn})
+	if code != 200 || strings.Contains(string(body), ":cohort@") {
+		t.Fatalf("set DSN: %d %s", code, body)
+	}
+	testcluster.WaitFor(t, 60*time.Second, func() (bool, string) {
+		var seen []string
+		for _, nd := range c.Running() {
+			st := nd.Node().Database().Status(context.Background())
+			seen = append(seen, fmt.Sprintf("%s:%s/%v/%d/%s", nd.ID, st.Source, st.Healthy, len(st.Applied), st.Error))
+			if !st.Healthy || len(st.Applied) != 2 || st.Source != "replicated" {
+				return false, strings.Join(seen, " ")
+			}
+		}
+		return true, strings.Join(seen, " ")
+	})
+}

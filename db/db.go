@@ -263,6 +263,23 @@ func (d *Database) publishDSN(ctx context.Context) {
 	}
 }
 
+// SetDSN records dsn as the cluster's business database, from any node:
+// every node without its own --db-dsn uses it from then on. The DSN is
+// checked first; errors never contain it.
+func (d *Database) SetDSN(ctx context.Context, dsn string) error {
+	if err := CheckDSN(dsn); err != nil {
+		return err
+	}
+	if d.cluster == nil {
+		return fmt.Errorf("set DSN: %w", ErrNotConfigured)
+	}
+	if err := d.apply(ctx, cmdSettings, settingsCmd{DSN: dsn}); err != nil {
+		return fmt.Errorf("replicate the DSN: %w", err)
+	}
+	d.log.Info("business database DSN set for the cluster", "dsn", Redact(dsn))
+	return nil
+}
+
 // Close stops background work and closes the pool. It is idempotent.
 func (d *Database) Close() error {
 	if d.cancel != nil {

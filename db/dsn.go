@@ -51,7 +51,7 @@ func scrub(msg, dsn string) string {
 func mysqlConfig(dsn string, dial, read, write time.Duration) (*mysql.Config, error) {
 	c, err := mysql.ParseDSN(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("--db-dsn: %w (format: user:password@tcp(host:3306)/dbname?param=value)", err)
+		return nil, fmt.Errorf("--db-dsn: %w: %w (format: user:password@tcp(host:3306)/dbname?param=value)", ErrBadDSN, err)
 	}
 	c.ParseTime = true
 	if c.Timeout == 0 {

@@ -157,9 +157,19 @@ func shorten(s string, n int) string {
 // the rollout at the first statement the database refuses.
 func (d *Database) leaderMigrations(ctx context.Context, term uint64) {
 	backoff := 250 * time.Millisecond
+	lastErr := ""
 	for {
 		if len(d.pending()) == 0 {
 			return
+		}
+		if !d.Configured() {
+			// No database yet: wait quietly for a DSN to be replicated.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
 		}
 		err := d.migrate(ctx)
 		var se *StatementError
@@ -177,7 +187,10 @@ func (d *Database) leaderMigrations(ctx context.Context, term uint64) {
 			}
 			return
 		default:
-			d.log.Warn("business database migrations waiting", "err", d.scrubErr(err))
+			if msg := d.scrubErr(err); msg != lastErr {
+				d.log.Warn("business database migrations waiting; retrying", "err", msg)
+				lastErr = msg
+			}
 		}
 		select {
 		case <-ctx.Done():

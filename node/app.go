@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"database/sql"
 	"fmt"
 	"io"
@@ -45,12 +46,34 @@ func (n *Node) setupApp() error {
 	n.HandleAdmin("GET /_cohort/api/db", func(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, d.Status(r.Context()))
 	})
+	n.HandleAdmin("PUT /_cohort/api/db", n.handleSetDSN)
 	if !n.cfg.NoDemo {
 		if err := n.setupDemo(); err != nil {
 			return fmt.Errorf("demo application: %w", err)
 		}
 	}
 	return nil
+}
+
+// handleSetDSN sets the cluster-wide DSN: PUT /_cohort/api/db {"dsn": "..."}.
+func (n *Node) handleSetDSN(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		DSN string `json:"dsn"`
+	}
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := n.db.SetDSN(ctx, req.DSN); err != nil {
+		if errors.Is(err, db.ErrBadDSN) {
+			WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		writeClusterErr(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, n.db.Status(r.Context()))
 }
 
 // DB returns the business database pool. It is never nil; while no
