@@ -2,8 +2,8 @@ package node
 
 import (
 	"context"
-	"errors"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
