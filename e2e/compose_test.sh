@@ -24,7 +24,8 @@
 #
 # Prints "SKIP: <reason>" and exits 0 when there is no Docker engine or no compose.
 # Environment:
-#   COHORT_E2E_PORTS="18181 18182 18183"   host ports of n1..n3 (127.0.0.1)
+#   COHORT_E2E_PORTS="18181 18182 18183"   host ports of n1..n3 (127.0.0.1); unset and the
+#                                          defaults taken: three free ports are picked
 #   COHORT_E2E_DB_IMAGE=IMAGE              business DB image (default: mysql:8 when present
 #                                          locally, else the MariaDB image built here)
 #   COHORT_E2E_KEEP=1                      leave the cluster up on failure, to look at it
@@ -64,8 +65,21 @@ if [ -z "${DOCKER_BUILDKIT:-}" ] && ! docker buildx version >/dev/null 2>&1; the
 	export DOCKER_BUILDKIT=0
 fi
 
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 read -r -a ports <<<"${COHORT_E2E_PORTS:-18181 18182 18183}"
 [ "${#ports[@]}" -eq 3 ] || fail "COHORT_E2E_PORTS needs three ports, got '${COHORT_E2E_PORTS:-}'"
+if [ -z "${COHORT_E2E_PORTS:-}" ] && { port_busy 18181 || port_busy 18182 || port_busy 18183; }; then
+	# The defaults are taken (the compose demo, another run): three free ports instead.
+	for i in 0 1 2; do
+		for _ in $(seq 1 50); do
+			p=$((20000 + RANDOM % 12000))
+			if ! port_busy "$p" && [[ " ${ports[*]:0:i} " != *" $p "* ]]; then
+				ports[i]=$p
+				break
+			fi
+		done
+	done
+fi
 project=cohort-e2e-$$
 work=$(mktemp -d "${TMPDIR:-/tmp}/cohort-e2e.XXXXXX")
 jar=$work/cookies.txt
@@ -101,7 +115,8 @@ trap 'exit 143' TERM
 # ---- 1. images ----------------------------------------------------------------------------
 export COHORT_IMAGE=cohort:e2e
 say "building $COHORT_IMAGE (scripts/image.sh)"
-scripts/image.sh "$COHORT_IMAGE" || fail "scripts/image.sh failed"
+# A build context of this run's own, so two runs at once do not share ./build/image.
+COHORT_IMAGE_BUILD_DIR=$work/image scripts/image.sh "$COHORT_IMAGE" || fail "scripts/image.sh failed"
 size=$(docker image inspect -f '{{.Size}}' "$COHORT_IMAGE")
 user=$(docker image inspect -f '{{.Config.User}}' "$COHORT_IMAGE")
 say "image $COHORT_IMAGE: $((size / 1024 / 1024)) MB, user $user"
@@ -126,7 +141,7 @@ token=$(cat "$work/secrets/admin.token")
 export COHORT_PUBLISH_IP=127.0.0.1
 export COHORT_PORT1=${ports[0]} COHORT_PORT2=${ports[1]} COHORT_PORT3=${ports[2]}
 for p in "${ports[@]}"; do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+	if port_busy "$p"; then
 		fail "port $p on 127.0.0.1 is taken; pick others with COHORT_E2E_PORTS='P1 P2 P3'"
 	fi
 done
