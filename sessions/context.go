@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,8 +99,14 @@ func (m *Manager) Exists(ctx context.Context, key string) bool {
 
 // GetString returns the string value of key, or "" when absent or not a string.
 func (m *Manager) GetString(ctx context.Context, key string) string {
-	s, _ := m.Get(ctx, key).(string)
-	return s
+	rs := m.state(ctx)
+	if rs == nil {
+		return ""
+	}
+	if b := rs.value(key); len(b) > 0 && b[0] == tagString {
+		return string(b[1:])
+	}
+	return ""
 }
 
 // GetBytes returns a copy of the []byte value of key, or nil.
@@ -110,10 +117,20 @@ func (m *Manager) GetBytes(ctx context.Context, key string) []byte {
 
 // GetInt64 returns the integer value of key, or 0.
 func (m *Manager) GetInt64(ctx context.Context, key string) int64 {
-	switch v := m.Get(ctx, key).(type) {
-	case int64:
+	rs := m.state(ctx)
+	if rs == nil {
+		return 0
+	}
+	b := rs.value(key)
+	if len(b) == 0 {
+		return 0
+	}
+	switch b[0] {
+	case tagInt:
+		v, _ := binary.Varint(b[1:])
 		return v
-	case uint64:
+	case tagUint:
+		v, _ := binary.Uvarint(b[1:])
 		return int64(v)
 	}
 	return 0
