@@ -84,9 +84,6 @@ func (c *FilesConfig) validate(add func(error)) {
 	if c.MaxFileBytes < 0 {
 		add(problem("files-max-file-bytes", "%d must not be negative", c.MaxFileBytes))
 	}
-	if c.MaxBytes > 0 && c.MaxFileBytes > c.MaxBytes {
-		add(problem("files-max-file-bytes", "%s is more than --files-max-bytes %s", FormatBytes(c.MaxFileBytes), FormatBytes(c.MaxBytes)))
-	}
 	if c.GCGrace < time.Minute {
 		add(problem("files-gc-grace", "%s is too short: an upload in flight could lose its blob; use at least 1m", c.GCGrace))
 	}

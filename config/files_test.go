@@ -55,7 +55,7 @@ func TestFilesFlags(t *testing.T) {
 		t.Fatalf("files config = %+v", f)
 	}
 	_, err = Load(false, []string{"--node-id", "n1", "--cluster-key-file", key, "--cluster-addr", "127.0.0.1:1",
-		"--files-max-bytes", "1GiB", "--files-max-file-bytes", "2GiB", "--files-scrub-rate", "fast", "--files-gc-grace", "1s"}, io.Discard)
+		"--files-max-file-bytes", "-5", "--files-scrub-rate", "fast", "--files-gc-grace", "1s"}, io.Discard)
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("want invalid, got %v", err)
 	}

@@ -507,6 +507,12 @@ func TestWriterAndJoin(t *testing.T) {
 	if _, ok := want["w/aborted.bin"]; ok || len(want) != 6 {
 		t.Fatalf("tree after writes: %v", want)
 	}
+	// A snapshot makes the inline blobs durable (Persist fsyncs them).
+	for _, nd := range c.Running() {
+		if err := nd.Node().Cluster().Snapshot(); err != nil {
+			t.Fatalf("snapshot on %s: %v", nd.ID, err)
+		}
+	}
 	n4 := c.AddNode(t)
 	waitFor(t, "n4 has every file and blob", func() (bool, string) {
 		got := tree(t, n4)

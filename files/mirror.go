@@ -25,6 +25,11 @@ func (s *Store) mirrorLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.mirrorKick:
+			select { // coalesce a burst of commits into one reconcile
+			case <-ctx.Done():
+				return
+			case <-time.After(syncDebounce):
+			}
 		case <-retry.C:
 		}
 		if err := s.MirrorNow(ctx); err != nil && ctx.Err() == nil {

@@ -13,6 +13,10 @@ import (
 // local blobs even when no commit asked for it.
 const fullSyncEvery = time.Minute
 
+// syncDebounce is how long catch-up waits after a commit for more commits
+// before it starts a pass.
+const syncDebounce = 200 * time.Millisecond
+
 // SyncStatus is the progress of catch-up: fetching the blobs the manifest
 // names and this node lacks.
 type SyncStatus struct {
@@ -69,6 +73,13 @@ func (s *Store) syncLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.syncKick:
+			// Coalesce the kicks of a burst of commits (a restarted node
+			// replaying its log) into one pass.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(syncDebounce):
+			}
 		case <-t.C:
 			s.mu.Lock()
 			s.full = true
