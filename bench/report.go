@@ -226,6 +226,8 @@ func barChart(dir, file, title, ylabel string, ss []*series, value func(*series)
 		p.Legend.Add(sys, bars)
 	}
 	p.Legend.Top = true
+	p.Y.Min = 0
+	p.Y.Max *= 1.35 // room for the legend above the bars
 	p.NominalX(params...)
 	if err := p.Save(vg.Length(max(5, len(params)*len(systems)))*vg.Inch*0.9, 4*vg.Inch, filepath.Join(dir, file)); err != nil {
 		return fmt.Errorf("save chart %s: %w", file, err)
@@ -233,8 +235,9 @@ func barChart(dir, file, title, ylabel string, ss []*series, value func(*series)
 	return nil
 }
 
-// lineChart draws y(x) per system into dir/file.
-func lineChart(dir, file, title, xlabel, ylabel string, ss []*series, value func(*series) float64) error {
+// lineChart draws y(x) per system into dir/file, with a logarithmic x
+// axis ticked at the settings when logX.
+func lineChart(dir, file, title, xlabel, ylabel string, logX bool, ss []*series, value func(*series) float64) error {
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = xlabel
@@ -262,6 +265,17 @@ func lineChart(dir, file, title, xlabel, ylabel string, ss []*series, value func
 	}
 	p.Legend.Top = true
 	p.Legend.Left = true
+	if logX {
+		p.X.Scale = plot.LogScale{}
+		var ticks []plot.Tick
+		for _, s := range ss {
+			if !slices.ContainsFunc(ticks, func(t plot.Tick) bool { return t.Value == s.x }) {
+				ticks = append(ticks, plot.Tick{Value: s.x, Label: fmt.Sprint(s.x)})
+			}
+		}
+		p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	}
+	p.Y.Max *= 1.15
 	if err := p.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, file)); err != nil {
 		return fmt.Errorf("save chart %s: %w", file, err)
 	}

@@ -140,7 +140,7 @@ func runScale(ctx context.Context, e *env) *section {
 	if len(memSeries) > 0 {
 		tmp := &section{series: memSeries}
 		file := e.stamp + "-scale.png"
-		if err := lineChart(e.out, file, "Scenario 7: growth with sessions", "sessions", "MiB (RSS) / seconds", tmp.series,
+		if err := lineChart(e.out, file, "Scenario 7: growth with sessions", "sessions", "MiB (RSS) / seconds", true, tmp.series,
 			func(s *series) float64 { return s.medOps() }); err == nil {
 			sec.charts = append(sec.charts, file)
 		}

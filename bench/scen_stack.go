@@ -186,7 +186,7 @@ func (e *env) chart(sec *section, name, kind, title, xlabel, ylabel string, valu
 	file := e.stamp + "-" + name + ".png"
 	var err error
 	if kind == "line" {
-		err = lineChart(e.out, file, title, xlabel, ylabel, sec.series, value)
+		err = lineChart(e.out, file, title, xlabel, ylabel, true, sec.series, value)
 	} else {
 		err = barChart(e.out, file, title, ylabel, sec.series, value)
 	}
