@@ -93,7 +93,7 @@ func BenchmarkMemoryPerSession(b *testing.B) {
 		st := newStore()
 		for i := range n {
 			c := commit{flags: flagCreate, newID: fmt.Sprintf("%016d", i), maxBytes: 1 << 20,
-				ops: []op{{kind: opIdle, n: int64(time.Hour)}, {kind: opLifetime, n: int64(time.Hour)}, {kind: opSet, key: "data", val: payload}}}
+				idle: int64(time.Hour), lifetime: int64(time.Hour), ops: []op{{kind: opSet, key: "data", val: payload}}}
 			if _, err := st.Apply(entry(cmdCommit, c.encode(), t0)); err != nil {
 				b.Fatal(err)
 			}
@@ -119,7 +119,7 @@ func BenchmarkSnapshotRestore(b *testing.B) {
 	t0 := time.Now()
 	for i := range n {
 		c := commit{flags: flagCreate, newID: fmt.Sprintf("%016d", i), maxBytes: 1 << 20,
-			ops: []op{{kind: opIdle, n: int64(time.Hour)}, {kind: opLifetime, n: int64(time.Hour)}, {kind: opSet, key: "data", val: payload}, {kind: opPrincipal, key: fmt.Sprint("user", i%1000)}}}
+			idle: int64(time.Hour), lifetime: int64(time.Hour), ops: []op{{kind: opSet, key: "data", val: payload}, {kind: opPrincipal, key: fmt.Sprint("user", i%1000)}}}
 		if _, err := st.Apply(entry(cmdCommit, c.encode(), t0)); err != nil {
 			b.Fatal(err)
 		}

@@ -292,6 +292,8 @@ type commit struct {
 	id       string // the session the request loaded ("" when none)
 	newID    string // the id after the commit when creating or renewing
 	maxBytes int64  // the proposer's size limit, enforced in Apply
+	idle     int64  // the proposer's idle timeout, for a session it creates
+	lifetime int64  // the proposer's lifetime, for a session it creates
 	ops      []op
 }
 
@@ -369,6 +371,8 @@ func (c commit) encode() []byte {
 	w.str(c.id)
 	w.str(c.newID)
 	w.v(c.maxBytes)
+	w.v(c.idle)
+	w.v(c.lifetime)
 	w.uv(uint64(len(c.ops)))
 	for _, o := range c.ops {
 		w.b = append(w.b, o.kind)
@@ -397,6 +401,8 @@ func decodeCommit(p []byte) (commit, error) {
 	c.id = r.str()
 	c.newID = r.str()
 	c.maxBytes = r.v()
+	c.idle = r.v()
+	c.lifetime = r.v()
 	n := r.uv()
 	if n > uint64(len(r.b)) {
 		return c, errBadCommand

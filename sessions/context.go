@@ -407,9 +407,6 @@ func (rs *reqSession) commit(ctx context.Context) error {
 	}
 	m := rs.m
 	c := commit{id: rs.id, maxBytes: m.cfg.MaxBytes}
-	if rs.destroy {
-		c.id = rs.id
-	}
 	var newTok string
 	switch {
 	case rs.destroy && rs.id == "" && len(rs.ops) == 0:
@@ -423,6 +420,11 @@ func (rs *reqSession) commit(ctx context.Context) error {
 		}
 	case rs.renew && rs.id != "":
 		c.flags |= flagRenew
+		if len(rs.ops) > 0 {
+			// Should the session end meanwhile, a login still succeeds
+			// with a new session holding this request's changes.
+			c.flags |= flagCreate
+		}
 	case rs.id == "" && len(rs.ops) > 0:
 		c.flags |= flagCreate
 	case len(rs.ops) == 0:
@@ -436,11 +438,7 @@ func (rs *reqSession) commit(ctx context.Context) error {
 		}
 		newTok, c.newID = tok, sessionID(tok)
 	}
-	if c.flags&flagCreate != 0 {
-		c.ops = append([]op{{kind: opIdle, n: int64(m.cfg.IdleTimeout)}, {kind: opLifetime, n: int64(m.cfg.Lifetime)}}, rs.ops...)
-	} else {
-		c.ops = rs.ops
-	}
+	c.idle, c.lifetime, c.ops = int64(m.cfg.IdleTimeout), int64(m.cfg.Lifetime), rs.ops
 	if err := m.apply(ctx, cmdCommit, c.encode()); err != nil {
 		return err
 	}

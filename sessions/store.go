@@ -212,7 +212,7 @@ func (s *store) applyCommit(e raft.Entry) ([]Event, error) {
 			ns.data, ns.passive = data, false
 		}
 	} else {
-		ns = session{created: now, loc: &local{}}
+		ns = session{created: now, idle: max(c.idle, 0), lifetime: max(c.lifetime, 0), loc: &local{}}
 	}
 	if kind == EventRenewed || kind == EventCreated {
 		ns.loc = &local{}

@@ -66,7 +66,7 @@ func id(n int) string { return fmt.Sprintf("%016d", n) }
 func create(t testing.TB, st *store, sid string, at time.Time, ops ...op) {
 	t.Helper()
 	c := commit{flags: flagCreate, newID: sid, maxBytes: 1 << 20,
-		ops: append([]op{{kind: opIdle, n: int64(time.Minute)}, {kind: opLifetime, n: int64(time.Hour)}}, ops...)}
+		idle: int64(time.Minute), lifetime: int64(time.Hour), ops: ops}
 	if _, err := st.Apply(entry(cmdCommit, c.encode(), at)); err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +102,12 @@ func TestStoreCommit(t *testing.T) {
 				}
 				if _, ok := st.principals["ann"][id(2)]; !ok {
 					t.Fatal("principal index")
+				}
+			}},
+		{"renew of an ended session with changes creates one", commit{flags: flagRenew | flagCreate, id: id(7), newID: id(2), maxBytes: 1 << 20, ops: []op{{kind: opPrincipal, key: "ann"}}}, nil,
+			func(t *testing.T, st *store) {
+				if st.get(id(1)) == nil || st.get(id(2)) == nil || st.get(id(2)).principal != "ann" || st.get(id(2)).data != nil {
+					t.Fatal("no fresh session")
 				}
 			}},
 		{"destroy", commit{flags: flagDestroy, id: id(1), maxBytes: 1 << 20}, nil,
