@@ -119,7 +119,7 @@ func (t *Table) Apply(e raft.Entry) ([]byte, error) {
 		}
 		m, ok := t.members[c.ID]
 		if !ok {
-			return nil, fmt.Errorf("node %q: %w", c.ID, ErrUnknownNode)
+			return nil, unknownNode(c.ID)
 		}
 		if m.State != c.State {
 			m.State, m.Since = c.State, e.Time
@@ -207,9 +207,29 @@ func (t *Table) SetState(ctx context.Context, id, state string) error {
 	}
 	b, _ := json.Marshal(stateCmd{ID: id, State: state})
 	if _, err := t.log.Apply(ctx, cmdState, b); err != nil {
+		var ae *raft.ApplyError
+		if errors.As(err, &ae) && ae.Code == codeUnknownNode {
+			return fmt.Errorf("set %s %s: node %q: %w", id, state, id, ErrUnknownNode)
+		}
 		return fmt.Errorf("set %s %s: %w", id, state, err)
 	}
 	return nil
+}
+
+const codeUnknownNode = "unknown_node"
+
+// codedError keeps a sentinel's code across forwarding to the leader.
+type codedError struct {
+	code string
+	err  error
+}
+
+func (e *codedError) Error() string     { return e.err.Error() }
+func (e *codedError) Unwrap() error     { return e.err }
+func (e *codedError) ApplyCode() string { return e.code }
+
+func unknownNode(id string) error {
+	return &codedError{code: codeUnknownNode, err: fmt.Errorf("node %q: %w", id, ErrUnknownNode)}
 }
 
 // Forget removes a node's entry cluster-wide.

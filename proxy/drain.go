@@ -29,7 +29,12 @@ func (f *Front) Shutdown(ctx context.Context) error {
 	self := f.cfg.SelfID
 	prev := f.state(self)
 	var errs []error
-	if prev != membership.StateDisabled {
+	_, known := f.cfg.Members.Get(self)
+	if !known {
+		// Not yet in the member table: no node routes here, nothing to mark.
+		f.log.Info("node not announced yet; draining without a state change")
+	}
+	if known && prev != membership.StateDisabled {
 		if f.cfg.StateFile != "" {
 			if err := os.WriteFile(f.cfg.StateFile, []byte(prev+"\n"), 0o600); err != nil {
 				errs = append(errs, fmt.Errorf("remember state: %w", err))
@@ -42,6 +47,11 @@ func (f *Front) Shutdown(ctx context.Context) error {
 			sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
 			err := f.cfg.Members.SetState(sctx, self, st)
 			scancel()
+			if errors.Is(err, membership.ErrUnknownNode) {
+				// Removed from the cluster meanwhile: nobody routes here.
+				f.log.Info("node no longer in the member table; draining without a state change")
+				break
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("mark %s %s: %w", self, st, err))
 				break
