@@ -93,8 +93,10 @@ type Database struct {
 	myConn driver.Connector
 
 	healthMu  sync.Mutex
-	healthAt  time.Time
+	healthAt  time.Time // when healthErr was recorded
 	healthErr error
+	pingSince time.Time // when the ping in flight started; zero if none
+	probing   bool      // the background prober runs
 
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
@@ -231,6 +233,14 @@ func (d *Database) AddMigrations(set string, fsys fs.FS) error {
 func (d *Database) Start(ctx context.Context) error {
 	d.started.Store(true)
 	ctx, d.cancel = context.WithCancel(ctx)
+	d.healthMu.Lock()
+	d.probing = true
+	d.healthMu.Unlock()
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		d.probeLoop(ctx)
+	}()
 	if d.cfg.DSN != "" && d.cluster != nil {
 		d.bg.Add(1)
 		go func() {
@@ -318,24 +328,52 @@ func (d *Database) scrubErr(err error) string {
 	return scrub(err.Error(), d.dsn())
 }
 
-// Check pings the database, reusing a result younger than HealthTTL so
-// that callers on hot paths (ready probes, request guards) stay cheap. The
-// error wraps ErrNotConfigured or ErrUnavailable and never holds the
-// password.
+// pingTimeout bounds one health ping; hungAfter is how long a ping may go
+// unanswered before Check reports the database unreachable without
+// waiting for the ping to time out.
+const (
+	pingTimeout = 2 * time.Second
+	hungAfter   = 1500 * time.Millisecond
+)
+
+// Check reports whether the database answers. After Start a background
+// prober pings it every HealthTTL and Check only reads the last result (so
+// ready probes and request guards never wait on the database); a ping
+// unanswered for 1.5 s already counts as unreachable. Before Start, Check
+// pings inline, reusing a result younger than HealthTTL. The error wraps
+// ErrNotConfigured or ErrUnavailable and never holds the password.
 func (d *Database) Check(ctx context.Context) error {
 	if !d.Configured() {
 		return ErrNotConfigured
 	}
 	d.healthMu.Lock()
-	defer d.healthMu.Unlock()
-	if !d.healthAt.IsZero() && time.Since(d.healthAt) < d.cfg.HealthTTL {
-		return d.healthErr
+	fresh := !d.healthAt.IsZero() && (d.probing || time.Since(d.healthAt) < d.cfg.HealthTTL)
+	err, since := d.healthErr, d.pingSince
+	d.healthMu.Unlock()
+	if !since.IsZero() && time.Since(since) > hungAfter {
+		return fmt.Errorf("%w: no answer to a ping for %s", ErrUnavailable, time.Since(since).Round(100*time.Millisecond))
 	}
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if fresh {
+		return err
+	}
+	return d.ping(ctx)
+}
+
+// ping pings now and records the result.
+func (d *Database) ping(ctx context.Context) error {
+	d.healthMu.Lock()
+	if d.pingSince.IsZero() {
+		d.pingSince = time.Now()
+	}
+	d.healthMu.Unlock()
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	err := d.sql.PingContext(pctx)
 	cancel()
+	d.healthMu.Lock()
+	defer d.healthMu.Unlock()
+	d.pingSince = time.Time{}
 	if err != nil && ctx.Err() != nil {
-		return fmt.Errorf("%w: %s", ErrUnavailable, d.scrubErr(ctx.Err())) // the caller gave up: do not cache
+		return fmt.Errorf("%w: %s", ErrUnavailable, d.scrubErr(ctx.Err())) // the caller gave up: do not record
 	}
 	prev := d.healthErr
 	d.healthAt = time.Now()
@@ -352,13 +390,29 @@ func (d *Database) Check(ctx context.Context) error {
 	return d.healthErr
 }
 
-// Recheck forgets the cached health and pings again: call it when a query
+// probeLoop keeps the health result fresh while the node runs.
+func (d *Database) probeLoop(ctx context.Context) {
+	t := time.NewTicker(d.cfg.HealthTTL)
+	defer t.Stop()
+	for {
+		if d.Configured() {
+			_ = d.ping(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Recheck pings now, ignoring the recorded result: call it when a query
 // failed, to tell "the database is down" from "the query was refused".
 func (d *Database) Recheck(ctx context.Context) error {
-	d.healthMu.Lock()
-	d.healthAt = time.Time{}
-	d.healthMu.Unlock()
-	return d.Check(ctx)
+	if !d.Configured() {
+		return ErrNotConfigured
+	}
+	return d.ping(ctx)
 }
 
 // Ready is the /_cohort/ready condition: nil when no database is

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,6 +192,22 @@ func (m *MariaDB) Start() {
 	}
 }
 
+// Freeze stops mariadbd with SIGSTOP: it keeps its port but answers
+// nothing, like a hung server. Thaw resumes it.
+func (m *MariaDB) Freeze() { m.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen mariadbd (SIGCONT).
+func (m *MariaDB) Thaw() { m.signal(syscall.SIGCONT) }
+
+func (m *MariaDB) signal(sig syscall.Signal) {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	if err := m.cmd.Process.Signal(sig); err != nil {
+		m.t.Logf("signal mariadbd: %v", err)
+	}
+}
+
 // Kill stops mariadbd with SIGKILL (a crash) and waits for it to exit.
 func (m *MariaDB) Kill() {
 	if m.cmd == nil || m.cmd.Process == nil {
@@ -201,6 +218,7 @@ func (m *MariaDB) Kill() {
 		return
 	default:
 	}
+	_ = m.cmd.Process.Signal(syscall.SIGCONT) // a frozen server must run to die
 	if err := m.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		m.t.Logf("kill mariadbd: %v", err)
 	}
