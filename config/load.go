@@ -45,7 +45,7 @@ func Flags(dev bool) *pflag.FlagSet {
 	fs.String("balance", d.Balance, "where a request without a session goes: local, round-robin or least-loaded")
 	fs.String("session-cookie", d.SessionCookie, "session cookie name")
 	fs.Bool("no-demo", d.NoDemo, "do not mount the demo application")
-	fs.String("log-level", d.LogLevel, "debug, info, warn or error")
+	fs.String("log-level", d.LogLevel, "debug, info, warn or error; per component too: raft=warn,front=debug,info")
 	fs.String("log-format", d.LogFormat, "text or json")
 	fs.Float64("raft-timeout-scale", d.RaftTimeoutScale, "multiply every Raft timer (1 = LAN: failover under 2 s)")
 	fs.Duration("shutdown-timeout", d.ShutdownTimeout, "how long a graceful shutdown may take")

@@ -227,13 +227,21 @@ func (n *Node) handleRemoveNode(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	if err := n.cluster.RemoveServer(ctx, id); err != nil {
+	err := n.cluster.RemoveServer(ctx, id)
+	_, inTable := n.members.Get(id)
+	switch {
+	case errors.Is(err, raft.ErrNotMember) && inTable:
+		// Not a Raft member any more (e.g. after a restore or a recovery)
+		// but still listed: forgetting it is what the operator asked.
+	case err != nil:
 		writeClusterErr(w, err)
 		return
 	}
-	if err := n.members.Forget(ctx, id); err != nil {
-		writeClusterErr(w, err)
-		return
+	if inTable {
+		if err := n.members.Forget(ctx, id); err != nil {
+			writeClusterErr(w, err)
+			return
+		}
 	}
 	WriteJSON(w, http.StatusOK, map[string]any{"removed": id})
 }
@@ -270,12 +278,35 @@ func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
+	before, _ := n.cluster.Leader()
 	if err := n.cluster.TransferLeadership(ctx, req.To); err != nil {
 		writeClusterErr(w, err)
 		return
 	}
-	leader, _ := n.cluster.Leader()
+	// Answer with the leader this node sees once the handover reached it.
+	leader := n.waitNewLeader(ctx, before, req.To)
 	WriteJSON(w, http.StatusOK, map[string]any{"transferred": true, "to": req.To, "leader_id": leader})
+}
+
+// waitNewLeader polls until this node knows a leader other than before (or
+// the one asked for), or ctx ends; it returns the leader it sees then.
+func (n *Node) waitNewLeader(ctx context.Context, before, want string) string {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		id, _ := n.cluster.Leader()
+		if id != "" && id != before && (want == "" || id == want) {
+			return id
+		}
+		if want != "" && id == want {
+			return id
+		}
+		select {
+		case <-ctx.Done():
+			return id
+		case <-t.C:
+		}
+	}
 }
 
 func writeClusterErr(w http.ResponseWriter, err error) {

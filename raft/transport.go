@@ -110,12 +110,14 @@ func Listen(addr string, cfg TransportConfig) (*Transport, error) {
 	}
 	adv := ln.Addr()
 	if cfg.Advertise != "" {
-		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
-		if err != nil {
+		// Kept as given: a host name (a compose service, a DNS name) must
+		// stay a name in Raft's configuration and the member table, not
+		// the address it resolves to today.
+		if _, _, err := net.SplitHostPort(cfg.Advertise); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("advertise address %q: %w", cfg.Advertise, err)
 		}
-		adv = a
+		adv = namedAddr(cfg.Advertise)
 	}
 	t.advertise = adv
 	t.raftLn = newChanListener(adv)
@@ -452,6 +454,15 @@ func handshakeMAC(key []byte, role string, a, b, id, extra []byte) []byte {
 	m.Write(extra)
 	return m.Sum(nil)
 }
+
+// namedAddr is an advertised address kept as the operator wrote it.
+type namedAddr string
+
+// Network is tcp.
+func (namedAddr) Network() string { return "tcp" }
+
+// String is the address as configured.
+func (a namedAddr) String() string { return string(a) }
 
 // chanListener is a net.Listener fed by the transport's accept loop.
 type chanListener struct {
