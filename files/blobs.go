@@ -26,6 +26,7 @@ type blobStore struct {
 	dir  string
 	bufs sync.Pool
 	dirs *dirSyncer
+	made sync.Map // shard dirs known to exist
 }
 
 func newBlobStore(dir string) *blobStore {
@@ -135,11 +136,14 @@ func (b *blobStore) writeInline(sum string, data []byte) (bool, error) {
 	if _, err := os.Stat(dst); err == nil {
 		return false, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-		return false, err
-	}
-	if err := os.MkdirAll(filepath.Join(b.dir, "tmp"), 0o750); err != nil {
-		return false, err
+	if _, made := b.made.Load(sum[:2]); !made {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+			return false, err
+		}
+		if err := os.MkdirAll(filepath.Join(b.dir, "tmp"), 0o750); err != nil {
+			return false, err
+		}
+		b.made.Store(sum[:2], true)
 	}
 	tmp, err := os.CreateTemp(filepath.Join(b.dir, "tmp"), "inline-*")
 	if err != nil {

@@ -310,6 +310,9 @@ func (s *Store) ensureLocal(ctx context.Context, sum string, holders []string) e
 	if s.blobs.has(sum) {
 		return nil
 	}
+	if s.inline.flush(sum) && s.blobs.has(sum) {
+		return nil
+	}
 	if sum == emptySum {
 		_, err := s.blobs.ingest(ctx, bytes.NewReader(nil), 0, sum)
 		return err

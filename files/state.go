@@ -87,18 +87,16 @@ type state struct {
 	// order (Apply runs on one goroutine).
 	notify func(Event)
 
-	// blobs receives the content of inline puts; nil in unit tests.
-	blobs *blobStore
-	// unsynced are inline blobs written without fsync since the last
-	// snapshot; Persist makes them durable before the log that carries
-	// them can be truncated.
-	unsynced map[string]bool
+	// inline receives the content of inline puts; nil in unit tests.
+	// Persist makes those blobs durable before Raft may truncate the log
+	// entries that carry them.
+	inline *inlineQueue
 }
 
 var _ raft.StateMachine = (*state)(nil)
 
 func newState() *state {
-	return &state{files: make(map[string]*Info), dirs: make(map[string]int), refs: make(map[string]int), unsynced: make(map[string]bool)}
+	return &state{files: make(map[string]*Info), dirs: make(map[string]int), refs: make(map[string]int)}
 }
 
 // Apply implements raft.StateMachine.
@@ -171,12 +169,8 @@ func (s *state) put(e raft.Entry, c putCmd) ([]Info, error) {
 		ModTime: e.Time, Version: e.Index, Writer: e.Origin, Holders: c.Holders,
 	}
 	s.set(in)
-	if c.Inline && s.blobs != nil {
-		// A failed write only leaves the blob missing here: catch-up
-		// fetches it from a node that has it.
-		if wrote, err := s.blobs.writeInline(c.SHA256, c.Data); err == nil && wrote {
-			s.unsynced[c.SHA256] = true
-		}
+	if c.Inline && s.inline != nil {
+		s.inline.add(c.SHA256, c.Data)
 	}
 	return []Info{*in}, nil
 }
@@ -379,7 +373,8 @@ func (s *state) usage() (files int, bytes int64, tombstones int) {
 
 type stateSnap struct {
 	files    []*Info
-	blobs    *blobStore
+	inline   *inlineQueue
+	pending  map[string][]byte
 	unsynced []string
 }
 
@@ -388,14 +383,13 @@ type stateSnap struct {
 func (s *state) Snapshot() (raft.Snapshot, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	snap := &stateSnap{files: make([]*Info, 0, len(s.files)), blobs: s.blobs}
+	snap := &stateSnap{files: make([]*Info, 0, len(s.files)), inline: s.inline}
 	for _, in := range s.files {
 		snap.files = append(snap.files, in)
 	}
-	for sum := range s.unsynced {
-		snap.unsynced = append(snap.unsynced, sum)
+	if s.inline != nil {
+		snap.pending, snap.unsynced = s.inline.snapshot()
 	}
-	clear(s.unsynced)
 	return snap, nil
 }
 
@@ -403,9 +397,9 @@ func (s *state) Snapshot() (raft.Snapshot, error) {
 // (the log entries that carry them are about to be truncated), then
 // writes one JSON object per line.
 func (s *stateSnap) Persist(w io.Writer) error {
-	if s.blobs != nil {
-		if err := s.blobs.syncAll(s.unsynced); err != nil {
-			return fmt.Errorf("persist files: %w", err)
+	if s.inline != nil {
+		if err := s.inline.persist(s.pending, s.unsynced); err != nil {
+			return fmt.Errorf("persist files: make inline blobs durable: %w", err)
 		}
 	}
 	enc := json.NewEncoder(w)

@@ -77,6 +77,8 @@ type Store struct {
 	log   *slog.Logger
 	state *state
 	blobs *blobStore
+	// inline writes the small files committed through the log.
+	inline *inlineQueue
 
 	mu       sync.Mutex
 	fetching map[string]*fetchCall
@@ -145,7 +147,9 @@ func New(cfg Config) (*Store, error) {
 		mirrorKick: make(chan struct{}, 1),
 	}
 	s.state.notify = s.changed
-	s.state.blobs = s.blobs
+	s.inline = newInlineQueue(s.blobs)
+	s.inline.written = s.kickMirror
+	s.state.inline = s.inline
 	if err := cfg.Log.Register("files", s.state, cmdPut, cmdDelete, cmdRename); err != nil {
 		return nil, fmt.Errorf("register files state machine: %w", err)
 	}
@@ -170,6 +174,7 @@ func (s *Store) Start(ctx context.Context) error {
 	s.cancel = cancel
 	s.mu.Unlock()
 	s.kickSync(true)
+	s.goWorker(func() { s.inline.run(ctx) })
 	s.goWorker(func() { s.syncLoop(ctx) })
 	s.goWorker(func() { s.gcLoop(ctx) })
 	if s.cfg.ScrubInterval > 0 {

@@ -111,7 +111,7 @@ func (s *Store) syncOnce(ctx context.Context) {
 	var jobs []job
 	var bytes int64
 	for sum, size := range want {
-		if !s.state.referenced(sum) || s.blobs.has(sum) {
+		if !s.state.referenced(sum) || s.inline.queued(sum) || s.blobs.has(sum) {
 			continue
 		}
 		jobs = append(jobs, job{sum, size})
