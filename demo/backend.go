@@ -34,6 +34,12 @@ type FileStore interface {
 	Get(ctx context.Context, path string) (io.ReadCloser, int64, error)
 }
 
+// SessionReader reads the visitor's session; *sessions.Manager implements it.
+type SessionReader interface {
+	GetString(ctx context.Context, key string) string
+	GetInt64(ctx context.Context, key string) int64
+}
+
 // Member is one cluster member as the demo page shows it.
 type Member struct {
 	ID          string `json:"id"`
@@ -62,6 +68,9 @@ type Backend struct {
 	Files FileStore
 	// Members lists the cluster members; nil shows none.
 	Members func(ctx context.Context) []Member
+	// Session reads the visitor's session (the counter and the user the
+	// counter and login routes store) to render the page; nil shows none.
+	Session SessionReader
 	// IsLeader reports whether this node leads; nil means false.
 	IsLeader func() bool
 	// Logger; nil discards.

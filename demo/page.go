@@ -30,6 +30,8 @@ func parsePage() (*template.Template, error) {
 type pageData struct {
 	Node     string
 	Leader   bool
+	Count    int64
+	User     string
 	Members  []Member
 	Ticks    []TickRow
 	Uploads  []Upload
@@ -50,6 +52,10 @@ func (b *Backend) servePage(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	d := pageData{Node: b.NodeID, Leader: b.leader(), Members: b.members(ctx), Rendered: time.Now()}
+	if b.Session != nil {
+		d.Count = b.Session.GetInt64(ctx, counterKey)
+		d.User = b.Session.GetString(ctx, userKey)
+	}
 	if b.DB != nil {
 		d.Dialect = b.DB.Dialect()
 		if err := b.DB.Check(ctx); err != nil {

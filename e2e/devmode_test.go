@@ -202,6 +202,7 @@ func TestDevModeInBrowser(t *testing.T) {
 		chromedp.Reload(),
 		chromedp.WaitVisible(chromedp.ID("inc")),
 		poll(`document.getElementById("count").textContent === "2"`),
+		poll(`document.getElementById("whoami").textContent.includes("alice")`),
 		poll(`document.getElementById("files").textContent.includes("hello_cohort.txt")`),
 		chromedp.Click(chromedp.ID("inc")),
 		poll(`document.getElementById("count").textContent === "3"`),

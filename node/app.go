@@ -105,6 +105,9 @@ func (n *Node) setupDemo() error {
 	if n.files != nil {
 		b.Files = demoFiles{n.files}
 	}
+	if n.sessions != nil {
+		b.Session = n.sessions
+	}
 	if n.jobs != nil {
 		tick := func(ctx context.Context, run jobs.Run) error {
 			return b.Tick(ctx, demo.TickRun{ID: run.Key, Node: run.Node, Token: run.FencingToken()})
