@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -93,4 +94,31 @@ func (n *Node) drainGrace(ctx context.Context) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// refuseDotSegments answers 400 to a path with a "." or ".." segment
+// instead of letting the router redirect it elsewhere: such a path is a
+// traversal attempt or a client bug, and either deserves a clear error.
+func refuseDotSegments(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hasDotSegment(r.URL.Path) {
+			WriteError(w, http.StatusBadRequest, "the path contains a '.' or '..' segment; use a plain path")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func hasDotSegment(p string) bool {
+	for len(p) > 0 {
+		var seg string
+		seg, p, _ = strings.Cut(strings.TrimPrefix(p, "/"), "/")
+		if seg == "." || seg == ".." {
+			return true
+		}
+		if p != "" {
+			p = "/" + p
+		}
+	}
+	return false
 }

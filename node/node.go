@@ -258,7 +258,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.mux.Handle("/", n.catchUpGate(front))
 	n.httpSrv = &http.Server{
-		Handler:           n.closeWhileDraining(n.mux),
+		Handler:           n.closeWhileDraining(refuseDotSegments(n.mux)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       0, // streaming uploads; bounded per handler
 		IdleTimeout:       120 * time.Second,

@@ -78,3 +78,21 @@ func TestPublicPortLimits(t *testing.T) {
 		}
 	})
 }
+
+func TestTraversalPathsGetAClearError(t *testing.T) {
+	c := testcluster.New(t, 1)
+	nd := c.Nodes()[0]
+	for _, path := range []string{"/_cohort/api/files/a/../../etc/passwd", "/_cohort/api/files/./x", "/demo/api/files/..", "/a/%2e%2e/b"} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+nd.HTTPAddr+path, nil)
+		req.URL.Opaque = path // send the path as written, not cleaned by the client
+		req.Header.Set("Authorization", "Bearer "+c.Token())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: HTTP %d, want 400", path, resp.StatusCode)
+		}
+	}
+}
