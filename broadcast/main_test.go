@@ -3,15 +3,9 @@ package broadcast_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/cohortserver/cohort/testcluster"
 )
 
-// TestMain fails the package if a test leaves goroutines behind: runs,
-// schedulers and delivery loops must stop with their node.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
-}
+// TestMain fails the package if a test leaves goroutines behind: every node
+// a test started must have stopped everything it started.
+func TestMain(m *testing.M) { testcluster.VerifyNoLeaks(m) }

@@ -2,12 +2,13 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/cohortserver/cohort/httpapi"
 )
 
 // JobStatus is a job as the jobs API shows it, on any node.
@@ -168,7 +169,7 @@ func (r *Runner) Routes(mount func(pattern string, h http.HandlerFunc)) {
 		if limit := req.URL.Query().Get("limit"); limit != "" {
 			n, err := strconv.Atoi(limit)
 			if err != nil || n < 1 {
-				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be a positive integer"})
+				httpapi.WriteError(w, http.StatusBadRequest, "limit must be a positive integer")
 				return
 			}
 			runs = runs[:min(n, len(runs))]
@@ -204,19 +205,12 @@ func (r *Runner) Routes(mount func(pattern string, h http.HandlerFunc)) {
 			s, _ := r.Job(name)
 			writeJSON(w, http.StatusOK, s)
 		default:
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such action %q: use run, suspend or resume", req.PathValue("action"))})
+			httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no such action %q: use run, suspend or resume", req.PathValue("action")))
 		}
 	})
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { httpapi.WriteJSON(w, code, v) }
 
 func writeErr(w http.ResponseWriter, err error) {
 	code := http.StatusServiceUnavailable
@@ -228,5 +222,5 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
 	}
-	writeJSON(w, code, map[string]string{"error": err.Error()})
+	httpapi.WriteError(w, code, err.Error())
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cohortserver/cohort/buildinfo"
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/httpapi"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/raft"
 )
@@ -45,20 +46,11 @@ func (n *Node) Handle(pattern string, h http.Handler) { n.mux.Handle(pattern, h)
 // HandleAdmin mounts a handler on the public front behind the admin token.
 func (n *Node) HandleAdmin(pattern string, h http.HandlerFunc) { n.mux.Handle(pattern, n.admin(h)) }
 
-// WriteJSON writes v as JSON with status code.
-func WriteJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
+// WriteJSON writes v as JSON with status code (httpapi.WriteJSON).
+func WriteJSON(w http.ResponseWriter, code int, v any) { httpapi.WriteJSON(w, code, v) }
 
-// WriteError writes the API's error shape: {"error": msg}.
-func WriteError(w http.ResponseWriter, code int, msg string) {
-	WriteJSON(w, code, map[string]string{"error": msg})
-}
+// WriteError writes the API's error shape {"error": msg} (httpapi.WriteError).
+func WriteError(w http.ResponseWriter, code int, msg string) { httpapi.WriteError(w, code, msg) }
 
 // admin guards h with the bearer token, compared in constant time.
 func (n *Node) admin(h http.HandlerFunc) http.Handler {

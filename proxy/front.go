@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cohortserver/cohort/httpapi"
 
 	"github.com/cohortserver/cohort/membership"
 )
@@ -433,13 +434,7 @@ func checkUnready(res *http.Response) error {
 }
 
 // writeError answers with the API's error shape {"error": msg}.
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	b, _ := json.Marshal(map[string]string{"error": msg})
-	_, _ = w.Write(append(b, '\n'))
-}
+func writeError(w http.ResponseWriter, code int, msg string) { httpapi.WriteError(w, code, msg) }
 
 type bufferPool struct{ p sync.Pool }
 

@@ -3,12 +3,13 @@ package sessions
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/cohortserver/cohort/httpapi"
 )
 
 // Middleware loads the request's session from its cookie and commits the
@@ -187,11 +188,5 @@ func StatusFor(err error) int {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	h := w.Header()
-	h.Del("Content-Length")
-	h.Del("Content-Encoding")
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(StatusFor(err))
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+	httpapi.WriteError(w, StatusFor(err), err.Error())
 }

@@ -1,0 +1,22 @@
+package testcluster
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// VerifyNoLeaks runs a package's tests and fails them if goroutines are
+// left behind: every node a test started must have stopped everything it
+// started. Use it as the package's TestMain:
+//
+//	func TestMain(m *testing.M) { testcluster.VerifyNoLeaks(m) }
+func VerifyNoLeaks(m *testing.M, extra ...goleak.Option) {
+	opts := append([]goleak.Option{
+		// Keep-alive connections of the tests' own HTTP clients.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	}, extra...)
+	goleak.VerifyTestMain(m, opts...)
+}
