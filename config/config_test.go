@@ -172,3 +172,23 @@ func FuzzParsePeers(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLoadConfigFile feeds arbitrary YAML to --config: Load returns a
+// configuration or an error naming what is wrong, never panics.
+func FuzzLoadConfigFile(f *testing.F) {
+	f.Add("node-id: n1\npeers: [\"n1=127.0.0.1:7071\"]\n")
+	f.Add("node-id: [1, 2]\nhttp-addr: {a: b}\n")
+	f.Add("join-timeout: -5s\nraft-timeout-scale: nan\n")
+	f.Add("\x00\xff")
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, body string) {
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(false, []string{"--config", p}, io.Discard)
+		if err != nil && !errors.Is(err, ErrInvalid) {
+			t.Fatalf("error does not wrap ErrInvalid: %v", err)
+		}
+	})
+}

@@ -24,6 +24,8 @@
 #   COHORT_LONG=1              long modes (soak, longer fuzzing); only read by the tests. Raises
 #                              the default go test timeout to 120m.
 #   COHORT_TEST_TIMEOUT=DUR    go test -timeout when no ARGS are given (default 25m).
+#   COHORT_SKIP_FUZZ=1         skip the short run of every fuzz target (scripts/fuzz.sh)
+#   COHORT_FUZZTIME=DUR        how long each fuzz target runs (default 3s)
 #
 # The tests see COHORT_TEST_MYSQL_DSN, COHORT_CHROMIUM, COHORT_SKIP_MYSQL, COHORT_SKIP_BROWSER,
 # COHORT_LONG, and for a MariaDB started here also COHORT_MARIADB_PID, COHORT_MARIADB_DIR,
@@ -122,4 +124,12 @@ else
 	rc=$?
 	step "tests FAILED (exit $rc) after $((SECONDS - t0)) s"
 	exit "$rc"
+fi
+
+# Every fuzz target briefly, unless asked for specific tests or skipped.
+if [ "$#" -eq 0 ] && [ "${COHORT_SKIP_FUZZ:-0}" != 1 ]; then
+	step "fuzz targets (${COHORT_FUZZTIME:-3s} each; COHORT_SKIP_FUZZ=1 skips)"
+	t0=$SECONDS
+	./scripts/fuzz.sh
+	step "fuzzing passed in $((SECONDS - t0)) s"
 fi
