@@ -132,7 +132,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	n.members = members
 	n.routes()
 	for _, setup := range []func() error{
-		n.setupSessions, n.setupFiles, n.setupJobs, n.setupApp, n.setupReadGuard, n.setupFront,
+		n.setupSessions, n.setupFiles, n.setupJobs, n.setupApp, n.setupFront,
 		n.setupOps,
 	} {
 		if err := setup(); err != nil {

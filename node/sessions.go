@@ -29,6 +29,7 @@ func (n *Node) setupSessions() error {
 		Dir:            filepath.Join(n.cfg.DataDir, "sessions"),
 		Ignore:         sc.IgnoreRegexp(),
 		SweepInterval:  sc.SweepInterval,
+		Reads:          sessionReads{n},
 		Logger:         n.log,
 	})
 	if err != nil {

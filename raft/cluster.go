@@ -69,13 +69,19 @@ type Config struct {
 	Listener net.Listener
 }
 
-// Timing returns the Raft timers for a scale factor.
+// Timing returns the Raft timers for a scale factor: heartbeat and election
+// timeouts of 500 ms and a leader lease of a quarter of that. The quarter is
+// what makes local reads safe: a leader cut off from its quorum steps down
+// within two leases (hashicorp/raft checks the lease once per lease), i.e.
+// half a heartbeat timeout, and a follower's read lease (ReadLease) runs
+// out a quarter later, while no other node can be elected before a full
+// heartbeat timeout without contact has passed.
 func Timing(scale float64) (heartbeat, election, lease time.Duration) {
 	if scale <= 0 {
 		scale = 1
 	}
 	d := func(base time.Duration) time.Duration { return time.Duration(float64(base) * scale) }
-	return d(500 * time.Millisecond), d(500 * time.Millisecond), d(250 * time.Millisecond)
+	return d(500 * time.Millisecond), d(500 * time.Millisecond), d(125 * time.Millisecond)
 }
 
 // Cluster is one node's membership in the Raft cluster: consensus, the

@@ -276,6 +276,7 @@ const (
 	cmdTouch   = "sessions.touch"   // coalesced last-access times
 	cmdSweep   = "sessions.sweep"   // expired ids the leader found
 	cmdDestroy = "sessions.destroy" // every session of a principal
+	cmdClaim   = "sessions.claim"   // this node takes sessions over (owner = origin)
 	cmdVersion = 1
 )
 

@@ -486,6 +486,8 @@ func fromApplyError(err error) error {
 			return fmt.Errorf("%w: %s", ErrTooLarge, ae.Message)
 		case "sessions.gone":
 			return ErrSessionGone
+		case "sessions.moved":
+			return ErrSessionMoved
 		}
 	}
 	return fmt.Errorf("commit session: %w", err)

@@ -29,6 +29,9 @@ var (
 	// ErrSessionGone means the session ended (destroyed, renewed or
 	// expired) on another request while this one was changing it.
 	ErrSessionGone = errors.New("the session ended while this request was changing it")
+	// ErrSessionMoved means another node took the session over while this
+	// request was changing it here; the client retries through the new owner.
+	ErrSessionMoved = errors.New("the session moved to another node while this request was changing it; retry")
 	// ErrNoSession is returned by the context API outside the middleware.
 	ErrNoSession = errors.New("no session in this request context: wrap the handler with Manager.Middleware")
 	// ErrInvalidValue is a Put value that cannot be stored.
@@ -55,6 +58,23 @@ func (e *limitError) Is(target error) bool { return target == ErrTooLarge }
 
 // ApplyCode implements raft.CodedError.
 func (e *limitError) ApplyCode() string { return "sessions.too_large" }
+
+// Reads is what keeps local session reads linearizable. Every session has
+// one owner, the node that last committed to it or claimed it, recorded in
+// the replicated state. Only the owner reads locally, and only while
+// OwnerFresh holds; otherwise it first passes Sync. Another node claims the
+// session through Raft and waits ClaimWait before serving it, by which time
+// the old owner has either applied the claim or lost its read lease.
+type Reads interface {
+	// OwnerFresh reports whether this node may read its own sessions
+	// locally right now (a fresh, synced read lease).
+	OwnerFresh() bool
+	// Sync waits until this node applied every acknowledged write (a read
+	// index through the leader).
+	Sync(ctx context.Context) error
+	// ClaimWait is how long a new owner waits after its claim applied.
+	ClaimWait() time.Duration
+}
 
 // codedError keeps a sentinel's code across a forwarded Apply.
 type codedError struct {
@@ -117,6 +137,9 @@ type Config struct {
 	SweepBatch int
 	// CommitTimeout bounds one commit through Raft (default 10s).
 	CommitTimeout time.Duration
+	// Reads decides when this node may answer a session from local state;
+	// nil reads locally always (tests of the package without a node).
+	Reads Reads
 	// CatchUpTimeout bounds the wait for the leader's commit index when a
 	// session arrives from another node (default 2s); past it the request
 	// is served from what this node has.
@@ -179,6 +202,7 @@ type Manager struct {
 	touches  atomic.Uint64 // touch entries this node proposed
 	sweeps   atomic.Uint64 // sweep entries this node proposed
 	catchUps atomic.Uint64 // read-index waits for sessions that moved here
+	claims   atomic.Uint64 // sessions taken over from another owner
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -196,7 +220,7 @@ func New(cl Cluster, cfg Config) (*Manager, error) {
 	m := &Manager{cfg: cfg, cluster: cl, st: newStore(), log: cfg.Logger.With("component", "sessions"),
 		touchCh: make(chan struct{}, 1)}
 	m.st.onEvent = m.deliver
-	if err := cl.Register("sessions", m.st, cmdCommit, cmdTouch, cmdSweep, cmdDestroy); err != nil {
+	if err := cl.Register("sessions", m.st, cmdCommit, cmdTouch, cmdSweep, cmdDestroy, cmdClaim); err != nil {
 		return nil, fmt.Errorf("register sessions state machine: %w", err)
 	}
 	cl.OnLeader(m.sweepLoop)
@@ -220,6 +244,9 @@ const commitIndexPath = "/_internal/sessions/commit-index"
 func (m *Manager) catchUp(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
 	defer cancel()
+	if m.cfg.Reads != nil {
+		return m.cfg.Reads.Sync(ctx)
+	}
 	var idx uint64
 	if m.cluster.IsLeader() {
 		idx = m.cluster.Info().CommitIndex
@@ -487,6 +514,8 @@ type Stats struct {
 	// CatchUps counts sessions that arrived from another node and waited
 	// for the leader's commit index.
 	CatchUps uint64 `json:"catch_ups"`
+	// Claims counts sessions this node took over from another owner.
+	Claims uint64 `json:"claims"`
 }
 
 // Stats returns the counts of this node's copy of the sessions.
@@ -498,6 +527,7 @@ func (m *Manager) Stats() Stats {
 		Bytes: m.st.bytes, MemBytes: m.st.memBytes, Principals: len(m.st.principals),
 		Applied: m.st.applied.Load(), Commits: m.commits.Load(), Touches: m.touches.Load(), Sweeps: m.sweeps.Load(),
 		CatchUps: m.catchUps.Load(),
+		Claims:   m.claims.Load(),
 	}
 }
 

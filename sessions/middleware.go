@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -35,15 +36,21 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rs := m.load(r)
+		rs, err := m.load(r)
+		if err != nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, err)
+			return
+		}
 		rw := &respWriter{ResponseWriter: w, rs: rs, r: r}
 		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, rs)))
 		rw.finish()
 	})
 }
 
-// load finds the live session the request's cookie names.
-func (m *Manager) load(r *http.Request) *reqSession {
+// load finds the live session the request's cookie names and makes sure
+// this node may answer it from local state (ensureOwner).
+func (m *Manager) load(r *http.Request) (*reqSession, error) {
 	rs := &reqSession{m: m}
 	caughtUp := false
 	for _, c := range r.CookiesNamed(m.cfg.CookieName) {
@@ -51,25 +58,33 @@ func (m *Manager) load(r *http.Request) *reqSession {
 		if err != nil {
 			continue
 		}
-		if route != m.routeTag() && !caughtUp {
-			// The session was last served elsewhere: see its latest writes.
-			caughtUp = true
-			m.catchUps.Add(1)
-			if err := m.catchUp(r.Context()); err != nil {
-				m.log.Warn("session from another node served without catching up", "err", err)
-			}
-		}
 		now := time.Now().UnixNano()
 		id := sessionID(token)
 		x := m.lookup(id, now)
+		if x == nil && route != m.routeTag() && !caughtUp {
+			// Created or renewed elsewhere and not applied here yet: catch
+			// up before calling the token unknown.
+			caughtUp = true
+			m.catchUps.Add(1)
+			if err := m.catchUp(r.Context()); err != nil {
+				return rs, fmt.Errorf("read session: this node cannot catch up with the cluster (%w); retry", err)
+			}
+			x = m.lookup(id, now)
+		}
+		if x == nil {
+			continue
+		}
+		if x, err = m.ensureOwner(r.Context(), id, x, now); err != nil {
+			return rs, err
+		}
 		if x == nil {
 			continue
 		}
 		m.touched(id, x, now)
 		rs.id, rs.token, rs.cookieRoute = id, token, route
-		return rs
+		return rs, nil
 	}
-	return rs
+	return rs, nil
 }
 
 // respWriter commits the session before the response starts.
@@ -178,7 +193,7 @@ func StatusFor(err error) int {
 	switch {
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrSessionGone):
+	case errors.Is(err, ErrSessionGone), errors.Is(err, ErrSessionMoved):
 		return http.StatusConflict
 	case errors.Is(err, ErrNoSession), errors.Is(err, ErrInvalidValue):
 		return http.StatusInternalServerError

@@ -23,6 +23,7 @@ type session struct {
 	idle      int64  // idle timeout, nanoseconds (0 = none)
 	lifetime  int64  // absolute lifetime, nanoseconds (0 = none)
 	principal string // "" = none
+	owner     string // node that last committed or claimed it (reads.go)
 	data      []byte // attribute blob; nil when passivated (see size)
 	size      int64  // len of the blob, also while passivated
 	passive   bool   // data lives in the passivation file
@@ -120,6 +121,8 @@ func (s *store) Apply(e raft.Entry) ([]byte, error) {
 		evs, err = s.applySweep(e)
 	case cmdDestroy:
 		evs, out, err = s.applyDestroy(e)
+	case cmdClaim:
+		err = s.applyClaim(e)
 	default:
 		err = fmt.Errorf("%w: type %q", errBadCommand, e.Type)
 	}
@@ -197,6 +200,10 @@ func (s *store) applyCommit(e raft.Entry) ([]Event, error) {
 	case base == nil:
 		return evs, codedError{"sessions.gone", ErrSessionGone}
 	}
+	if base != nil && base.owner != "" && e.Origin != "" && base.owner != e.Origin {
+		// Another node claimed the session after this request read it.
+		return evs, codedError{"sessions.moved", ErrSessionMoved}
+	}
 	if target == "" {
 		return evs, fmt.Errorf("%w: no target id", errBadCommand)
 	}
@@ -238,6 +245,7 @@ func (s *store) applyCommit(e raft.Entry) ([]Event, error) {
 		return evs, &limitError{what: "session", size: ns.size, limit: c.maxBytes}
 	}
 	ns.touched = now
+	ns.owner = e.Origin
 
 	old := s.sessions[c.id]
 	if removeOld && old != nil {
@@ -254,6 +262,20 @@ func (s *store) applyCommit(e raft.Entry) ([]Event, error) {
 		evs = append(evs, s.event(EventRenewed, target, c.id, ns.principal, e))
 	}
 	return evs, nil
+}
+
+// applyClaim makes the proposing node the owner of the listed sessions.
+func (s *store) applyClaim(e raft.Entry) error {
+	ids, err := decodeIDs(e.Payload)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if x := s.sessions[id]; x != nil {
+			x.owner = e.Origin
+		}
+	}
+	return nil
 }
 
 func (s *store) applyTouch(e raft.Entry) error {
@@ -371,7 +393,10 @@ func (s *store) Snapshot() (raft.Snapshot, error) {
 	return snap, nil
 }
 
-const snapMagic = "CSES2"
+const (
+	snapMagic   = "CSES3" // with the owner after the principal
+	snapMagicV2 = "CSES2" // without owners; still restored
+)
 
 type storeSnap struct {
 	sessions map[string]*session
@@ -401,6 +426,8 @@ func (sn *storeSnap) Persist(w io.Writer) error {
 		hdr = binary.AppendVarint(hdr, x.lifetime)
 		hdr = binary.AppendUvarint(hdr, uint64(len(x.principal)))
 		hdr = append(hdr, x.principal...)
+		hdr = binary.AppendUvarint(hdr, uint64(len(x.owner)))
+		hdr = append(hdr, x.owner...)
 		hdr = binary.AppendUvarint(hdr, uint64(len(data)))
 		bw.Write(hdr)
 		if _, err := bw.Write(data); err != nil {
@@ -434,10 +461,10 @@ func (s *store) Restore(r io.Reader) error {
 		// No section: no sessions.
 	case err != nil:
 		return fmt.Errorf("read sessions snapshot: %w", err)
-	case string(magic) != snapMagic:
+	case string(magic) != snapMagic && string(magic) != snapMagicV2:
 		return fmt.Errorf("sessions snapshot header %q: %w", magic, errBadCommand)
 	default:
-		sessions, principals, bytes, err = readSessions(br)
+		sessions, principals, bytes, err = readSessions(br, string(magic) == snapMagic)
 		if err != nil {
 			return err
 		}
@@ -452,7 +479,7 @@ func (s *store) Restore(r io.Reader) error {
 	return nil
 }
 
-func readSessions(br *bufio.Reader) (map[string]*session, map[string]map[string]struct{}, int64, error) {
+func readSessions(br *bufio.Reader, withOwner bool) (map[string]*session, map[string]map[string]struct{}, int64, error) {
 	bad := func(err error) (map[string]*session, map[string]map[string]struct{}, int64, error) {
 		return nil, nil, 0, fmt.Errorf("read sessions snapshot: %w", err)
 	}
@@ -504,6 +531,22 @@ func readSessions(br *bufio.Reader) (map[string]*session, map[string]map[string]
 				intern[p] = p
 			}
 			x.principal = p
+		}
+		if withOwner {
+			ol, err := binary.ReadUvarint(br)
+			if err != nil || ol > 64 {
+				return bad(errors.Join(err, errBadCommand))
+			}
+			ob := make([]byte, ol)
+			if _, err := io.ReadFull(br, ob); err != nil {
+				return bad(err)
+			}
+			o, ok := intern[string(ob)]
+			if !ok {
+				o = string(ob)
+				intern[o] = o
+			}
+			x.owner = o
 		}
 		dl, err := binary.ReadUvarint(br)
 		if err != nil || dl > 1<<31 {
