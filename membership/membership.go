@@ -314,15 +314,3 @@ func (t *Table) MarkFailed(id string) {
 		p.markFailed(id)
 	}
 }
-
-// FailingSince returns when this node first saw id fail since it last
-// answered (zero while it answers, and for this node itself).
-func (t *Table) FailingSince(id string) time.Time {
-	t.mu.RLock()
-	p := t.health
-	t.mu.RUnlock()
-	if p == nil || id == t.selfID {
-		return time.Time{}
-	}
-	return p.failingSince(id)
-}

@@ -95,11 +95,7 @@ func (p *prober) record(id string, ok bool) {
 		h.fails = 0
 		h.healthy = true
 		h.lastOK = time.Now()
-		h.firstFail = time.Time{}
 	} else {
-		if h.fails == 0 {
-			h.firstFail = time.Now()
-		}
 		h.fails++
 		if h.fails >= failThreshold {
 			h.healthy = false
@@ -117,20 +113,8 @@ func (p *prober) markFailed(id string) {
 	if h.healthy {
 		p.log.Info("peer marked unhealthy by a failed call", "node", id)
 	}
-	if h.firstFail.IsZero() {
-		h.firstFail = time.Now()
-	}
 	h.fails = failThreshold
 	h.healthy = false
-}
-
-func (p *prober) failingSince(id string) time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if h, ok := p.peers[id]; ok {
-		return h.firstFail
-	}
-	return time.Time{}
 }
 
 func (p *prober) healthy(id string) bool {
