@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cohortserver/cohort/httpapi"
+
 	"github.com/go-sql-driver/mysql"
 	_ "modernc.org/sqlite" // the dev-mode business database, pure Go
 
@@ -492,15 +494,12 @@ func (d *Database) Require(next http.Handler) http.Handler {
 // WriteUnavailable answers 503 with the API's error shape for a database
 // error (as returned by Check).
 func WriteUnavailable(w http.ResponseWriter, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Retry-After", "2")
-	w.WriteHeader(http.StatusServiceUnavailable)
 	msg := err.Error()
 	if errors.Is(err, ErrUnavailable) {
 		msg += "; this request needs it, try again shortly"
 	}
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	httpapi.WriteError(w, http.StatusServiceUnavailable, msg)
 }
 
 // connector opens MySQL connections with the DSN in use at connect time,

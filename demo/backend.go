@@ -3,7 +3,6 @@ package demo
 import (
 	"context"
 	"embed"
-	"encoding/json"
 	"html/template"
 	"io"
 	"io/fs"
@@ -11,6 +10,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/cohortserver/cohort/httpapi"
 
 	"github.com/cohortserver/cohort/db"
 )
@@ -113,20 +114,7 @@ func (b *Backend) members(ctx context.Context) []Member {
 func (b *Backend) leader() bool { return b.IsLeader != nil && b.IsLeader() }
 
 func (b *Backend) listMembers(w http.ResponseWriter, r *http.Request) {
-	reply(w, http.StatusOK, map[string]any{"node": b.NodeID, "members": b.members(r.Context())})
-}
-
-// reply writes v as JSON with status code.
-func reply(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// replyError writes the API's error shape {"error": msg}.
-func replyError(w http.ResponseWriter, code int, msg string) {
-	reply(w, code, map[string]string{"error": msg})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"node": b.NodeID, "members": b.members(r.Context())})
 }
 
 // unixMS is how the demo stores times: portable between MySQL and SQLite.

@@ -3,6 +3,8 @@ package demo
 import (
 	"net/http"
 
+	"github.com/cohortserver/cohort/httpapi"
+
 	"github.com/cohortserver/cohort/sessions"
 )
 
@@ -20,7 +22,7 @@ type counterReply struct {
 func (a *App) mountCounter(handle func(string, http.Handler)) {
 	handle("GET /demo/api/counter", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A read never creates a session.
-		writeJSON(w, http.StatusOK, counterReply{Count: a.Sessions.GetInt64(r.Context(), counterKey), Node: a.NodeID})
+		httpapi.WriteJSON(w, http.StatusOK, counterReply{Count: a.Sessions.GetInt64(r.Context(), counterKey), Node: a.NodeID})
 	}))
 	handle("POST /demo/api/counter", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
@@ -29,9 +31,9 @@ func (a *App) mountCounter(handle func(string, http.Handler)) {
 		// Commit before answering so a failure answers an error, not a
 		// count that was never stored.
 		if err := a.Sessions.Save(ctx); err != nil {
-			writeError(w, sessions.StatusFor(err), err.Error())
+			httpapi.WriteError(w, sessions.StatusFor(err), err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, counterReply{Count: n, Node: a.NodeID})
+		httpapi.WriteJSON(w, http.StatusOK, counterReply{Count: n, Node: a.NodeID})
 	}))
 }

@@ -11,7 +11,6 @@
 package demo
 
 import (
-	"encoding/json"
 	"log/slog"
 	"net/http"
 
@@ -39,17 +38,4 @@ func (a *App) Mount(handle func(pattern string, h http.Handler)) {
 		a.mountCounter(handle)
 		a.mountLogin(handle)
 	}
-}
-
-// writeJSON writes v as JSON with status code.
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeError writes the API's error shape {"error": msg}.
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cohortserver/cohort/httpapi"
 )
 
 // Upload limits of the demo.
@@ -67,23 +69,23 @@ type Upload struct {
 // content goes to the shared files, the listing row to the business DB.
 func (b *Backend) upload(w http.ResponseWriter, r *http.Request) {
 	if b.Files == nil {
-		replyError(w, http.StatusServiceUnavailable, ErrNoFiles.Error())
+		httpapi.WriteError(w, http.StatusServiceUnavailable, ErrNoFiles.Error())
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxUpload+1<<20)
 	mr, err := r.MultipartReader()
 	if err != nil {
-		replyError(w, http.StatusBadRequest, "send the file as multipart/form-data in a field named \"file\"")
+		httpapi.WriteError(w, http.StatusBadRequest, "send the file as multipart/form-data in a field named \"file\"")
 		return
 	}
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
-			replyError(w, http.StatusBadRequest, "no field named \"file\" in the form")
+			httpapi.WriteError(w, http.StatusBadRequest, "no field named \"file\" in the form")
 			return
 		}
 		if err != nil {
-			replyError(w, http.StatusBadRequest, "malformed multipart body: "+err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "malformed multipart body: "+err.Error())
 			return
 		}
 		if part.FormName() != "file" {
@@ -92,7 +94,7 @@ func (b *Backend) upload(w http.ResponseWriter, r *http.Request) {
 		}
 		name, err := CleanName(part.FileName())
 		if err != nil {
-			replyError(w, http.StatusBadRequest, err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		b.store(w, r, name, part)
@@ -108,11 +110,11 @@ func (b *Backend) store(w http.ResponseWriter, r *http.Request, name string, bod
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) || errors.Is(err, errTooLarge) || lr.left < 0 {
-			replyError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the demo takes files up to %d MiB", maxUpload>>20))
+			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the demo takes files up to %d MiB", maxUpload>>20))
 			return
 		}
 		b.log().Warn("demo upload failed", "name", name, "err", err)
-		replyError(w, http.StatusServiceUnavailable, "storing the file in the shared files failed: "+err.Error())
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "storing the file in the shared files failed: "+err.Error())
 		return
 	}
 	up := Upload{Name: name, Size: size, SHA256: sum, Node: b.NodeID, UploadedAt: time.Now().UTC().Truncate(time.Millisecond)}
@@ -121,7 +123,7 @@ func (b *Backend) store(w http.ResponseWriter, r *http.Request, name string, bod
 		return
 	}
 	up.URL = "/demo/api/files/" + name
-	reply(w, http.StatusOK, map[string]any{"node": b.NodeID, "file": up})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"node": b.NodeID, "file": up})
 }
 
 // recordUpload replaces the listing row of the file, in one transaction.
@@ -172,24 +174,24 @@ func (b *Backend) listFiles(w http.ResponseWriter, r *http.Request) {
 		b.dbError(r.Context(), w, err)
 		return
 	}
-	reply(w, http.StatusOK, map[string]any{"node": b.NodeID, "files": ups})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"node": b.NodeID, "files": ups})
 }
 
 // download handles GET /demo/api/files/NAME from the shared files, on any
 // node.
 func (b *Backend) download(w http.ResponseWriter, r *http.Request) {
 	if b.Files == nil {
-		replyError(w, http.StatusServiceUnavailable, ErrNoFiles.Error())
+		httpapi.WriteError(w, http.StatusServiceUnavailable, ErrNoFiles.Error())
 		return
 	}
 	name, err := CleanName(r.PathValue("name"))
 	if err != nil || name != r.PathValue("name") {
-		replyError(w, http.StatusBadRequest, fmt.Sprintf("%q: %s", r.PathValue("name"), ErrBadName))
+		httpapi.WriteError(w, http.StatusBadRequest, fmt.Sprintf("%q: %s", r.PathValue("name"), ErrBadName))
 		return
 	}
 	rc, size, err := b.Files.Get(r.Context(), uploadsDir+name)
 	if err != nil {
-		replyError(w, http.StatusNotFound, fmt.Sprintf("no uploaded file %q: %s", name, err))
+		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no uploaded file %q: %s", name, err))
 		return
 	}
 	defer rc.Close()

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"regexp"
 
+	"github.com/cohortserver/cohort/httpapi"
+
 	"github.com/cohortserver/cohort/sessions"
 )
 
@@ -24,25 +26,25 @@ func (a *App) mountLogin(handle func(string, http.Handler)) {
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, `body must be JSON {"user":"NAME"}: `+err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, `body must be JSON {"user":"NAME"}: `+err.Error())
 			return
 		}
 		if !userRe.MatchString(req.User) {
-			writeError(w, http.StatusBadRequest, "user must be 1-64 letters, digits, or _ . @ -")
+			httpapi.WriteError(w, http.StatusBadRequest, "user must be 1-64 letters, digits, or _ . @ -")
 			return
 		}
 		ctx := r.Context()
 		if err := a.Sessions.RenewToken(ctx); err != nil {
-			writeError(w, http.StatusInternalServerError, err.Error())
+			httpapi.WriteError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
 		a.Sessions.Put(ctx, userKey, req.User)
 		a.Sessions.SetPrincipal(ctx, req.User)
 		if err := a.Sessions.Save(ctx); err != nil {
-			writeError(w, sessions.StatusFor(err), err.Error())
+			httpapi.WriteError(w, sessions.StatusFor(err), err.Error())
 			return
 		}
 		a.Logger.Info("demo login", "user", req.User, "session", a.Sessions.ID(ctx))
-		writeJSON(w, http.StatusOK, map[string]string{"user": req.User, "node": a.NodeID})
+		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"user": req.User, "node": a.NodeID})
 	}))
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/cohortserver/cohort/httpapi"
 )
 
 //go:embed page.html
@@ -46,7 +48,7 @@ func (b *Backend) servePage(w http.ResponseWriter, r *http.Request) {
 	b.pageOnce.Do(func() { b.page, b.pageErr = parsePage() })
 	tmpl, err := b.page, b.pageErr
 	if err != nil {
-		replyError(w, http.StatusInternalServerError, "demo page template: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "demo page template: "+err.Error())
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
@@ -71,7 +73,7 @@ func (b *Backend) servePage(w http.ResponseWriter, r *http.Request) {
 	}
 	var buf bytes.Buffer
 	if err := tmpl.Execute(&buf, d); err != nil {
-		replyError(w, http.StatusInternalServerError, "render the demo page: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "render the demo page: "+err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

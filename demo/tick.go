@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/cohortserver/cohort/httpapi"
+
 	"github.com/cohortserver/cohort/db"
 )
 
@@ -92,7 +94,7 @@ func (b *Backend) listTicks(w http.ResponseWriter, r *http.Request) {
 		b.dbError(r.Context(), w, err)
 		return
 	}
-	reply(w, http.StatusOK, map[string]any{"node": b.NodeID, "ticks": ticks})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"node": b.NodeID, "ticks": ticks})
 }
 
 // dbError answers a failed query: 503 when the database is down, 500
@@ -103,9 +105,9 @@ func (b *Backend) dbError(ctx context.Context, w http.ResponseWriter, err error)
 		return
 	}
 	if errors.Is(err, sql.ErrNoRows) {
-		replyError(w, http.StatusNotFound, "not found")
+		httpapi.WriteError(w, http.StatusNotFound, "not found")
 		return
 	}
 	b.log().Warn("demo query failed", "err", err)
-	replyError(w, http.StatusInternalServerError, "the business database refused the demo's query: "+err.Error())
+	httpapi.WriteError(w, http.StatusInternalServerError, "the business database refused the demo's query: "+err.Error())
 }
