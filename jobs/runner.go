@@ -199,6 +199,9 @@ type Config struct {
 	// partitioned old leader has surely noticed its loss and cancelled its
 	// runs (0: none). node sets it to twice Raft's leader lease.
 	StartGrace time.Duration
+	// OnFinish, if set, is called on the node that ran it when a run ends
+	// and its record committed (metrics).
+	OnFinish func(job, status string, took time.Duration)
 }
 
 // Runner schedules registered jobs on the Raft leader and keeps their
@@ -767,6 +770,9 @@ func (r *Runner) execute(leaderCtx context.Context, j *job, rec RunRecord, ex *e
 			return
 		}
 		lg.Debug("run finished", "status", status, "attempts", attempt)
+		if r.cfg.OnFinish != nil {
+			r.cfg.OnFinish(j.name, status, time.Since(begin))
+		}
 	}()
 }
 

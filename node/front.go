@@ -34,6 +34,7 @@ func (n *Node) setupFront() error {
 		AccessLog:      n.cfg.Front.AccessLog,
 		PeerID:         raft.PeerID,
 		Ready:          n.isCaughtUp,
+		Observe:        n.events.FrontRequest,
 		StateFile:      filepath.Join(n.cfg.DataDir, "front-state"),
 		Logger:         n.log,
 	})

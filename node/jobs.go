@@ -22,7 +22,8 @@ import (
 // and the lifecycle.
 func (n *Node) setupJobs() error {
 	_, _, lease := raft.Timing(n.cfg.RaftTimeoutScale)
-	r, err := jobs.New(jobs.Config{Log: n.cluster, Logger: n.log, History: n.cfg.Jobs.History, StartGrace: 2 * lease})
+	r, err := jobs.New(jobs.Config{Log: n.cluster, Logger: n.log, History: n.cfg.Jobs.History, StartGrace: 2 * lease,
+		OnFinish: n.events.JobFinished})
 	if err != nil {
 		return err
 	}

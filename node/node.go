@@ -22,6 +22,7 @@ import (
 	"github.com/cohortserver/cohort/files"
 	"github.com/cohortserver/cohort/jobs"
 	"github.com/cohortserver/cohort/membership"
+	"github.com/cohortserver/cohort/metrics"
 	"github.com/cohortserver/cohort/proxy"
 	"github.com/cohortserver/cohort/raft"
 	"github.com/cohortserver/cohort/sessions"
@@ -69,6 +70,7 @@ type Node struct {
 	started     time.Time
 
 	readyChecks []ReadyCheck
+	events      *metrics.Events   // front and job events for /_cohort/metrics
 	caughtUp    chan struct{}     // closed once ready for the first time (catchup.go)
 	draining    atomic.Bool       // graceful shutdown under way (catchup.go)
 	leaseEpoch  atomic.Uint64     // bumped when the read lease lapses (readguard.go)
@@ -112,7 +114,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 		logger = cfg.NewLogger(os.Stderr)
 	}
 	logger = logger.With("node", cfg.NodeID)
-	n := &Node{cfg: cfg, opts: o, log: logger, mux: http.NewServeMux(), app: http.NewServeMux(), caughtUp: make(chan struct{})}
+	n := &Node{cfg: cfg, opts: o, log: logger, mux: http.NewServeMux(), app: http.NewServeMux(), caughtUp: make(chan struct{}), events: metrics.NewEvents()}
 	n.leaseEpoch.Store(1) // nothing synced yet: the first owner read takes a read index
 	n.cluster = raft.New(raft.Config{
 		NodeID:       cfg.NodeID,

@@ -197,6 +197,7 @@ func (n *Node) registerCapabilityMetrics() error {
 			emit("inflight_requests", float64(n.front.InFlight()))
 		}))
 	}
+	cs = append(cs, n.events)
 	return reg.Register(cs...)
 }
 

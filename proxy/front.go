@@ -99,6 +99,10 @@ type Config struct {
 	// StateFile, if set, is where Shutdown remembers the state it changed
 	// so that the next Start restores it.
 	StateFile string
+	// Observe, if set, is called once per application request with its
+	// route kind (local, forwarded, failover, balanced, hop), final status,
+	// duration and number of tries (metrics).
+	Observe func(kind string, status int, took time.Duration, tries int)
 	// Logger receives the access log and events; nil discards.
 	Logger *slog.Logger
 }
@@ -245,6 +249,9 @@ func (f *Front) serve(w http.ResponseWriter, r *http.Request) {
 	view := f.resolveClient(r)
 	p := f.plan(r)
 	upstream, tries := p.target, 0
+	if f.cfg.Observe != nil {
+		defer func() { f.cfg.Observe(p.kind, lw.status(), time.Since(start), tries) }()
+	}
 	if f.cfg.AccessLog {
 		defer func() {
 			f.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
