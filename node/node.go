@@ -36,6 +36,13 @@ type options struct {
 	httpLn    net.Listener
 	clusterLn net.Listener
 	faults    *raft.Faults
+	now       func() time.Time
+}
+
+// WithClock sets the clock this node stamps replicated commands with when
+// it leads (tests of clock skew); the default is time.Now.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
 }
 
 // WithListeners makes the node serve on already-open listeners instead of
@@ -126,6 +133,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 		Logger:       logger,
 		Faults:       o.faults,
 		Listener:     o.clusterLn,
+		Now:          o.now,
 	})
 	members, err := membership.New(n.cluster, cfg.NodeID, logger)
 	if err != nil {

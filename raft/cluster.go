@@ -67,6 +67,9 @@ type Config struct {
 	Faults *Faults
 	// Listener, when set, is the cluster port already opened.
 	Listener net.Listener
+	// Now is the clock the leader stamps commands with; nil is time.Now.
+	// Tests skew it to show a follower's clock never reaches the log.
+	Now func() time.Time
 }
 
 // Timing returns the Raft timers for a scale factor: heartbeat and election
@@ -513,7 +516,11 @@ func (c *Cluster) applyLocal(ctx context.Context, origin, typ string, payload []
 			return Result{}, ctx.Err()
 		}
 	}
-	data := encodeEnvelope(typ, origin, time.Now(), payload)
+	now := time.Now
+	if c.cfg.Now != nil {
+		now = c.cfg.Now
+	}
+	data := encodeEnvelope(typ, origin, now(), payload)
 	f := c.raft.Apply(data, timeout)
 	if err := f.Error(); err != nil {
 		switch {

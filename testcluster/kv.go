@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cohortserver/cohort/node"
 	"github.com/cohortserver/cohort/raft"
@@ -21,6 +22,7 @@ const kvCmd = "test.kv.put"
 type KV struct {
 	mu      sync.RWMutex
 	data    map[string]string
+	times   map[string]time.Time // entry time of each key's last put
 	applied int
 }
 
@@ -36,7 +38,7 @@ type KVs struct {
 func WithKV() (Option, *KVs) {
 	k := &KVs{kvs: make(map[string]*KV)}
 	return WithNodeSetup(func(n *node.Node) {
-		kv := &KV{data: make(map[string]string)}
+		kv := &KV{data: make(map[string]string), times: make(map[string]time.Time)}
 		if err := n.Cluster().Register("test-kv", kv, kvCmd); err != nil {
 			panic(fmt.Sprintf("register test kv: %v", err)) // test setup only
 		}
@@ -86,6 +88,7 @@ func (kv *KV) Apply(e raft.Entry) ([]byte, error) {
 	kv.mu.Lock()
 	defer kv.mu.Unlock()
 	kv.data[p.Key] = p.Value
+	kv.times[p.Key] = e.Time
 	kv.applied++
 	return []byte(p.Value), nil
 }
@@ -96,6 +99,13 @@ func (kv *KV) Get(key string) (string, bool) {
 	defer kv.mu.RUnlock()
 	v, ok := kv.data[key]
 	return v, ok
+}
+
+// Time is the entry time (the leader's stamp) of key's last put.
+func (kv *KV) Time(key string) time.Time {
+	kv.mu.RLock()
+	defer kv.mu.RUnlock()
+	return kv.times[key]
 }
 
 // Len is the number of keys.

@@ -35,6 +35,7 @@ type Cluster struct {
 	tweak  func(*config.Config)
 	setup  func(*node.Node)
 	tee    io.Writer // also receives every log line (WithLogWriter)
+	skew   map[string]time.Duration
 	logger *slog.Logger
 
 	mu          sync.Mutex
@@ -74,6 +75,12 @@ func WithNodeSetup(fn func(*node.Node)) Option {
 // for what must never be logged).
 func WithLogWriter(w io.Writer) Option {
 	return func(c *Cluster) { c.tee = w }
+}
+
+// WithClockSkew runs each listed node with its clock off by the given
+// amount (what it would stamp commands with, were it the leader).
+func WithClockSkew(skew map[string]time.Duration) Option {
+	return func(c *Cluster) { c.skew = skew }
 }
 
 // KeyFile is the path of the cluster key file every node reads at start.
@@ -202,7 +209,11 @@ func (nd *Node) start() error {
 		hl.Close()
 		return fmt.Errorf("%s: %w", nd.ID, err)
 	}
-	n, err := node.New(cfg, node.WithListeners(hl, cl), node.WithFaults(nd.c.faults))
+	opts := []node.Option{node.WithListeners(hl, cl), node.WithFaults(nd.c.faults)}
+	if d, ok := nd.c.skew[nd.ID]; ok {
+		opts = append(opts, node.WithClock(func() time.Time { return time.Now().Add(d) }))
+	}
+	n, err := node.New(cfg, opts...)
 	if err != nil {
 		hl.Close()
 		cl.Close()
