@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -58,6 +59,8 @@ type options struct {
 	profile  bool
 
 	cohortDesc string // what binary and source were measured
+	tag        string // added to the date in file names
+	sessions   []int  // sizes of the scale curve
 }
 
 func (o options) modeName() string {
@@ -119,12 +122,25 @@ func run() error {
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (data, logs of every process)")
 	fs.IntVar(&o.rounds, "rounds", 0, "measured rounds per setting (default 3, 2 with -short)")
 	fs.DurationVar(&o.round, "round", 0, "length of one round (default 5s, 1.5s with -short)")
+	fs.StringVar(&o.tag, "tag", "", "added to the date in the names of the note and charts (DATE-TAG.md)")
+	var sizes string
+	fs.StringVar(&sizes, "sessions", "", "session counts of the scale curve (default 10000,100000; 10000 with -short)")
 	fs.IntVar(&o.failReps, "kills", 0, "leader kills in the failover scenario (default 5, 1 with -short)")
 	fs.BoolVar(&o.profile, "profile", true, "sample a cohort node with perf during one extra, unmeasured round of the stack, writes, hop and files scenarios")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	o.command = "go run ./bench " + strings.Join(os.Args[1:], " ")
+	for _, f := range strings.Split(sizes, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("%w: -sessions: %q is not a positive count", errUsage, f)
+		}
+		o.sessions = append(o.sessions, n)
+	}
 	o.warmup = 3 * time.Second
 	if o.failReps == 0 {
 		o.failReps = 5
@@ -196,6 +212,9 @@ func run() error {
 	e := &env{opts: o, p: p, out: o.out, stamp: started.UTC().Format("2006-01-02"), logf: logf}
 	if o.short {
 		e.stamp += "-short"
+	}
+	if o.tag != "" {
+		e.stamp += "-" + o.tag
 	}
 	self, err := os.Executable()
 	if err != nil {

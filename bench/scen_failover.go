@@ -60,10 +60,12 @@ type foCounts struct {
 func (c *foCounts) fail(method string, code int, err error) {
 	why := fmt.Sprintf("%s %d", method, code)
 	if err != nil {
-		why = fmt.Sprintf("%s %v", method, err)
-		if len(why) > 120 {
-			why = why[:120]
+		// Keep what went wrong, not which ports: "GET connection reset by peer".
+		msg := err.Error()
+		if i := strings.LastIndex(msg, ": "); i >= 0 {
+			msg = msg[i+2:]
 		}
+		why = method + " " + msg
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
