@@ -478,7 +478,7 @@ func TestVersionsRenameWatch(t *testing.T) {
 		t.Fatalf("watch events %v, want %v", got, want)
 	}
 	code, body = call(t, c, n1, http.MethodGet, "/_cohort/api/files?prefix=conf/&deleted=1", "")
-	if code != 200 || !strings.Contains(body, `"deleted": true`) {
+	if code != 200 || !strings.Contains(body, `"deleted":true`) {
 		t.Fatalf("listing with tombstones: %d %s", code, body)
 	}
 }

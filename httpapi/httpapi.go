@@ -15,7 +15,8 @@ type Error struct {
 	Error string `json:"error"`
 }
 
-// WriteJSON answers v as indented JSON with status code.
+// WriteJSON answers v as compact JSON (the contract's form) with status
+// code; people read it through the CLI or a JSON tool.
 func WriteJSON(w http.ResponseWriter, code int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
@@ -24,9 +25,7 @@ func WriteJSON(w http.ResponseWriter, code int, v any) {
 	h.Del("Content-Length")
 	h.Del("Content-Encoding")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // WriteError answers {"error": msg} with status code.

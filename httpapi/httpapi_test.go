@@ -25,3 +25,11 @@ func TestWriteErrorShape(t *testing.T) {
 		t.Fatalf("body %q: %v", rec.Body.String(), err)
 	}
 }
+
+func TestWriteJSONIsCompactLikeTheContract(t *testing.T) {
+	rec := httptest.NewRecorder()
+	WriteJSON(rec, http.StatusOK, map[string]any{"count": 0, "node": "n1"})
+	if got := rec.Body.String(); got != `{"count":0,"node":"n1"}`+"\n" {
+		t.Fatalf("body %q", got)
+	}
+}
