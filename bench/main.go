@@ -221,6 +221,14 @@ func run() error {
 		return fmt.Errorf("find this binary: %w", err)
 	}
 	e.self = self
+	// `go run` strips its binary of symbols, and perf profiles of the
+	// cohort-node processes need them: build an unstripped copy.
+	selfBin := filepath.Join(o.work, "bench")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", selfBin, "./bench").CombinedOutput(); err == nil {
+		e.self = selfBin
+	} else {
+		logf("using this binary for the helper processes (go build ./bench: %v: %s)", err, strings.TrimSpace(string(out)))
+	}
 	e.cohort = o.cohort
 	if e.cohort == "" {
 		e.cohort = filepath.Join(o.work, "cohort")
