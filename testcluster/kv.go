@@ -28,6 +28,10 @@ type KV struct {
 
 var _ raft.StateMachine = (*KV)(nil)
 
+func newKV() *KV {
+	return &KV{data: make(map[string]string), times: make(map[string]time.Time)}
+}
+
 // KVs tracks one KV per node, rebuilt when a node restarts.
 type KVs struct {
 	mu  sync.Mutex
@@ -38,7 +42,7 @@ type KVs struct {
 func WithKV() (Option, *KVs) {
 	k := &KVs{kvs: make(map[string]*KV)}
 	return WithNodeSetup(func(n *node.Node) {
-		kv := &KV{data: make(map[string]string), times: make(map[string]time.Time)}
+		kv := newKV()
 		if err := n.Cluster().Register("test-kv", kv, kvCmd); err != nil {
 			panic(fmt.Sprintf("register test kv: %v", err)) // test setup only
 		}
@@ -142,6 +146,7 @@ func (kv *KV) Restore(r io.Reader) error {
 	}
 	kv.mu.Lock()
 	kv.data = m
+	kv.times = make(map[string]time.Time) // entry times are not in snapshots
 	kv.mu.Unlock()
 	return nil
 }

@@ -49,5 +49,5 @@ func (c *Cluster) initSecrets(t testing.TB) {
 // RegisterKV registers a fresh test KV on n, as WithKV does on running
 // nodes; offline tools (node.RecoverWith) need the same machines.
 func RegisterKV(n *node.Node) error {
-	return n.Cluster().Register("test-kv", &KV{data: make(map[string]string)}, kvCmd)
+	return n.Cluster().Register("test-kv", newKV(), kvCmd)
 }
