@@ -80,8 +80,7 @@ type Node struct {
 	events      *metrics.Events   // front and job events for /_cohort/metrics
 	caughtUp    chan struct{}     // closed once ready for the first time (catchup.go)
 	draining    atomic.Bool       // graceful shutdown under way (catchup.go)
-	leaseEpoch  atomic.Uint64     // bumped when the read lease lapses (readguard.go)
-	syncedEpoch atomic.Uint64     // epoch of the last read index as owner
+	syncStart   atomic.Int64      // start of the last successful read index (readguard.go)
 	files       *files.Store      // shared files (files.go)
 	jobs        *jobs.Runner      // master-only jobs (jobs.go)
 	bus         *broadcast.Bus    // cluster broadcast (jobs.go)
@@ -122,7 +121,6 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	}
 	logger = logger.With("node", cfg.NodeID)
 	n := &Node{cfg: cfg, opts: o, log: logger, mux: http.NewServeMux(), app: http.NewServeMux(), caughtUp: make(chan struct{}), events: metrics.NewEvents()}
-	n.leaseEpoch.Store(1) // nothing synced yet: the first owner read takes a read index
 	n.cluster = raft.New(raft.Config{
 		NodeID:       cfg.NodeID,
 		DataDir:      cfg.DataDir,
@@ -286,7 +284,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	})
 	n.goBackground(func() { n.watchCatchUp(bgCtx) })
-	n.goBackground(func() { n.watchLease(bgCtx) })
+	n.goBackground(func() { n.syncLoop(bgCtx) })
 	n.goBackground(func() { n.announceLoop(bgCtx) })
 	n.goBackground(func() { n.members.StartProbing(bgCtx, n.cluster.Client(), 250*time.Millisecond) })
 	n.log.Info("node started", "http", ln.Addr().String(), "cluster", n.cluster.AdvertiseAddr(), "version", buildinfo.Version)

@@ -6,54 +6,65 @@ import (
 )
 
 // sessionReads tells the sessions package when this node may answer a
-// session from local state (sessions.Reads): as the session's owner, while
-// its read lease is fresh and synced; otherwise after a read index; and a
-// node taking a session over waits out two read leases after its claim.
+// session from local state (sessions.Reads): while its last successful
+// read index *started* less than one read lease (a quarter heartbeat
+// timeout) ago. On the leader a read index is a leadership confirmation by
+// a quorum, which elects nobody else for a full heartbeat timeout; on a
+// follower it is the leader's applied index, confirmed the same way and
+// applied here. A claim (or any write) committed before that start is
+// applied here; one committed after it is followed by the claimant's wait
+// of two leases, by which time this sync is too old to serve from.
+//
+// Neither contact with the leader (heartbeats refresh it without telling a
+// lagging follower the commit index) nor the leader's own belief that it
+// leads (its step-down can run late on a loaded machine) is enough.
+// syncLoop keeps the sync fresh on every node.
 type sessionReads struct{ n *Node }
 
-// OwnerFresh reports whether the read lease is fresh and synced.
-func (s sessionReads) OwnerFresh() bool { return s.n.leaseSynced() }
-
-// Sync passes the leader's read index and marks the lease synced.
-func (s sessionReads) Sync(ctx context.Context) error {
-	epoch := s.n.leaseEpoch.Load()
-	if err := s.n.cluster.ReadIndex(ctx); err != nil {
-		return err
-	}
-	s.n.syncedEpoch.Store(epoch)
-	return nil
+// OwnerFresh reports whether local reads of owned sessions are current.
+func (s sessionReads) OwnerFresh() bool {
+	n := s.n
+	start := n.syncStart.Load()
+	return start != 0 && time.Since(time.Unix(0, start)) < n.cluster.ReadLease()
 }
 
+// Sync passes the leader's read index and records when it started.
+func (s sessionReads) Sync(ctx context.Context) error { return s.n.syncReads(ctx) }
+
 // ClaimWait is two read leases plus a margin for clock rate differences:
-// by then the old owner applied the claim or its lease ran out.
+// by then the old owner applied the claim or its sync is too old.
 func (s sessionReads) ClaimWait() time.Duration {
 	lease := s.n.cluster.ReadLease()
 	return 2*lease + lease/10 + 10*time.Millisecond
 }
 
-// leaseSynced reports whether the owner may read locally: its lease is
-// fresh and it passed a read index since the lease last lapsed (or since
-// start). After a lapse other nodes may have taken sessions over; one read
-// index brings this node past their claims.
-func (n *Node) leaseSynced() bool {
-	return n.cluster.LeaseFresh() && n.syncedEpoch.Load() == n.leaseEpoch.Load()
+func (n *Node) syncReads(ctx context.Context) error {
+	start := time.Now().UnixNano()
+	if err := n.cluster.ReadIndex(ctx); err != nil {
+		return err
+	}
+	for {
+		old := n.syncStart.Load()
+		if old >= start || n.syncStart.CompareAndSwap(old, start) {
+			return nil
+		}
+	}
 }
 
-// watchLease bumps the lease epoch each time the read lease lapses.
-func (n *Node) watchLease(ctx context.Context) {
-	t := time.NewTicker(25 * time.Millisecond)
+// syncLoop refreshes the read sync every third of a lease, so an owner's
+// reads stay local; a failed round just lets the sync age.
+func (n *Node) syncLoop(ctx context.Context) {
+	lease := n.cluster.ReadLease()
+	t := time.NewTicker(lease / 3)
 	defer t.Stop()
-	fresh := false
 	for {
-		now := n.cluster.LeaseContact()
-		if fresh && !now {
-			n.leaseEpoch.Add(1)
-		}
-		fresh = now
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		rctx, cancel := context.WithTimeout(ctx, lease)
+		_ = n.syncReads(rctx)
+		cancel()
 	}
 }
