@@ -8,50 +8,15 @@ import (
 	"io"
 	"net/http"
 	"time"
-
-	hraft "github.com/hashicorp/raft"
 )
 
-// ReadLease is how long after its last contact with the leader a follower
-// may still serve a local read as current; the leader steps down after the
-// same time without a quorum, so no other node can have committed a write
-// the lease holder misses (modulo clock rate drift, as every lease).
+// ReadLease is how long a node may serve local reads after a read index
+// started: a quarter of the heartbeat timeout, while a quorum that
+// confirmed the leader elects nobody else for a full heartbeat timeout
+// (modulo clock rate drift, as every lease). See node's sessionReads.
 func (c *Cluster) ReadLease() time.Duration {
 	_, _, lease := Timing(c.cfg.TimeoutScale)
 	return lease
-}
-
-// LeaseContact reports whether this node holds a read lease by contact:
-// it is a leader that finished its term's Barrier, or a follower that heard
-// from the leader within ReadLease.
-func (c *Cluster) LeaseContact() bool {
-	r, err := c.running()
-	if err != nil {
-		return false
-	}
-	if r.State() == hraft.Leader {
-		return c.barrierDone.Load() == r.CurrentTerm()
-	}
-	last := r.LastContact()
-	_, leader := r.LeaderWithID()
-	return leader != "" && !last.IsZero() && time.Since(last) < c.ReadLease()
-}
-
-// LeaseFresh reports whether this node may serve a local read without a
-// round trip: it holds the lease by contact (LeaseContact) and, as a
-// follower, applied the commit index it learned at that contact, so a
-// write or claim committed before then is visible. (After a no-op or
-// configuration entry the applied index of commands trails the commit
-// index until the next command; reads take the read-index path meanwhile.)
-func (c *Cluster) LeaseFresh() bool {
-	if !c.LeaseContact() {
-		return false
-	}
-	if c.IsLeader() {
-		return true
-	}
-	r, err := c.running()
-	return err == nil && c.router.applied.get() >= r.CommitIndex()
 }
 
 // ReadIndex makes a linearizable read possible on this node: it asks the
