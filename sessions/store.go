@@ -271,8 +271,16 @@ func (s *store) applyClaim(e raft.Entry) error {
 		return err
 	}
 	for _, id := range ids {
-		if x := s.sessions[id]; x != nil {
-			x.owner = e.Origin
+		x := s.sessions[id]
+		if x == nil || x.owner == e.Origin {
+			continue
+		}
+		// Copy on write: requests read sessions without the store's lock.
+		nx := *x
+		nx.owner = e.Origin
+		s.sessions[id] = &nx
+		if s.pv != nil {
+			s.pv.replaced(x, &nx)
 		}
 	}
 	return nil

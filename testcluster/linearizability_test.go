@@ -11,7 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -72,11 +75,13 @@ var registerModel = porcupine.Model{
 // of the request's session, on every node.
 func mountLinHandlers(n *node.Node) {
 	n.HandleApp("GET /lin/get", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Lin-Node", n.ID())
 		v := n.Sessions().GetString(r.Context(), r.URL.Query().Get("k"))
 		fmt.Fprint(w, v)
 	}))
 	n.HandleApp("POST /lin/put", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
+		w.Header().Set("X-Lin-Node", n.ID())
 		n.Sessions().Put(r.Context(), q.Get("k"), q.Get("v"))
 		fmt.Fprint(w, "ok")
 	}))
@@ -110,6 +115,12 @@ func (s *sharedCookie) update(resp *http.Response) {
 var errNotSent = errors.New("not sent")
 
 func linDo(ctx context.Context, nd *testcluster.Node, method, path string, ck *sharedCookie) (string, error) {
+	body, _, err := linDoServed(ctx, nd, method, path, ck)
+	return body, err
+}
+
+// linDoServed also returns the node whose handler answered.
+func linDoServed(ctx context.Context, nd *testcluster.Node, method, path string, ck *sharedCookie) (string, string, error) {
 	req, _ := http.NewRequestWithContext(ctx, method, nd.URL(path), nil)
 	if v := ck.get(); v != "" {
 		req.AddCookie(&http.Cookie{Name: ck.name, Value: v})
@@ -118,17 +129,18 @@ func linDo(ctx context.Context, nd *testcluster.Node, method, path string, ck *s
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
-			return "", fmt.Errorf("%w: %w", errNotSent, err)
+			return "", "", fmt.Errorf("%w: %w", errNotSent, err)
 		}
-		return "", err
+		return "", "", err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	ck.update(resp)
+	served := resp.Header.Get("X-Lin-Node")
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+		return "", served, fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
 	}
-	return string(b), nil
+	return string(b), served, nil
 }
 
 // nemesis injects one fault on a schedule and returns how to undo it.
@@ -228,24 +240,25 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 				in := linInput{key: keys[crng.IntN(len(keys))], put: crng.IntN(2) == 0}
 				rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
 				call := now()
-				var out string
+				var out, served string
 				var err error
 				if in.put {
 					in.value = fmt.Sprintf("c%d-%d", client, i)
-					_, err = linDo(rctx, nd, http.MethodPost, "/lin/put?k="+in.key+"&v="+url.QueryEscape(in.value), ck)
+					_, served, err = linDoServed(rctx, nd, http.MethodPost, "/lin/put?k="+in.key+"&v="+url.QueryEscape(in.value), ck)
 				} else {
-					out, err = linDo(rctx, nd, http.MethodGet, "/lin/get?k="+in.key, ck)
+					out, served, err = linDoServed(rctx, nd, http.MethodGet, "/lin/get?k="+in.key, ck)
 				}
+				meta := "via " + nd.ID + " served by " + served
 				ret := now()
 				rcancel()
 				switch {
 				case err == nil:
-					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: linOutput{value: out}, Return: ret}, false)
+					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: linOutput{value: out}, Return: ret, Metadata: meta}, false)
 				case errors.Is(err, errNotSent):
 					// Never reached a node: it did not happen.
 				case in.put:
 					// May have committed: it may linearize any time after its call.
-					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: linOutput{unknown: true}, Return: math.MaxInt64}, true)
+					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: linOutput{unknown: true}, Return: math.MaxInt64, Metadata: meta + " err " + err.Error()}, true)
 				}
 			}
 		}()
@@ -283,11 +296,20 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 	t.Logf("seed %d: nemesis %q, %d operations (%d with unknown outcome), leader now %s: %s", seed, what, len(ops), len(unknown), leader.ID, res)
 	switch res {
 	case porcupine.Illegal:
-		path := fmt.Sprintf("%s/lin-%d.html", t.TempDir(), seed)
+		path := filepath.Join(os.TempDir(), fmt.Sprintf("cohort-lin-%d.html", seed))
 		if f, err := os.Create(path); err == nil {
 			_ = porcupine.Visualize(registerModel, info, f)
 			f.Close()
 		}
+		txt := filepath.Join(os.TempDir(), fmt.Sprintf("cohort-lin-%d.txt", seed))
+		sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
+		var b strings.Builder
+		for _, op := range ops {
+			fmt.Fprintf(&b, "%8.3f %8.3f c%-2d %-40s %v\n", float64(op.Call)/1e9, float64(op.Return)/1e9, op.ClientId,
+				registerModel.DescribeOperation(op.Input, op.Output), op.Metadata)
+		}
+		_ = os.WriteFile(txt, []byte(b.String()), 0o644)
+		t.Logf("history: %s and %s", path, txt)
 		t.Fatalf("seed %d: history is not linearizable (nemesis %q); replay with COHORT_LIN_SEED=%d", seed, what, seed)
 	case porcupine.Unknown:
 		t.Logf("seed %d: checker timed out; history too large to decide", seed)
