@@ -19,12 +19,20 @@ func (m *Manager) ensureOwner(ctx context.Context, id string, x *session, now in
 	}
 	if x.owner == m.cfg.NodeID {
 		if reads.OwnerFresh() {
-			return x, nil
+			// Read again: the lease must hold before the state is read, or a
+			// sync completing in between (applying another node's claim)
+			// would make an older copy look current.
+			if x = m.lookup(id, now); x == nil || x.owner == m.cfg.NodeID {
+				return x, nil
+			}
+		} else {
+			if err := reads.Sync(ctx); err != nil {
+				return nil, fmt.Errorf("read session: this node cannot confirm it is current (%w); retry", err)
+			}
+			if x = m.lookup(id, now); x == nil || x.owner == m.cfg.NodeID {
+				return x, nil
+			}
 		}
-		if err := reads.Sync(ctx); err != nil {
-			return nil, fmt.Errorf("read session: this node cannot confirm it is current (%w); retry", err)
-		}
-		return m.lookup(id, now), nil
 	}
 	// Another node owns it: claim it through Raft, then give the old owner
 	// time to apply the claim or lose its read lease.
