@@ -295,16 +295,10 @@ func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *Writ
 		}
 		cmd.SHA256, cmd.Size, cmd.Holders = res.SHA256, res.Size, holders
 	}
-	for attempt := 0; ; attempt++ {
-		in, err := s.apply(ctx, cmdPut, cmd)
-		// An unconditional put is idempotent (same path, same content):
-		// when leadership changed under it, putting it again is safe.
-		if errors.Is(err, raft.ErrOutcomeUnknown) && o.IfVersion == nil && attempt < 3 && ctx.Err() == nil {
-			s.log.Debug("put outcome unknown; retrying", "path", p, "err", err)
-			continue
-		}
-		return in, err
-	}
+	// No retry when the outcome is unknown: the first attempt may have
+	// committed, and a second one landing after another writer's newer put
+	// would silently undo it. The caller learns the outcome is unknown.
+	return s.apply(ctx, cmdPut, cmd)
 }
 
 // InlineMax is the largest file whose content is carried in the Raft log

@@ -464,13 +464,11 @@ func (rs *reqSession) commit(ctx context.Context) error {
 func (m *Manager) apply(ctx context.Context, typ string, payload []byte) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.CommitTimeout)
 	defer cancel()
-	var err error
-	for range 3 {
-		_, err = m.cluster.Apply(ctx, typ, payload)
-		if !errors.Is(err, raft.ErrOutcomeUnknown) {
-			break
-		}
-	}
+	// No retry when the outcome is unknown: the first attempt may have
+	// committed, and applying the same deltas again after another request's
+	// writes would undo them (the linearizability check caught exactly
+	// that). The client gets 503 and decides.
+	_, err := m.cluster.Apply(ctx, typ, payload)
 	return fromApplyError(err)
 }
 
