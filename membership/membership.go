@@ -66,6 +66,7 @@ type Table struct {
 
 	mu      sync.RWMutex
 	members map[string]Member
+	routes  sync.Map // node id -> route tag under key (cleared by SetKey)
 
 	health *prober
 }
@@ -247,14 +248,30 @@ func (t *Table) SetKey(key []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.key = key
+	t.routes.Clear()
 }
 
 // Route returns the opaque route tag of a node: an HMAC of its id under the
 // cluster key, so a cookie reveals nothing of the topology.
 func (t *Table) Route(id string) string {
+	if tag, ok := t.routes.Load(id); ok {
+		return tag.(string)
+	}
 	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return RouteTag(t.key, id)
+	tag := RouteTag(t.key, id)
+	t.mu.RUnlock()
+	t.routes.Store(id, tag)
+	return tag
+}
+
+// routeLocked is Route for a caller holding t.mu.
+func (t *Table) routeLocked(id string) string {
+	if tag, ok := t.routes.Load(id); ok {
+		return tag.(string)
+	}
+	tag := RouteTag(t.key, id)
+	t.routes.Store(id, tag)
+	return tag
 }
 
 // RouteTag computes a route tag.
@@ -270,7 +287,7 @@ func (t *Table) ByRoute(tag string) (Member, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for id, m := range t.members {
-		if hmac.Equal([]byte(RouteTag(t.key, id)), []byte(tag)) {
+		if t.routeLocked(id) == tag {
 			return m, true
 		}
 	}
