@@ -522,7 +522,21 @@ func (c *Cluster) applyLocal(ctx context.Context, origin, typ string, payload []
 	}
 	data := encodeEnvelope(typ, origin, now(), payload)
 	f := c.raft.Apply(data, timeout)
-	if err := f.Error(); err != nil {
+	// Wait for the outcome, the caller's context or our own shutdown:
+	// hashicorp/raft can enqueue a command just as it shuts down and then
+	// never answer its future, which hung Close. The waiting goroutine
+	// ends when the future is answered.
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("apply %s: %w (%w)", typ, ErrOutcomeUnknown, ctx.Err())
+	case <-c.stop:
+		return Result{}, ErrNotStarted
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, hraft.ErrNotLeader), errors.Is(err, hraft.ErrEnqueueTimeout):
 			return Result{}, errRetry
