@@ -4,6 +4,7 @@ package jobs
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -35,16 +36,12 @@ func TestCommandActionEnvAndGroupKill(t *testing.T) {
 		done <- CommandAction{Argv: []string{"/bin/sh", "-c", "sleep 300 & echo $! > " + pidFile + "; wait"}}.Func()(ctx, run)
 	}()
 	var child int
-	deadline := time.Now().Add(10 * time.Second)
-	for child == 0 && time.Now().Before(deadline) {
+	waitFor(t, 10*time.Second, func() (bool, string) {
 		if b, err := os.ReadFile(pidFile); err == nil && strings.HasSuffix(string(b), "\n") {
 			child = atoi(strings.TrimSpace(string(b)))
 		}
-		time.Sleep(10 * time.Millisecond) // polling a file with a deadline
-	}
-	if child == 0 {
-		t.Fatal("the command never wrote its child's pid")
-	}
+		return child != 0, "the command never wrote its child's pid"
+	})
 	cancel()
 	select {
 	case err := <-done:
@@ -54,13 +51,9 @@ func TestCommandActionEnvAndGroupKill(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("cancelled command did not return")
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for syscall.Kill(child, 0) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("child %d of the cancelled command still runs", child)
-		}
-		time.Sleep(10 * time.Millisecond) // polling the process with a deadline
-	}
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		return syscall.Kill(child, 0) != nil, fmt.Sprintf("child %d of the cancelled command still runs", child)
+	})
 }
 
 func atoi(s string) int {

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -66,7 +67,7 @@ func TestMisfirePolicies(t *testing.T) {
 			// gap), the newest at least 2 s late.
 			now := time.Now().UTC()
 			if d := now.Sub(now.Truncate(time.Minute)); d < 2*time.Second {
-				time.Sleep(2*time.Second - d) // the clock, not a state: keep clear of the minute
+				<-time.NewTimer(2*time.Second - d).C // the wall clock, not a state: keep clear of the minute
 				now = time.Now().UTC()
 			}
 			cursor := now.Truncate(time.Minute).Add(-10*time.Minute - time.Second)
@@ -165,19 +166,11 @@ func TestRunOutcomes(t *testing.T) {
 			if err := r.step(ctx, r.jobs["j"], r.lg); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				h := r.state.view("j").History
-				if len(h) == 1 {
-					if h[0].Status != tt.status || h[0].Attempts != tt.attempts || !h[0].Manual {
-						t.Fatalf("run %+v, want status %s after %d attempts", h[0], tt.status, tt.attempts)
-					}
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("no finished run; state %+v", r.state.view("j"))
-				}
-				time.Sleep(5 * time.Millisecond) // polling the state with a deadline
+			waitFor(t, 10*time.Second, func() (bool, string) {
+				return len(r.state.view("j").History) == 1, fmt.Sprintf("no finished run; state %+v", r.state.view("j"))
+			})
+			if h := r.state.view("j").History; h[0].Status != tt.status || h[0].Attempts != tt.attempts || !h[0].Manual {
+				t.Fatalf("run %+v, want status %s after %d attempts", h[0], tt.status, tt.attempts)
 			}
 			cancel()
 			r.runsWG.Wait()
