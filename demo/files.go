@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"path"
 	"strconv"
@@ -73,20 +74,30 @@ func (b *Backend) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxUpload+1<<20)
+	name, part, err := filePart(r)
+	if err != nil {
+		httpapi.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	defer part.Close()
+	b.store(w, r, name, part)
+}
+
+// filePart finds the form field "file" of a multipart/form-data request
+// and returns its cleaned file name and its content, unread. Every error
+// says what the client must send instead.
+func filePart(r *http.Request) (string, *multipart.Part, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, "send the file as multipart/form-data in a field named \"file\"")
-		return
+		return "", nil, errors.New("send the file as multipart/form-data in a field named \"file\"")
 	}
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
-			httpapi.WriteError(w, http.StatusBadRequest, "no field named \"file\" in the form")
-			return
+			return "", nil, errors.New("no field named \"file\" in the form (or the body ends early, or its boundary is not the one in Content-Type)")
 		}
 		if err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, "malformed multipart body: "+err.Error())
-			return
+			return "", nil, fmt.Errorf("malformed multipart body: %w", err)
 		}
 		if part.FormName() != "file" {
 			part.Close()
@@ -94,12 +105,10 @@ func (b *Backend) upload(w http.ResponseWriter, r *http.Request) {
 		}
 		name, err := CleanName(part.FileName())
 		if err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, err.Error())
-			return
+			part.Close()
+			return "", nil, err
 		}
-		b.store(w, r, name, part)
-		part.Close()
-		return
+		return name, part, nil
 	}
 }
 

@@ -3,6 +3,10 @@ package demo
 import (
 	"bytes"
 	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -93,4 +97,101 @@ func BenchmarkPageRender(b *testing.B) {
 		buf.Reset()
 		_ = tmpl.Execute(&buf, d)
 	}
+}
+
+// multipartBody builds a form with the given fields (name → file name and
+// content; an empty file name makes a plain field).
+func multipartBody(t testing.TB, fields ...[3]string) (string, []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for _, f := range fields {
+		var w io.Writer
+		var err error
+		if f[1] == "" {
+			w, err = mw.CreateFormField(f[0])
+		} else {
+			w, err = mw.CreateFormFile(f[0], f[1])
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, f[2])
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return mw.FormDataContentType(), buf.Bytes()
+}
+
+func TestFilePart(t *testing.T) {
+	ct, body := multipartBody(t, [3]string{"note", "", "hello"}, [3]string{"file", "../../etc/pass wd", "content"})
+	ctNoFile, bodyNoFile := multipartBody(t, [3]string{"note", "", "hello"})
+	ctBadName, bodyBadName := multipartBody(t, [3]string{"file", "..", "x"})
+	cases := []struct {
+		name, ct, body, wantName, wantErr string
+	}{
+		{"file after a plain field", ct, string(body), "pass_wd", ""},
+		{"not multipart", "application/json", "{}", "", `multipart/form-data in a field named "file"`},
+		{"no content type", "", "x", "", `multipart/form-data in a field named "file"`},
+		{"no file field", ctNoFile, string(bodyNoFile), "", `no field named "file"`},
+		{"dots only", ctBadName, string(bodyBadName), "", "not only dots"},
+		{"ends before the file", ct, string(body[:len(body)/3]), "", `no field named "file"`},
+		{"wrong boundary", "multipart/form-data; boundary=nope", string(body), "", "boundary is not the one in Content-Type"},
+		{"bad part header", "multipart/form-data; boundary=x", "--x\r\nno colon here\r\n\r\nz\r\n--x--\r\n", "", "malformed multipart body"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/demo/api/files", strings.NewReader(tc.body))
+			if tc.ct != "" {
+				r.Header.Set("Content-Type", tc.ct)
+			}
+			name, part, err := filePart(r)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer part.Close()
+			got, err := io.ReadAll(part)
+			if name != tc.wantName || err != nil || string(got) != "content" {
+				t.Fatalf("got %q %q %v, want %q with \"content\"", name, got, err, tc.wantName)
+			}
+		})
+	}
+}
+
+// FuzzFilePart feeds arbitrary bodies and content types to the upload
+// form's parser: it must never panic, and a part it accepts must be the
+// "file" field with a name that CleanName accepts unchanged.
+func FuzzFilePart(f *testing.F) {
+	ct, body := multipartBody(f, [3]string{"note", "", "hello"}, [3]string{"file", "a/../b.txt", "content"})
+	f.Add(ct, body)
+	f.Add(ct, body[:len(body)/2])
+	f.Add("multipart/form-data; boundary=x", []byte("--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"..\"\r\n\r\nz\r\n--x--\r\n"))
+	f.Add("multipart/form-data; boundary=x", []byte("--x\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''%2e%2e%2fx\r\n\r\nz\r\n--x--\r\n"))
+	f.Add("text/plain", []byte("x"))
+	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
+		r := httptest.NewRequest(http.MethodPost, "/demo/api/files", bytes.NewReader(body))
+		r.Header.Set("Content-Type", contentType)
+		name, part, err := filePart(r)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		defer part.Close()
+		if part.FormName() != "file" {
+			t.Fatalf("accepted field %q", part.FormName())
+		}
+		if again, err := CleanName(name); err != nil || again != name || strings.ContainsAny(name, "/\\\x00") {
+			t.Fatalf("accepted name %q (%q, %v)", name, again, err)
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(part, 1<<20))
+	})
 }
