@@ -33,6 +33,7 @@ func (n *Node) setupFront() error {
 		DrainTimeout:   n.cfg.Front.DrainTimeout,
 		AccessLog:      n.cfg.Front.AccessLog,
 		PeerID:         raft.PeerID,
+		Dial:           n.cluster.DialHTTP,
 		Ready:          n.isCaughtUp,
 		Observe:        n.events.FrontRequest,
 		StateFile:      filepath.Join(n.cfg.DataDir, "front-state"),

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
@@ -103,6 +104,12 @@ type Config struct {
 	// route kind (local, forwarded, failover, balanced, hop), final status,
 	// duration and number of tries (metrics).
 	Observe func(kind string, status int, took time.Duration, tries int)
+	// Dial, if set, opens a connection to a peer's cluster address for
+	// forwarded requests without a body, which then go over the front's own
+	// pool of keep-alive connections instead of Start's round tripper
+	// (raft.Cluster.DialHTTP). Requests with a body and upgrades always use
+	// the round tripper.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Logger receives the access log and events; nil discards.
 	Logger *slog.Logger
 }
@@ -125,6 +132,7 @@ type Front struct {
 	routesMu  sync.Mutex
 	selfRoute atomic.Pointer[string]
 
+	hops  *hopTransport // set by Start when Config.Dial is
 	loads *loadBook
 	cpu   *cpuMeter
 	wg    sync.WaitGroup // Start's goroutines
@@ -177,7 +185,13 @@ func New(cfg Config) (*Front, error) {
 // connections prove the cluster key) and starts the load poller and the
 // CPU meter. They stop when ctx ends; Close waits for them.
 func (f *Front) Start(ctx context.Context, rt http.RoundTripper) {
-	f.rt.Store(&roundTripper{rt})
+	hops := rt
+	if f.cfg.Dial != nil {
+		ht := newHopTransport(f.cfg.Dial, rt)
+		f.hops = ht
+		hops = ht
+	}
+	f.rt.Store(&roundTripper{hops})
 	self := f.cfg.Members.Route(f.cfg.SelfID)
 	f.selfRoute.Store(&self)
 	f.goRun(func() { f.cpu.run(ctx) })
@@ -185,9 +199,13 @@ func (f *Front) Start(ctx context.Context, rt http.RoundTripper) {
 	f.restoreState(ctx)
 }
 
-// Close waits for the goroutines Start began; end Start's ctx first.
+// Close waits for the goroutines Start began and closes the idle
+// connections to peers; end Start's ctx first.
 func (f *Front) Close() error {
 	f.wg.Wait()
+	if f.hops != nil {
+		f.hops.CloseIdleConnections()
+	}
 	return nil
 }
 

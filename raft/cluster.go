@@ -607,6 +607,18 @@ func (c *Cluster) Leader() (id, addr string) {
 // cluster address, and every connection proves the cluster key.
 func (c *Cluster) Client() *http.Client { return c.client }
 
+// DialHTTP opens a connection for node-to-node HTTP to a peer's cluster
+// address; like Client's, it proves the cluster key before it is returned.
+func (c *Cluster) DialHTTP(ctx context.Context, addr string) (net.Conn, error) {
+	c.mu.Lock()
+	tr := c.transport
+	c.mu.Unlock()
+	if tr == nil {
+		return nil, errors.New("cluster is not started")
+	}
+	return tr.dial(ctx, addr, chanHTTP)
+}
+
 // AdvertiseAddr is the cluster address other nodes dial.
 func (c *Cluster) AdvertiseAddr() string {
 	c.mu.Lock()

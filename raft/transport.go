@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -338,6 +339,20 @@ func (c *authConn) Write(p []byte) (int, error) {
 		}
 	}
 	return c.Conn.Write(p)
+}
+
+// SyscallConn gives the TCP connection under the handshake (and under TLS),
+// so a connection pool can see whether the peer closed an idle connection.
+func (c *authConn) SyscallConn() (syscall.RawConn, error) {
+	raw := c.Conn
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	sc, ok := raw.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("cluster connection has no system socket")
+	}
+	return sc.SyscallConn()
 }
 
 // Close closes the connection once and forgets it.
