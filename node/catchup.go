@@ -12,17 +12,29 @@ import (
 const catchUpWait = 10 * time.Second
 
 // watchCatchUp closes n.caughtUp once the node is ready for the first time
-// since Start: it knows a leader and applied the leader's commit index.
+// since Start: it knows a leader and has applied the leader's commit index.
 // Until then a restarted node's state machines may still lack entries that
 // other nodes acknowledged, and must not serve application reads.
+//
+// The commit index a follower holds right after a restart proves nothing:
+// hashicorp/raft's heartbeats carry no commit index, so a heartbeat makes
+// the leader known and the contact fresh while the follower's commit and
+// applied indexes are still 0, and cluster.Ready alone would pass. So the
+// node also completes one read index: the leader confirms its leadership
+// with a quorum and names its applied index, and this node applies up to it.
 func (n *Node) watchCatchUp(ctx context.Context) {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
 		if ok, _ := n.cluster.Ready(); ok {
-			close(n.caughtUp)
-			n.log.Info("caught up with the cluster; serving application requests", "applied", n.cluster.AppliedIndex())
-			return
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := n.cluster.ReadIndex(rctx)
+			cancel()
+			if err == nil {
+				close(n.caughtUp)
+				n.log.Info("caught up with the cluster; serving application requests", "applied", n.cluster.AppliedIndex())
+				return
+			}
 		}
 		select {
 		case <-ctx.Done():

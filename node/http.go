@@ -101,11 +101,15 @@ func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
 }
 
 // Ready reports whether the node can serve: it knows a leader, it has
-// applied the leader's commit index as of its last contact, and every
+// applied the leader's commit index as of its last contact, it has caught
+// up once since start through a read index (see watchCatchUp), and every
 // added check (such as the business database) passes.
 func (n *Node) Ready(ctx context.Context) (bool, string) {
 	if ok, reason := n.cluster.Ready(); !ok {
 		return false, reason
+	}
+	if !n.isCaughtUp() {
+		return false, "catching up: the leader's applied index is not confirmed yet"
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
