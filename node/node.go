@@ -81,6 +81,7 @@ type Node struct {
 	caughtUp    chan struct{}     // closed once ready for the first time (catchup.go)
 	draining    atomic.Bool       // graceful shutdown under way (catchup.go)
 	syncStart   atomic.Int64      // start of the last successful read index (readguard.go)
+	readDemand  atomic.Int64      // when a session read last needed the sync (readguard.go)
 	files       *files.Store      // shared files (files.go)
 	jobs        *jobs.Runner      // master-only jobs (jobs.go)
 	bus         *broadcast.Bus    // cluster broadcast (jobs.go)

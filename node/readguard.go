@@ -18,18 +18,23 @@ import (
 // Neither contact with the leader (heartbeats refresh it without telling a
 // lagging follower the commit index) nor the leader's own belief that it
 // leads (its step-down can run late on a loaded machine) is enough.
-// syncLoop keeps the sync fresh on every node.
+// syncLoop keeps the sync fresh on every node that serves session reads.
 type sessionReads struct{ n *Node }
 
 // OwnerFresh reports whether local reads of owned sessions are current.
 func (s sessionReads) OwnerFresh() bool {
 	n := s.n
+	now := time.Now().UnixNano()
+	n.noteReadDemand(now)
 	start := n.syncStart.Load()
-	return start != 0 && time.Since(time.Unix(0, start)) < n.cluster.ReadLease()
+	return start != 0 && time.Duration(now-start) < n.cluster.ReadLease()
 }
 
 // Sync passes the leader's read index and records when it started.
-func (s sessionReads) Sync(ctx context.Context) error { return s.n.syncReads(ctx) }
+func (s sessionReads) Sync(ctx context.Context) error {
+	s.n.noteReadDemand(time.Now().UnixNano())
+	return s.n.syncReads(ctx)
+}
 
 // ClaimWait is two read leases plus a margin for clock rate differences:
 // by then the old owner applied the claim or its sync is too old.
@@ -51,8 +56,23 @@ func (n *Node) syncReads(ctx context.Context) error {
 	}
 }
 
-// syncLoop refreshes the read sync every third of a lease, so an owner's
-// reads stay local; a failed round just lets the sync age.
+// syncIdleAfter is how long after the last session read syncLoop keeps
+// refreshing the sync. An idle node stops (a read index every third of a
+// lease on every node was most of an idle cluster's CPU); the first read
+// after a pause passes one read index itself.
+const syncIdleAfter = 5 * time.Second
+
+// noteReadDemand records that a session read wanted the sync at now (unix
+// nanoseconds); at most one store per 50 ms, to keep the shared word cold.
+func (n *Node) noteReadDemand(now int64) {
+	if now-n.readDemand.Load() > int64(50*time.Millisecond) {
+		n.readDemand.Store(now)
+	}
+}
+
+// syncLoop refreshes the read sync every third of a lease while session
+// reads come, so an owner's reads stay local; a failed round just lets the
+// sync age.
 func (n *Node) syncLoop(ctx context.Context) {
 	lease := n.cluster.ReadLease()
 	t := time.NewTicker(lease / 3)
@@ -62,6 +82,9 @@ func (n *Node) syncLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(time.Unix(0, n.readDemand.Load())) > syncIdleAfter {
+			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, lease)
 		_ = n.syncReads(rctx)
