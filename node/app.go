@@ -90,7 +90,8 @@ func (n *Node) Database() *db.Database { return n.db }
 func (n *Node) AddMigrations(set string, fsys fs.FS) error { return n.db.AddMigrations(set, fsys) }
 
 // setupDemo mounts the demo application (package demo): its page at /,
-// its API under /demo/api/, its migrations and its demo-tick job.
+// its API under /demo/api/ (the session counter and login among it), its
+// migrations and its demo-tick job.
 func (n *Node) setupDemo() error {
 	if err := n.db.AddMigrations("demo", demo.Migrations()); err != nil {
 		return err
@@ -107,6 +108,8 @@ func (n *Node) setupDemo() error {
 	}
 	if n.sessions != nil {
 		b.Session = n.sessions
+		app := &demo.App{NodeID: n.cfg.NodeID, Sessions: n.sessions, Logger: n.log.With("component", "demo")}
+		app.Mount(n.HandleApp)
 	}
 	if n.jobs != nil {
 		tick := func(ctx context.Context, run jobs.Run) error {

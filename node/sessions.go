@@ -7,13 +7,13 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/cohortserver/cohort/demo"
 	"github.com/cohortserver/cohort/sessions"
 )
 
 // setupSessions wires the replicated sessions: the state machine, the
-// middleware around the application routes, the admin API and, unless
-// --no-demo, the demo's counter and login routes.
+// middleware around the application routes and the admin API. (The demo's
+// counter and login routes are mounted with the rest of the demo, in
+// setupDemo.)
 func (n *Node) setupSessions() error {
 	sc := n.cfg.Sessions
 	m, err := sessions.New(n.cluster, sessions.Config{
@@ -40,12 +40,6 @@ func (n *Node) setupSessions() error {
 	n.WrapApp(m.Middleware)
 	n.HandleAdmin("GET /_cohort/api/sessions", n.handleSessions)
 	n.HandleAdmin("DELETE /_cohort/api/sessions", n.handleDestroySessions)
-	if !n.cfg.NoDemo {
-		// The app engineer may move this into setupApp with the rest of
-		// the demo.
-		app := &demo.App{NodeID: n.cfg.NodeID, Sessions: m, Logger: n.log.With("component", "demo")}
-		app.Mount(n.HandleApp)
-	}
 	return nil
 }
 
