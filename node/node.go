@@ -39,8 +39,9 @@ type options struct {
 	now       func() time.Time
 }
 
-// WithClock sets the clock this node stamps replicated commands with when
-// it leads (tests of clock skew); the default is time.Now.
+// WithClock sets this node's clock (tests of clock skew): the one it stamps
+// replicated commands with when it leads and the local clock its sessions
+// correct by the leader's; the default is time.Now.
 func WithClock(now func() time.Time) Option {
 	return func(o *options) { o.now = now }
 }

@@ -30,6 +30,7 @@ func (n *Node) setupSessions() error {
 		Ignore:         sc.IgnoreRegexp(),
 		SweepInterval:  sc.SweepInterval,
 		Reads:          sessionReads{n},
+		Now:            n.opts.now,
 		Logger:         n.log,
 	})
 	if err != nil {

@@ -69,7 +69,7 @@ func (rs *reqSession) current() *session {
 	}
 	x := rs.m.st.get(rs.id)
 	if x != nil && x.passive {
-		x = rs.m.lookup(rs.id, time.Now().UnixNano())
+		x = rs.m.lookup(rs.id, rs.m.now())
 	}
 	return x
 }
@@ -443,7 +443,7 @@ func (rs *reqSession) commit(ctx context.Context) error {
 		return err
 	}
 	m.commits.Add(1)
-	now := time.Now().UnixNano()
+	now := m.now()
 	switch {
 	case newTok != "":
 		rs.id, rs.token, rs.setCookie, rs.clearCookie = c.newID, newTok, true, false

@@ -144,6 +144,10 @@ type Config struct {
 	// session arrives from another node (default 2s); past it the request
 	// is served from what this node has.
 	CatchUpTimeout time.Duration
+	// Now is this node's clock (nil: time.Now). Reads judge expiry by the
+	// leader's clock, estimated from it and the entries applied here (see
+	// leaderClock); the leader's sweep proposes by it.
+	Now func() time.Time
 	// Logger receives the package's logs. If nil, logs are discarded.
 	Logger *slog.Logger
 }
@@ -220,6 +224,9 @@ func New(cl Cluster, cfg Config) (*Manager, error) {
 	m := &Manager{cfg: cfg, cluster: cl, st: newStore(), log: cfg.Logger.With("component", "sessions"),
 		touchCh: make(chan struct{}, 1)}
 	m.st.onEvent = m.deliver
+	if cfg.Now != nil {
+		m.st.clock.local = cfg.Now
+	}
 	if err := cl.Register("sessions", m.st, cmdCommit, cmdTouch, cmdSweep, cmdDestroy, cmdClaim); err != nil {
 		return nil, fmt.Errorf("register sessions state machine: %w", err)
 	}
@@ -367,6 +374,10 @@ func (m *Manager) routeTag() string {
 	return r
 }
 
+// now is the time reads judge expiry by: the leader's clock as estimated
+// here (leaderClock), in unix nanoseconds.
+func (m *Manager) now() int64 { return m.st.clock.now() }
+
 // lookup returns the live version of a session for a request at now,
 // reading passivated data back when needed. nil means none.
 func (m *Manager) lookup(id string, now int64) *session {
@@ -459,7 +470,7 @@ func (m *Manager) sweepLoop(ctx context.Context, term uint64) {
 		case <-t.C:
 		}
 		for ctx.Err() == nil {
-			ids := m.expired(time.Now().UnixNano(), m.cfg.SweepBatch)
+			ids := m.expired(m.st.clock.local().UnixNano(), m.cfg.SweepBatch) // the leader's own clock: it stamps the sweep
 			if len(ids) == 0 {
 				break
 			}
@@ -543,7 +554,7 @@ type Info struct {
 
 // PrincipalSessions lists the live sessions of a principal, oldest first.
 func (m *Manager) PrincipalSessions(name string) []Info {
-	now := time.Now().UnixNano()
+	now := m.now()
 	m.st.mu.RLock()
 	defer m.st.mu.RUnlock()
 	var out []Info

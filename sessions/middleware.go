@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/cohortserver/cohort/httpapi"
 )
@@ -58,7 +57,7 @@ func (m *Manager) load(r *http.Request) (*reqSession, error) {
 		if err != nil {
 			continue
 		}
-		now := time.Now().UnixNano()
+		now := m.now()
 		id := sessionID(token)
 		x := m.lookup(id, now)
 		if x == nil && route != m.routeTag() && !caughtUp {

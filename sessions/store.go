@@ -89,12 +89,14 @@ type store struct {
 	applied atomic.Uint64 // entries of this machine applied on this node
 	pv      *passivator   // nil: no memory budget
 	onEvent func([]Event) // called after the lock is released
+	clock   leaderClock   // the leader's clock, as seen through applied entries
 }
 
 var _ raft.StateMachine = (*store)(nil)
 
 func newStore() *store {
-	return &store{sessions: make(map[string]*session), principals: make(map[string]map[string]struct{})}
+	return &store{sessions: make(map[string]*session), principals: make(map[string]map[string]struct{}),
+		clock: leaderClock{local: time.Now}}
 }
 
 // get returns the current version of a session (nil when absent).
@@ -108,6 +110,7 @@ func (s *store) get(id string) *session {
 // Apply implements raft.StateMachine.
 func (s *store) Apply(e raft.Entry) ([]byte, error) {
 	s.applied.Add(1)
+	s.clock.observe(e.Time)
 	var evs []Event
 	var out []byte
 	var err error
