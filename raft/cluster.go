@@ -31,6 +31,11 @@ var (
 	ErrNotStarted = errors.New("cluster is not running")
 	// ErrNotMember is returned when a node id is not in the configuration.
 	ErrNotMember = errors.New("no such node in the cluster")
+	// ErrLogUnwritable means this node's last write to its Raft log failed
+	// (its disk is full or failing): it cannot append or apply new entries,
+	// so it proposes none, until a write succeeds again. The error wraps
+	// the cause, such as syscall.ENOSPC.
+	ErrLogUnwritable = errors.New("this node cannot write its raft log")
 )
 
 // Peer is a voter of the initial configuration.
@@ -107,6 +112,7 @@ type Cluster struct {
 	transport *Transport
 	netTrans  *hraft.NetworkTransport
 	store     *raftboltdb.BoltStore
+	watch     *watchedStore // store, remembering failed log writes
 	srv       *http.Server
 	client    *http.Client
 	observer  *hraft.Observer
@@ -232,7 +238,14 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("open raft log %s: %w", filepath.Join(dir, "raft.db"), err)
 	}
 	cleanup = append(cleanup, func() { store.Close() })
-	logs, err := hraft.NewLogCache(1024, store)
+	watch := newWatchedStore(store, filepath.Join(dir, "raft.db"))
+	var started atomic.Pointer[hraft.Raft]
+	watch.onChange = func(failing bool) {
+		if r := started.Load(); r != nil {
+			c.standBack(r, failing)
+		}
+	}
+	logs, err := hraft.NewLogCache(1024, watch)
 	if err != nil {
 		return fmt.Errorf("raft log cache: %w", err)
 	}
@@ -288,16 +301,17 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	notify := make(chan bool, 64)
 	rc.NotifyCh = notify
 
-	has, err := hraft.HasExistingState(logs, store, snaps)
+	has, err := hraft.HasExistingState(logs, watch, snaps)
 	if err != nil {
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
-	r, err := hraft.NewRaft(rc, c.router, logs, store, snaps, nt)
+	r, err := hraft.NewRaft(rc, c.router, logs, watch, snaps, nt)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = r.Shutdown().Error() })
-	c.raft, c.transport, c.netTrans, c.store = r, tr, nt, store
+	started.Store(r)
+	c.raft, c.transport, c.netTrans, c.store, c.watch = r, tr, nt, store, watch
 	c.hadState = has
 
 	if !has && len(c.cfg.Peers) > 0 {
@@ -480,10 +494,19 @@ func (c *Cluster) Apply(ctx context.Context, typ string, payload []byte) (Result
 		if r.State() == hraft.Leader {
 			res, err = c.applyLocal(ctx, c.cfg.NodeID, typ, payload)
 		} else {
+			// A follower that cannot write its log could not apply the
+			// command: refuse it before anything is committed. (A leader
+			// tries: its failed write makes it step down.)
+			if lerr := c.LogWriteErr(); lerr != nil {
+				return Result{}, fmt.Errorf("apply %s: %w", typ, lerr)
+			}
 			res, err = c.forwardApply(ctx, typ, payload)
 		}
 		if err == nil {
-			if werr := c.WaitApplied(ctx, res.Index); werr != nil {
+			if werr := c.waitWritable(ctx, res.Index); werr != nil {
+				if errors.Is(werr, ErrLogUnwritable) {
+					return res, fmt.Errorf("apply %s: committed as entry %d, but this node cannot apply it: %w", typ, res.Index, werr)
+				}
 				return res, werr
 			}
 			return res, nil
@@ -545,6 +568,13 @@ func (c *Cluster) applyLocal(ctx context.Context, origin, typ string, payload []
 		case errors.Is(err, hraft.ErrRaftShutdown):
 			return Result{}, ErrNotStarted
 		}
+		if lerr := c.LogWriteErr(); lerr != nil {
+			// The leader could not write the entry to its own log: nothing
+			// was replicated and hashicorp/raft stepped down, so another
+			// leader can take the command.
+			c.log.Warn("leader could not write its raft log; it stepped down", "err", lerr)
+			return Result{}, errRetry
+		}
 		return Result{}, fmt.Errorf("apply %s: %w", typ, err)
 	}
 	res := Result{Index: f.Index()}
@@ -573,6 +603,77 @@ func (c *Cluster) WaitApplied(ctx context.Context, index uint64) error {
 			return ErrNotStarted
 		}
 	}
+}
+
+// standBackFactor multiplies the heartbeat and election timeouts of a
+// node that cannot write its Raft log.
+const standBackFactor = 10
+
+// standBack keeps a node that cannot write its log out of the race for
+// leadership: its log is as long as the others' right after it fails, so
+// it can win an election, only to fail the first entry of its term and
+// step down again (seen five times in a row in TestDiskFullLeader, 9 s
+// without a leader). With timeouts ten times longer it lets the others
+// elect a leader first; once a log write succeeds the timers are restored.
+// It runs on the goroutine that wrote the log (Raft's main loop), before
+// the follower loop that follows a step-down reads the timeout.
+func (c *Cluster) standBack(r *hraft.Raft, failing bool) {
+	hb, el, _ := Timing(c.cfg.TimeoutScale)
+	if failing {
+		hb, el = hb*standBackFactor, el*standBackFactor
+	}
+	rc := r.ReloadableConfig()
+	rc.HeartbeatTimeout, rc.ElectionTimeout = hb, el
+	if err := r.ReloadConfig(rc); err != nil {
+		c.log.Error("change raft timers", "err", err)
+		return
+	}
+	if failing {
+		c.log.Warn("raft log cannot be written; standing back from elections until it can", "heartbeat_timeout", hb)
+	} else {
+		c.log.Info("raft log written again; election timers restored", "heartbeat_timeout", hb)
+	}
+}
+
+// waitWritable is WaitApplied, except that it gives up with the
+// ErrLogUnwritable error as soon as this node cannot write its Raft log:
+// entries it has not stored cannot reach its state machines until a log
+// write succeeds again, and a request should not hang on that.
+func (c *Cluster) waitWritable(ctx context.Context, index uint64) error {
+	for {
+		cur, ch := c.router.applied.waitCh()
+		if cur >= index {
+			return nil
+		}
+		failed, lerr := c.watch.state()
+		if lerr != nil {
+			return lerr
+		}
+		select {
+		case <-ch:
+		case <-failed:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for index %d (applied %d): %w", index, cur, ctx.Err())
+		case <-c.stop:
+			return ErrNotStarted
+		}
+	}
+}
+
+// LogWriteErr reports why this node cannot write its Raft log (a full or
+// failing disk), wrapping ErrLogUnwritable and the cause; nil when its last
+// log write succeeded, and before Start. Such a node still votes and
+// takes heartbeats but no new entries; it catches up once a write succeeds
+// again (the leader retries it with a backoff of up to about 10 s).
+func (c *Cluster) LogWriteErr() error {
+	c.mu.Lock()
+	w := c.watch
+	c.mu.Unlock()
+	if w == nil {
+		return nil
+	}
+	_, err := w.state()
+	return err
 }
 
 // AppliedIndex is the last index applied to this node's state machines.
@@ -704,9 +805,12 @@ func stateName(s hraft.RaftState) string {
 func (c *Cluster) Ready() (ok bool, reason string) {
 	in := c.Info()
 	_, hb, _ := Timing(c.cfg.TimeoutScale)
+	lerr := c.LogWriteErr()
 	switch {
 	case in.State == "shutdown":
 		return false, "raft is not running"
+	case lerr != nil:
+		return false, lerr.Error()
 	case in.LeaderID == "":
 		return false, "no leader is known"
 	case in.State != "leader" && time.Since(in.LastContact) > 3*hb:

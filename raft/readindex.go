@@ -24,7 +24,8 @@ func (c *Cluster) ReadLease() time.Duration {
 // acknowledged write was applied on the leader before it was acknowledged),
 // after the leader confirmed with a quorum that it still leads, and waits
 // until this node applied that index. It fails with ErrNoLeader when no
-// leader can be reached before ctx ends.
+// leader can be reached before ctx ends, and at once with ErrLogUnwritable
+// when this node cannot write its log (it could not catch up).
 func (c *Cluster) ReadIndex(ctx context.Context) error {
 	if _, err := c.running(); err != nil {
 		return err
@@ -39,7 +40,10 @@ func (c *Cluster) ReadIndex(ctx context.Context) error {
 			idx, err = c.forwardReadIndex(ctx)
 		}
 		if err == nil {
-			return c.WaitApplied(ctx, idx)
+			if werr := c.waitWritable(ctx, idx); werr != nil {
+				return fmt.Errorf("read index: %w", werr)
+			}
+			return nil
 		}
 		if !errors.Is(err, errRetry) {
 			return err

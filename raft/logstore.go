@@ -1,0 +1,82 @@
+package raft
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	hraft "github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// watchedStore is the Raft log and stable store (bbolt) with a memory of
+// whether its last log write failed: a full or failing disk. hashicorp/raft
+// only logs such a failure (a follower rejects the entries, a leader steps
+// down) and hides the cause behind %q, so the cluster asks this store
+// instead: a node that cannot write its log refuses to propose commands it
+// could not apply, and says why (see Cluster.LogWriteErr).
+type watchedStore struct {
+	*raftboltdb.BoltStore
+	path string
+
+	// onChange, if set, is called (on the goroutine that wrote) when log
+	// writes start failing (true) and when they succeed again (false).
+	onChange func(failing bool)
+
+	mu     sync.Mutex
+	err    error         // cause of the last failed log write; nil once one succeeds
+	since  time.Time     // first failure of the current run of failures
+	failed chan struct{} // closed when writes start failing; replaced on success
+}
+
+var (
+	_ hraft.LogStore    = (*watchedStore)(nil)
+	_ hraft.StableStore = (*watchedStore)(nil)
+)
+
+func newWatchedStore(s *raftboltdb.BoltStore, path string) *watchedStore {
+	return &watchedStore{BoltStore: s, path: path, failed: make(chan struct{})}
+}
+
+// StoreLog implements hraft.LogStore.
+func (s *watchedStore) StoreLog(l *hraft.Log) error {
+	return s.record(s.BoltStore.StoreLog(l))
+}
+
+// StoreLogs implements hraft.LogStore.
+func (s *watchedStore) StoreLogs(logs []*hraft.Log) error {
+	return s.record(s.BoltStore.StoreLogs(logs))
+}
+
+func (s *watchedStore) record(err error) error {
+	s.mu.Lock()
+	changed := (err != nil) != (s.err != nil)
+	switch {
+	case err != nil && s.err == nil:
+		s.err, s.since = err, time.Now()
+		close(s.failed)
+	case err != nil:
+		s.err = err
+	case s.err != nil:
+		s.err = nil
+		s.failed = make(chan struct{})
+	}
+	s.mu.Unlock()
+	if changed && s.onChange != nil {
+		s.onChange(err != nil)
+	}
+	return err
+}
+
+// state returns a channel closed once log writes fail, and the failure
+// (nil when the last log write succeeded) as an error wrapping
+// ErrLogUnwritable and the cause.
+func (s *watchedStore) state() (<-chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		return s.failed, nil
+	}
+	return s.failed, fmt.Errorf("%w: %w (raft log %s, failing for %s); free space on that disk: the node catches up by itself once it can write again",
+		ErrLogUnwritable, s.err, s.path, time.Since(s.since).Round(time.Second))
+}
