@@ -3,6 +3,7 @@ package files
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/cohortserver/cohort/raft"
 )
@@ -34,6 +35,11 @@ var (
 	ErrConflict = errors.New("path conflicts with an existing file or directory")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("files store is closed")
+	// ErrDiskFull is a write this node's disk cannot take: less than
+	// diskReserve free before the write, or ENOSPC while storing content.
+	// It names the node and its directory and wraps syscall.ENOSPC;
+	// nothing was committed. HTTP answers it with 507.
+	ErrDiskFull = errors.New("disk full")
 )
 
 var codes = map[string]error{
@@ -43,6 +49,37 @@ var codes = map[string]error{
 	"files.too_large": ErrFileTooLarge,
 	"files.quota":     ErrQuotaExceeded,
 	"files.conflict":  ErrConflict,
+}
+
+// noSpace adds to an ENOSPC error which node and directory ran out of
+// space and what to do.
+func (s *Store) noSpace(err error) error {
+	if err == nil || !errors.Is(err, syscall.ENOSPC) || errors.Is(err, ErrDiskFull) {
+		return err
+	}
+	return fmt.Errorf("%w: node %s, %s: %w; free space on that disk", ErrDiskFull, s.cfg.NodeID, s.cfg.Dir, err)
+}
+
+// diskReserve is the free space a node needs to take a write through it:
+// room for the Raft log entry (bbolt grows its file in steps) and for the
+// blob of a small file.
+const diskReserve = 1 << 20
+
+// checkSpace refuses, before any byte is read or anything is committed, a
+// write of size bytes (negative: unknown) that this node's disk cannot
+// take. Without it a small file proposed through a full node would be
+// committed by the others while this node could not apply it.
+func (s *Store) checkSpace(size int64) error {
+	free, ok := freeSpace(s.cfg.Dir)
+	if !ok {
+		return nil
+	}
+	need := int64(diskReserve) + max(size, 0)
+	if free >= need {
+		return nil
+	}
+	return fmt.Errorf("%w: node %s has %d bytes free in %s, a write through it needs at least %d: %w; free space on that disk, or write through another node",
+		ErrDiskFull, s.cfg.NodeID, free, s.cfg.Dir, need, syscall.ENOSPC)
 }
 
 // codedError carries a sentinel through raft.ApplyError.

@@ -117,7 +117,7 @@ func (s *Store) putFile(w http.ResponseWriter, r *http.Request, p string) {
 	}
 	in, err := s.Create(r.Context(), p, r.Body, opts)
 	if err != nil {
-		if errors.Is(err, ErrFileTooLarge) || errors.Is(err, ErrQuotaExceeded) {
+		if errors.Is(err, ErrFileTooLarge) || errors.Is(err, ErrQuotaExceeded) || errors.Is(err, ErrDiskFull) {
 			// The rest of the body is not wanted; do not read it.
 			w.Header().Set("Connection", "close")
 		}
@@ -202,10 +202,10 @@ func statusOf(err error) int {
 		return http.StatusPreconditionFailed
 	case errors.Is(err, ErrFileTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrQuotaExceeded), errors.Is(err, syscall.ENOSPC):
+	case errors.Is(err, ErrQuotaExceeded), errors.Is(err, ErrDiskFull), errors.Is(err, syscall.ENOSPC):
 		return http.StatusInsufficientStorage
 	case errors.Is(err, ErrNoQuorum), errors.Is(err, ErrUnavailable), errors.Is(err, raft.ErrNoLeader),
-		errors.Is(err, raft.ErrNotStarted), errors.Is(err, ErrClosed):
+		errors.Is(err, raft.ErrNotStarted), errors.Is(err, ErrClosed), errors.Is(err, raft.ErrLogUnwritable):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable

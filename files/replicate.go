@@ -48,6 +48,7 @@ func (s *Store) handlePush(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.blobs.ingest(r.Context(), r.Body, s.cfg.MaxFileBytes, expect)
 	if err != nil {
+		err = s.noSpace(err)
 		s.log.Debug("blob push refused", "from", peerOf(r), "err", err)
 		writeErr(w, statusOf(err), err.Error())
 		return
@@ -122,6 +123,7 @@ func (s *Store) store(ctx context.Context, r io.Reader, o WriteOptions) (ingestR
 	}
 	res, err := s.blobs.ingest(ctx, io.TeeReader(r, fan), s.cfg.MaxFileBytes, "")
 	if err != nil {
+		err = s.noSpace(err)
 		fan.closeAll(err)
 		cancel()
 		for range streamed {
@@ -402,7 +404,7 @@ func (s *Store) fetchFrom(ctx context.Context, p peer, sum string) error {
 	stop := wd.start(stallTimeout)
 	defer stop()
 	if _, err := s.blobs.ingest(ctx, wd, 0, sum); err != nil {
-		return fmt.Errorf("fetch from %s: %w", p.id, err)
+		return fmt.Errorf("fetch from %s: %w", p.id, s.noSpace(err))
 	}
 	return nil
 }

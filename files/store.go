@@ -270,6 +270,13 @@ func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *Writ
 	if err := s.precheck(p, o); err != nil {
 		return Info{}, err
 	}
+	size := int64(-1)
+	if o.SizeKnown || o.Size > 0 {
+		size = o.Size
+	}
+	if err := s.checkSpace(size); err != nil {
+		return Info{}, err
+	}
 	mode := o.Mode.Perm()
 	if mode == 0 {
 		mode = 0o644
