@@ -36,11 +36,13 @@ type Cluster struct {
 	setup  func(*node.Node)
 	tee    io.Writer // also receives every log line (WithLogWriter)
 	skew   map[string]time.Duration
+	disk   *diskLimit // WithDiskLimit
 	logger *slog.Logger
 
 	mu          sync.Mutex
 	nodes       []*Node
 	partitioned [][]string
+	mounts      []string // data dirs with a tmpfs mounted (disk.go)
 }
 
 // Node is one member of a test cluster. Its *node.Node changes on Restart.
@@ -163,6 +165,7 @@ func (c *Cluster) newNode(id string) *Node {
 	cfg.Logger = c.logger
 	cfg.RaftTimeoutScale = testTimeoutScale()
 	nd.cfg = cfg
+	c.mountDisk(nd)
 	c.mu.Lock()
 	c.nodes = append(c.nodes, nd)
 	c.mu.Unlock()
