@@ -32,7 +32,9 @@ type diskLimit struct {
 //
 // Mounting needs root (CAP_SYS_ADMIN) on Linux. Where it is not permitted
 // the test fails, saying so, unless COHORT_SKIP_DISKFULL is set, in which
-// case it is skipped.
+// case it is skipped. A test binary that dies without running its cleanups
+// (a -timeout panic, a kill) leaves its mounts behind, holding memory:
+// `mount | grep /tmp/Test` lists them for umount.
 func WithDiskLimit(size int64, ids ...string) Option {
 	return func(c *Cluster) {
 		d := &diskLimit{size: size}
