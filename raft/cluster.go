@@ -548,7 +548,10 @@ func (c *Cluster) applyLocal(ctx context.Context, origin, typ string, payload []
 	// Wait for the outcome, the caller's context or our own shutdown:
 	// hashicorp/raft can enqueue a command just as it shuts down and then
 	// never answer its future, which hung Close. The waiting goroutine
-	// ends when the future is answered.
+	// ends when the future is answered, which is never for a command that
+	// was committed but still queued for the state machine when Raft shut
+	// down (its FSM loop drops that queue): then it stays blocked until the
+	// process exits, holding only the future.
 	errc := make(chan error, 1)
 	go func() { errc <- f.Error() }()
 	var err error

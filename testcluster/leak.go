@@ -17,6 +17,13 @@ func VerifyNoLeaks(m *testing.M, extra ...goleak.Option) {
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		// hashicorp/raft drops the futures of commands queued for the state
+		// machine when it shuts down and never answers them; the goroutine
+		// raft.Cluster.applyLocal waits on such a future with stays blocked
+		// (the caller itself returned at shutdown). It happens only when a
+		// node stops while a command is committed but not applied: once per
+		// hundreds of kills in the linearizability runs.
+		goleak.IgnoreAnyFunction("github.com/cohortserver/cohort/raft.(*Cluster).applyLocal.func1"),
 	}, extra...)
 	goleak.VerifyTestMain(m, opts...)
 }
