@@ -143,33 +143,6 @@ func linDoServed(ctx context.Context, nd *testcluster.Node, method, path string,
 	return string(b), served, nil
 }
 
-// nemesis injects one fault on a schedule and returns how to undo it.
-func nemesis(t *testing.T, c *testcluster.Cluster, rng *rand.Rand) (string, func()) {
-	nodes := c.Nodes()
-	victim := nodes[rng.IntN(len(nodes))]
-	leader := c.Leader()
-	if leader == nil {
-		leader = victim
-	}
-	switch rng.IntN(5) {
-	case 0:
-		c.Kill(victim.ID)
-		return "kill " + victim.ID, func() { c.Restart(victim.ID) }
-	case 1:
-		c.Isolate(leader.ID)
-		return "isolate leader " + leader.ID, c.Heal
-	case 2:
-		c.Pause(leader.ID)
-		return "pause leader " + leader.ID, func() { c.Resume(leader.ID) }
-	case 3:
-		c.Isolate(victim.ID)
-		return "isolate " + victim.ID, c.Heal
-	default:
-		c.DelayAll(time.Duration(5+rng.IntN(30)) * time.Millisecond)
-		return "delay all links", c.Heal
-	}
-}
-
 // TestSessionHistoriesAreLinearizableUnderFaults runs randomized schedules
 // (COHORT_LIN_SCHEDULES, default 20; COHORT_LONG=1 runs 500) of concurrent
 // clients reading and writing session keys through random nodes while a
@@ -265,7 +238,7 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 	}
 	// The nemesis strikes once in the middle of the run.
 	<-time.After(time.Duration(300+rng.IntN(500)) * time.Millisecond) // when the fault starts
-	what, undo := nemesis(t, c, rng)
+	what, undo := c.Strike(rng)
 	<-time.After(time.Duration(500+rng.IntN(700)) * time.Millisecond) // how long it lasts
 	undo()
 	wg.Wait()
