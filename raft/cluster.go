@@ -268,6 +268,14 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
 		Logger:  hl.Named("net"),
+		// No pipelined replication: when a follower answers an append with
+		// Success=false (its log write failed: a full disk) while a pipeline
+		// runs, hashicorp/raft can park the replication goroutine in
+		// pipelineSend for good (hashicorp/raft#612): that follower never
+		// gets another entry, and the leader's Shutdown waits forever. Our
+		// disk-full nemesis hit it. Synchronous appends still batch up to
+		// MaxAppendEntries per round trip.
+		MaxRPCsInFlight: 1,
 	})
 	cleanup = append(cleanup, func() { nt.Close() })
 

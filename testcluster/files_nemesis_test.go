@@ -174,7 +174,7 @@ func fileTree(ctx context.Context, c *testcluster.Cluster, nd *testcluster.Node)
 // appears that was never written there or was surely refused, and
 // operations whose outcome is unknown may or may not have happened.
 func TestFilesUnderNemesis(t *testing.T) {
-	c := testcluster.New(t, 3)
+	c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk))
 	c.WaitLeader(t)
 	runNemesisSchedules(t, 100, func(t *testing.T, seed uint64) { runFilesSchedule(t, c, seed) })
 }

@@ -181,7 +181,7 @@ func (l *jobLedger) snapshot() []jobExec {
 // succeeded record and a record for every execution.
 func TestJobsUnderNemesis(t *testing.T) {
 	ledger := newJobLedger()
-	c := testcluster.New(t, 3,
+	c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk),
 		testcluster.WithConfig(func(cfg *config.Config) { cfg.Jobs.History = 1000 }),
 		testcluster.WithNodeSetup(func(n *node.Node) {
 			for _, j := range nemesisJobs {

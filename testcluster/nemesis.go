@@ -27,6 +27,8 @@ type Fault struct {
 //	               as after SIGSTOP seen from its peers); undo resumes it
 //	isolate        cut a random node off; undo heals
 //	delay          5–34 ms more latency on every link; undo heals
+//	disk-full      fill a random node's data dir to ENOSPC (the cluster
+//	               needs WithDiskLimit, see NemesisDisk); undo frees it
 func NemesisFaults() []Fault {
 	return []Fault{
 		{Name: "kill", Inject: func(c *Cluster, _ *rand.Rand, victim *Node) (string, func()) {
@@ -51,8 +53,18 @@ func NemesisFaults() []Fault {
 			c.DelayAll(time.Duration(5+rng.IntN(30)) * time.Millisecond)
 			return "delay all links", c.Heal
 		}},
+		// Needs the cluster started WithDiskLimit (a real ENOSPC on the
+		// victim's data dir: Raft log, blobs, snapshots).
+		{Name: "disk-full", Inject: func(c *Cluster, _ *rand.Rand, victim *Node) (string, func()) {
+			c.FillDisk(victim.ID)
+			return "fill the disk of " + victim.ID, func() { c.FreeDisk(victim.ID) }
+		}},
 	}
 }
+
+// NemesisDisk is the disk limit the fault-injection tests start their
+// clusters with, so the disk-full fault has a disk to fill.
+const NemesisDisk = 256 << 20
 
 // leaderOr returns the current leader, or fallback when there is none.
 func (c *Cluster) leaderOr(fallback *Node) *Node {
