@@ -12,7 +12,7 @@ func runHop(ctx context.Context, e *env) *section {
 			"forwards it over the authenticated cluster port to n2. HAProxy: sent to an HAProxy whose only backend is " +
 			"n2's public port. Same handler at the end, one hop each; `direct` (straight to n2) is the floor. " +
 			"vegeta, closed loop."}
-	conc := []int{16, 64}
+	conc := []int{1, 16, 64} // c=1 gives the p50 a hop adds (hop minus direct)
 	if e.opts.short {
 		conc = []int{64}
 	}
