@@ -69,19 +69,8 @@ func (o fileOp) String() string {
 // no file): a put sets it, a delete clears it (answering 404 only when
 // there was nothing), a read must see it.
 var fileModel = porcupine.Model{
-	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
-		by := map[string][]porcupine.Operation{}
-		for _, op := range h {
-			p := op.Input.(fileOp).Path
-			by[p] = append(by[p], op)
-		}
-		var out [][]porcupine.Operation
-		for _, ops := range by {
-			out = append(out, ops)
-		}
-		return out
-	},
-	Init: func() any { return "" },
+	Partition: partitionBy(func(op porcupine.Operation) string { return op.Input.(fileOp).Path }),
+	Init:      func() any { return "" },
 	Step: func(state, input, _ any) (bool, any) {
 		in, cur := input.(fileOp), state.(string)
 		switch in.Kind {
