@@ -91,6 +91,14 @@ func mountLinHandlers(n *node.Node) {
 		n.Sessions().Put(r.Context(), q.Get("k"), q.Get("v"))
 		fmt.Fprint(w, "ok")
 	}))
+	n.HandleApp("POST /lin/destroy", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Lin-Node", n.ID())
+		if err := n.Sessions().Destroy(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	}))
 }
 
 // sharedCookie is the session cookie every client of a schedule sends; a

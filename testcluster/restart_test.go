@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortserver/cohort/sessions"
 	"github.com/cohortserver/cohort/testcluster"
 )
 
@@ -70,5 +71,61 @@ func TestRestartedOwnerServesOnlyAfterCatchingUp(t *testing.T) {
 		if got != last {
 			t.Fatalf("round %d: the restarted owner %s answered %q for the session, want its last acknowledged value %q", round, owner.ID, got, last)
 		}
+	}
+}
+
+// TestDestroyedSessionStaysDestroyed: a node that was down while a session
+// was destroyed must not bring it back when it returns, whichever node the
+// old cookie names, and a write with the old cookie starts a new session
+// under a new token instead of reviving the old one.
+func TestDestroyedSessionStaysDestroyed(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithNodeSetup(mountLinHandlers))
+	leader := c.WaitLeader(t)
+	cookieName := leader.Node().Config().SessionCookie
+	var down *testcluster.Node
+	for _, nd := range c.Nodes() {
+		if nd.ID != leader.ID {
+			down = nd // a follower owns the session, then misses its end
+			break
+		}
+	}
+	ck := &sharedCookie{name: cookieName}
+	if _, err := linDo(context.Background(), down, http.MethodPost, "/lin/put?k=x&v=alive", ck); err != nil {
+		t.Fatal(err)
+	}
+	old := ck.get()
+	token, _, err := sessions.ParseCookie(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(down.ID)
+	if _, err := linDo(context.Background(), c.WaitLeader(t), http.MethodPost, "/lin/destroy", ck); err != nil {
+		t.Fatalf("destroy: %v", err)
+	}
+	c.Restart(down.ID)
+	for _, nd := range c.Nodes() {
+		for _, route := range []string{down.ID, nd.ID} {
+			stale := &sharedCookie{name: cookieName, value: sessions.FormatCookie(token, leader.Node().Members().Route(route))}
+			var got string
+			testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+				v, err := linDo(context.Background(), nd, http.MethodGet, "/lin/get?k=x", stale)
+				got = v
+				return err == nil, fmt.Sprint(err)
+			})
+			if got != "" {
+				t.Fatalf("the destroyed session answered %q through %s with its cookie routed to %s", got, nd.ID, route)
+			}
+		}
+	}
+	fresh := &sharedCookie{name: cookieName, value: old}
+	if _, err := linDo(context.Background(), down, http.MethodPost, "/lin/put?k=y&v=new", fresh); err != nil {
+		t.Fatal(err)
+	}
+	newToken, _, err := sessions.ParseCookie(fresh.get())
+	if err != nil || newToken == token {
+		t.Fatalf("a write with the destroyed session's cookie kept its token (%v)", err)
+	}
+	if v, err := linDo(context.Background(), down, http.MethodGet, "/lin/get?k=x", fresh); err != nil || v != "" {
+		t.Fatalf("the new session carries the destroyed one's data: %q %v", v, err)
 	}
 }
