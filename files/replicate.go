@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,6 +20,11 @@ const (
 	internalBlobs  = "/_internal/files/blobs"
 	internalCommit = "/_internal/files/commit"
 	headerExpect   = "X-Cohort-Sha256"
+	// A writer streaming new content to its peers declares what it sent
+	// in two trailers: the SHA-256 that names the blob and the CRC-32C the
+	// peer checks the transfer with (see ingestOpts.declared).
+	trailerSum = "X-Cohort-Content-Sha256"
+	trailerCRC = "X-Cohort-Content-Crc32c"
 )
 
 // emptySum is the SHA-256 of no bytes: every node can make that blob.
@@ -46,7 +53,11 @@ func (s *Store) handlePush(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "bad "+headerExpect)
 		return
 	}
-	res, err := s.blobs.ingest(r.Context(), r.Body, s.cfg.MaxFileBytes, expect)
+	o := ingestOpts{limit: s.cfg.MaxFileBytes, expect: expect}
+	if _, sealed := r.Trailer[trailerCRC]; sealed && expect == "" {
+		o.declared = func() (string, uint32, error) { return declaredBy(r.Trailer) }
+	}
+	res, err := s.blobs.ingest(r.Context(), r.Body, o)
 	if err != nil {
 		err = s.noSpace(err)
 		s.log.Debug("blob push refused", "from", peerOf(r), "err", err)
@@ -86,6 +97,19 @@ func (s *Store) handleFetch(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// declaredBy reads the trailers of a sealed push.
+func declaredBy(t http.Header) (string, uint32, error) {
+	sum, crc := t.Get(trailerSum), t.Get(trailerCRC)
+	if sum == "" || crc == "" {
+		return "", 0, errors.New("the push ended without its checksum trailers")
+	}
+	v, err := strconv.ParseUint(crc, 16, 32)
+	if err != nil {
+		return "", 0, fmt.Errorf("bad %s trailer %q", trailerCRC, crc)
+	}
+	return sum, uint32(v), nil
+}
+
 func peerOf(r *http.Request) string { return r.Header.Get("X-Cohort-Node") }
 
 // pushResult is a peer's answer to a push.
@@ -107,6 +131,7 @@ func (s *Store) store(ctx context.Context, r io.Reader, o WriteOptions) (ingestR
 	defer cancel()
 	results := make(chan pushResult, len(peers))
 	fan := &fanout{}
+	seal := new(sealedSum)
 	var streamed []peer
 	for _, p := range peers {
 		if !s.healthy(p.id) {
@@ -116,12 +141,19 @@ func (s *Store) store(ctx context.Context, r io.Reader, o WriteOptions) (ingestR
 		fan.add(pw)
 		streamed = append(streamed, p)
 		go func() {
-			res, err := s.push(pctx, p, pr, "", o)
+			res, err := s.push(pctx, p, pr, "", seal, o)
 			pr.CloseWithError(errOr(err, io.ErrClosedPipe))
 			results <- pushResult{peer: p, res: res, err: err}
 		}()
 	}
-	res, err := s.blobs.ingest(ctx, io.TeeReader(r, fan), s.cfg.MaxFileBytes, "")
+	res, err := s.blobs.ingest(ctx, io.TeeReader(r, fan), ingestOpts{
+		limit: s.cfg.MaxFileBytes,
+		// The peers end their copies while this one is fsynced.
+		complete: func(sum string) {
+			seal.set(sum)
+			fan.closeAll(nil)
+		},
+	})
 	if err != nil {
 		err = s.noSpace(err)
 		fan.closeAll(err)
@@ -161,7 +193,7 @@ func (s *Store) store(ctx context.Context, r io.Reader, o WriteOptions) (ingestR
 			if err != nil {
 				return res, nil, err
 			}
-			_, err = s.push(ctx, p, f, res.SHA256, WriteOptions{Size: res.Size, SizeKnown: true})
+			_, err = s.push(ctx, p, f, res.SHA256, nil, WriteOptions{Size: res.Size, SizeKnown: true})
 			f.Close()
 			if err == nil {
 				holders = append(holders, p.id)
@@ -181,15 +213,22 @@ func errOr(err, def error) error {
 	return def
 }
 
-// push streams body to peer p; expect, when set, has the peer check the
-// hash before keeping it.
-func (s *Store) push(ctx context.Context, p peer, body io.Reader, expect string, o WriteOptions) (ingestResult, error) {
+// push streams body to peer p. The peer checks it against expect when
+// that is set; otherwise, with seal, against the checksums the writer
+// declares in trailers once it has hashed the whole stream.
+func (s *Store) push(ctx context.Context, p peer, body io.Reader, expect string, seal *sealedSum, o WriteOptions) (ingestResult, error) {
 	client := s.cfg.Log.Client()
 	if client == nil {
 		return ingestResult{}, ErrClosed
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var trailer http.Header
+	if expect == "" && seal != nil {
+		// Trailers need a chunked body: the length stays unannounced.
+		trailer = http.Header{trailerSum: nil, trailerCRC: nil}
+		body = &sealedBody{r: body, seal: seal, trailer: trailer}
+	}
 	wd := &watchdog{cancel: cancel, r: body}
 	stop := wd.start(stallTimeout)
 	defer stop()
@@ -197,7 +236,9 @@ func (s *Store) push(ctx context.Context, p peer, body io.Reader, expect string,
 	if err != nil {
 		return ingestResult{}, fmt.Errorf("push to %s: %w", p.id, err)
 	}
-	if o.SizeKnown || o.Size > 0 {
+	if trailer != nil {
+		req.Trailer = trailer
+	} else if o.SizeKnown || o.Size > 0 {
 		req.ContentLength = o.Size
 	}
 	req.Header.Set("X-Cohort-Node", s.cfg.NodeID)
@@ -217,6 +258,39 @@ func (s *Store) push(ctx context.Context, p peer, body io.Reader, expect string,
 		return res, fmt.Errorf("push to %s: decode answer: %w", p.id, err)
 	}
 	return res, nil
+}
+
+// sealedSum is the SHA-256 of a stream being pushed, known once the writer
+// has hashed the stream's last byte.
+type sealedSum struct{ v atomic.Pointer[string] }
+
+func (s *sealedSum) set(sum string) { s.v.Store(&sum) }
+
+func (s *sealedSum) get() string {
+	if p := s.v.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// sealedBody is a push's body: it computes the CRC-32C of what it sends and,
+// at its end, puts it and the writer's SHA-256 in the request's trailers
+// (net/http sends them once Read returns io.EOF).
+type sealedBody struct {
+	r       io.Reader
+	crc     uint32
+	seal    *sealedSum
+	trailer http.Header
+}
+
+func (b *sealedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.crc = crc32.Update(b.crc, castagnoli, p[:n])
+	if err == io.EOF {
+		b.trailer.Set(trailerSum, b.seal.get())
+		b.trailer.Set(trailerCRC, fmt.Sprintf("%08x", b.crc))
+	}
+	return n, err
 }
 
 func readErr(resp *http.Response) string {
@@ -316,7 +390,7 @@ func (s *Store) ensureLocal(ctx context.Context, sum string, holders []string) e
 		return nil
 	}
 	if sum == emptySum {
-		_, err := s.blobs.ingest(ctx, bytes.NewReader(nil), 0, sum)
+		_, err := s.blobs.ingest(ctx, bytes.NewReader(nil), ingestOpts{expect: sum})
 		return err
 	}
 	s.mu.Lock()
@@ -403,7 +477,7 @@ func (s *Store) fetchFrom(ctx context.Context, p peer, sum string) error {
 	wd := &watchdog{cancel: cancel, r: resp.Body}
 	stop := wd.start(stallTimeout)
 	defer stop()
-	if _, err := s.blobs.ingest(ctx, wd, 0, sum); err != nil {
+	if _, err := s.blobs.ingest(ctx, wd, ingestOpts{expect: sum}); err != nil {
 		return fmt.Errorf("fetch from %s: %w", p.id, s.noSpace(err))
 	}
 	return nil
