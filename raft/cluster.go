@@ -288,6 +288,7 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 0,
 		ExpectContinueTimeout: time.Second,
+		WriteBufferSize:       64 << 10,
 	}}
 	cleanup = append(cleanup, c.client.CloseIdleConnections)
 
