@@ -270,7 +270,7 @@ func (f *Front) serve(w http.ResponseWriter, r *http.Request) {
 	if f.cfg.Observe != nil {
 		defer func() { f.cfg.Observe(p.kind, lw.status(), time.Since(start), tries) }()
 	}
-	if f.cfg.AccessLog {
+	if f.cfg.AccessLog && f.log.Enabled(r.Context(), slog.LevelInfo) {
 		defer func() {
 			f.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 				slog.String("method", r.Method), slog.String("path", r.URL.Path),
@@ -397,8 +397,13 @@ func (f *Front) forward(w http.ResponseWriter, r *http.Request, addr string, v *
 	if replay != nil {
 		body = io.NopCloser(bytes.NewReader(replay))
 	}
-	trace := &httptrace.ClientTrace{WroteHeaders: func() { a.sent.Store(true) }}
-	ctx := httptrace.WithClientTrace(context.WithValue(r.Context(), attemptKey{}, a), trace)
+	ctx := context.WithValue(r.Context(), attemptKey{}, a)
+	if f.hops == nil || !leanRequest(r) {
+		// net/http's Transport tells that it wrote a request only through a
+		// trace; the hop pool marks the attempt itself, saving the trace's
+		// allocations on the hops that matter most.
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { a.sent.Store(true) }})
+	}
 	out := r.WithContext(ctx)
 	if body != nil && body != http.NoBody {
 		out.Body = &trackedBody{r: body, read: &a.bodyRd}

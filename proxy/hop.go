@@ -58,8 +58,14 @@ func newHopTransport(dial func(context.Context, string) (net.Conn, error), fallb
 // lean reports whether req can take the pooled path: no body to send, no
 // protocol switch.
 func lean(req *http.Request) bool {
+	return leanRequest(req) && req.URL.Scheme == "http"
+}
+
+// leanRequest is lean without the destination: what the request itself
+// must be like.
+func leanRequest(req *http.Request) bool {
 	return (req.Body == nil || req.Body == http.NoBody) && req.ContentLength == 0 &&
-		req.Method != http.MethodConnect && req.URL.Scheme == "http" && req.Header.Get("Upgrade") == ""
+		req.Method != http.MethodConnect && req.Header.Get("Upgrade") == ""
 }
 
 // replayable reports whether a request may be sent again after it reached
@@ -79,8 +85,11 @@ func (t *hopTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.fallback.RoundTrip(req)
 	}
 	ctx := req.Context()
+	resend := replayable(req)
 	for {
-		pc, reused, err := t.conn(ctx, req.URL.Host)
+		// A request that may be resent meets a connection the peer closed
+		// as an error and goes again; only the others pay for a look first.
+		pc, reused, err := t.conn(ctx, req.URL.Host, !resend)
 		if err != nil {
 			return nil, err
 		}
@@ -89,7 +98,7 @@ func (t *hopTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return res, nil
 		}
 		pc.Close()
-		if reused && errors.Is(err, errNoAnswer) && replayable(req) && ctx.Err() == nil {
+		if reused && errors.Is(err, errNoAnswer) && resend && ctx.Err() == nil {
 			continue // the peer closed it while it was idle; each pass uses up one idle connection
 		}
 		return nil, err
@@ -113,6 +122,9 @@ func (t *hopTransport) exchange(ctx context.Context, pc *hopConn, req *http.Requ
 	}
 	if err := pc.bw.Flush(); err != nil {
 		return fail(fmt.Errorf("%w: write: %w", errNoAnswer, err))
+	}
+	if a, _ := ctx.Value(attemptKey{}).(*attempt); a != nil {
+		a.sent.Store(true)
 	}
 	if trace != nil && trace.WroteHeaders != nil {
 		trace.WroteHeaders()
@@ -152,8 +164,10 @@ func (t *hopTransport) exchange(ctx context.Context, pc *hopConn, req *http.Requ
 	return res, nil
 }
 
-// conn takes an idle connection to addr, newest first, or dials one.
-func (t *hopTransport) conn(ctx context.Context, addr string) (*hopConn, bool, error) {
+// conn takes an idle connection to addr, newest first, or dials one. With
+// look, an idle connection the peer has closed is skipped (one
+// non-blocking peek).
+func (t *hopTransport) conn(ctx context.Context, addr string, look bool) (*hopConn, bool, error) {
 	var stale []*hopConn
 	defer func() {
 		for _, pc := range stale {
@@ -166,7 +180,7 @@ func (t *hopTransport) conn(ctx context.Context, addr string) (*hopConn, bool, e
 		pc := list[len(list)-1]
 		list[len(list)-1] = nil
 		list = list[:len(list)-1]
-		if time.Since(pc.idleAt) > t.idleFor || peerClosed(pc.Conn) {
+		if time.Since(pc.idleAt) > t.idleFor || (look && peerClosed(pc.Conn)) {
 			stale = append(stale, pc)
 			continue
 		}
