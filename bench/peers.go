@@ -13,6 +13,7 @@ import (
 // debianPeers maps each peer binary to the Debian package providing it.
 var debianPeers = []struct{ bin, pkg string }{
 	{"haproxy", "haproxy"},
+	{"wrk", "wrk"},
 	{"redis-server", "redis-server"},
 	{"etcd", "etcd-server"},
 	{"memcached", "memcached"},

@@ -67,9 +67,17 @@ func median(v []float64) float64 {
 }
 
 func medDur(ss []sample, f func(sample) time.Duration) time.Duration {
-	v := make([]float64, len(ss))
+	v := make([]time.Duration, len(ss))
 	for i, s := range ss {
-		v[i] = float64(f(s))
+		v[i] = f(s)
+	}
+	return medianDur(v)
+}
+
+func medianDur(ds []time.Duration) time.Duration {
+	v := make([]float64, len(ds))
+	for i, d := range ds {
+		v[i] = float64(d)
 	}
 	return time.Duration(median(v))
 }
