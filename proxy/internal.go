@@ -68,7 +68,7 @@ func (f *Front) serveHop(w http.ResponseWriter, r *http.Request) {
 	}
 	stripHop(r.Header)
 	lw := &logWriter{ResponseWriter: w}
-	if f.cfg.AccessLog {
+	if f.cfg.AccessLog && f.log.Enabled(r.Context(), slog.LevelInfo) {
 		defer func() {
 			f.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 				slog.String("method", r.Method), slog.String("path", r.URL.Path),
