@@ -163,9 +163,11 @@ func fileTree(ctx context.Context, c *testcluster.Cluster, nd *testcluster.Node)
 // appears that was never written there or was surely refused, and
 // operations whose outcome is unknown may or may not have happened.
 func TestFilesUnderNemesis(t *testing.T) {
-	c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk))
-	c.WaitLeader(t)
-	runNemesisSchedules(t, 100, func(t *testing.T, seed uint64) { runFilesSchedule(t, c, seed) })
+	runNemesisGroups(t, 100, func(t *testing.T) func(*testing.T, uint64) {
+		c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk))
+		c.WaitLeader(t)
+		return func(t *testing.T, seed uint64) { runFilesSchedule(t, c, seed) }
+	})
 }
 
 func runFilesSchedule(t *testing.T, c *testcluster.Cluster, seed uint64) {
@@ -295,6 +297,8 @@ func runFilesSchedule(t *testing.T, c *testcluster.Cluster, seed uint64) {
 	mu.Unlock()
 	bad = append(bad, fileLostWrites(history)...)
 
+	bad = append(bad, filesWritable(c, seed)...)
+
 	res, unknown := fileHistoryLinearizable(history)
 	var puts, large, deletes, acked int
 	for _, op := range history {
@@ -339,6 +343,39 @@ func runFilesSchedule(t *testing.T, c *testcluster.Cluster, seed uint64) {
 // client gave up can still land late: then it tries again). It returns the
 // reads and the tree of the last attempt and, if the files never settled,
 // what was last wrong.
+// filesWritable checks that the healed cluster takes a write through every
+// node again: a schedule that left the cluster unable to commit (a disk
+// still full, a node that never rejoined) would otherwise pass with a
+// history of unknown outcomes, vacuously linearizable.
+func filesWritable(c *testcluster.Cluster, seed uint64) []string {
+	var bad []string
+	for _, nd := range c.Running() {
+		deadline := time.Now().Add(30 * time.Second)
+		var last string
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			resp, err := fileRequest(ctx, c, nd, http.MethodPut, fmt.Sprintf("/_cohort/api/files/nemesis/%d/writable-%s", seed, nd.ID), []byte("after the heal"))
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode/100 == 2 {
+					cancel()
+					break
+				}
+				err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+			}
+			cancel()
+			last = err.Error()
+			if time.Now().After(deadline) {
+				bad = append(bad, fmt.Sprintf("no write through %s within 30 s of the heal: %s", nd.ID, last))
+				break
+			}
+			<-time.After(200 * time.Millisecond)
+		}
+	}
+	return bad
+}
+
 func settledFiles(c *testcluster.Cluster, paths []string, now func() int64) ([]fileOp, map[string]string, []string) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {

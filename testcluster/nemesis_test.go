@@ -51,6 +51,31 @@ func runNemesisSchedules(t *testing.T, long int, run func(t *testing.T, seed uin
 	t.Logf("%d schedules, %d failed (base seed %d; replay one with COHORT_LIN_SEED=SEED -run '%s')", schedules, failed, base, t.Name())
 }
 
+// runNemesisGroups is runNemesisSchedules with a fresh cluster for every
+// round of the faults (one schedule each): setup builds the group's cluster
+// and returns what runs a schedule on it. For tests whose schedules leave
+// data behind — the files test keeps every schedule's tree and an hour of
+// unreferenced blobs, which fill NemesisDisk after some twenty schedules —
+// so that a long run measures the faults, not an ever fuller disk.
+func runNemesisGroups(t *testing.T, long int, setup func(t *testing.T) func(t *testing.T, seed uint64)) {
+	base, schedules := nemesisPlan(t, long)
+	per := len(testcluster.NemesisFaults())
+	failed := 0
+	for g := 0; g*per < schedules; g++ {
+		t.Run(fmt.Sprintf("cluster=%d", g+1), func(t *testing.T) {
+			run := setup(t)
+			for s := g * per; s < min(schedules, (g+1)*per); s++ {
+				seed := base + uint64(s)
+				if !t.Run(fmt.Sprintf("seed=%d_%s", seed, faultOf(seed).Name), func(t *testing.T) { run(t, seed) }) {
+					failed++
+				}
+			}
+		})
+	}
+	t.Logf("%d schedules on %d clusters, %d failed (base seed %d; replay one with COHORT_LIN_SEED=SEED -run '%s')",
+		schedules, (schedules+per-1)/per, failed, base, t.Name())
+}
+
 // holdFault lets a fault last d and, when it took the leader away (killed,
 // cut off or paused: before no longer leads), until another node leads and
 // newLeader says that leader has done what the test needs (bounded): a
