@@ -32,6 +32,10 @@ type FrontConfig struct {
 	DrainTimeout time.Duration
 	// AccessLog logs one line per request (component=front).
 	AccessLog bool
+	// FastPath lets the front forward body-less GET and HEAD requests of
+	// sessions owned elsewhere without net/http's server (proxy's fast
+	// front). Only without TLS on the public port.
+	FastPath bool
 }
 
 func defaultFront() FrontConfig {
@@ -40,6 +44,7 @@ func defaultFront() FrontConfig {
 		MaxTries:       3,
 		DrainTimeout:   20 * time.Second,
 		AccessLog:      true,
+		FastPath:       true,
 	}
 }
 
@@ -52,6 +57,7 @@ func (d FrontConfig) flags(fs *pflag.FlagSet) {
 	fs.Int("front-max-tries", d.MaxTries, "attempts per request across nodes, first try included")
 	fs.Duration("drain-timeout", d.DrainTimeout, "on graceful shutdown, how long to wait for in-flight requests after draining")
 	fs.Bool("access-log", d.AccessLog, "log one line per request of the front")
+	fs.Bool("front-fast-path", d.FastPath, "forward GET/HEAD of sessions owned elsewhere without net/http's server (plain HTTP only)")
 }
 
 // load reads the merged flag/env/file values.
@@ -67,6 +73,7 @@ func (c *FrontConfig) load(v *viper.Viper) {
 	c.MaxTries = v.GetInt("front-max-tries")
 	c.DrainTimeout = v.GetDuration("drain-timeout")
 	c.AccessLog = v.GetBool("access-log")
+	c.FastPath = v.GetBool("front-fast-path")
 }
 
 // validate reports each problem through add, naming the flag (see problem).

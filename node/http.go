@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -41,10 +42,46 @@ func (n *Node) routes() {
 
 // Handle mounts a handler on the public front beside /_cohort/ (not behind
 // the sessions middleware or the sticky front). Call it before Start.
-func (n *Node) Handle(pattern string, h http.Handler) { n.mux.Handle(pattern, h) }
+func (n *Node) Handle(pattern string, h http.Handler) {
+	n.notePublic(pattern)
+	n.mux.Handle(pattern, h)
+}
 
 // HandleAdmin mounts a handler on the public front behind the admin token.
-func (n *Node) HandleAdmin(pattern string, h http.HandlerFunc) { n.mux.Handle(pattern, n.admin(h)) }
+func (n *Node) HandleAdmin(pattern string, h http.HandlerFunc) {
+	n.notePublic(pattern)
+	n.mux.Handle(pattern, n.admin(h))
+}
+
+// notePublic remembers the path of a pattern mounted beside the front, so
+// that the fast front (proxy.FastListener) leaves its requests to the mux.
+// A path ending in "/" or holding a wildcard covers everything under it.
+func (n *Node) notePublic(pattern string) {
+	_, path, _ := strings.Cut(strings.TrimSpace(pattern), "/")
+	path = "/" + path
+	if strings.HasPrefix(path, "/_cohort/") {
+		return // frontClaims refuses /_cohort already
+	}
+	if i := strings.IndexByte(path, '{'); i >= 0 {
+		path = path[:i]
+	}
+	n.publicPaths = append(n.publicPaths, path)
+}
+
+// frontClaims tells the fast front which requests are the front's: not a
+// node endpoint, and the node serving (caught up, not draining); the rest
+// go through the mux (catchup.go's gate and drain) as before.
+func (n *Node) frontClaims(path []byte) bool {
+	if n.draining.Load() || !n.isCaughtUp() || bytes.HasPrefix(path, []byte("/_cohort")) {
+		return false
+	}
+	for _, p := range n.publicPaths {
+		if string(path) == p || strings.HasSuffix(p, "/") && bytes.HasPrefix(path, []byte(p)) {
+			return false
+		}
+	}
+	return true
+}
 
 // WriteJSON writes v as JSON with status code (httpapi.WriteJSON).
 func WriteJSON(w http.ResponseWriter, code int, v any) { httpapi.WriteJSON(w, code, v) }

@@ -73,8 +73,10 @@ type Node struct {
 	mux         *http.ServeMux // public front
 	httpSrv     *http.Server
 	httpLn      net.Listener
-	adminToken  []byte   // the first token of --admin-token-file
-	adminTokens [][]byte // every token accepted (rotation)
+	fastLn      *proxy.FastListener // the fast front, when it owns the public listener
+	publicPaths []string            // paths mounted beside the front (http.go)
+	adminToken  []byte              // the first token of --admin-token-file
+	adminTokens [][]byte            // every token accepted (rotation)
 	started     time.Time
 
 	readyChecks []ReadyCheck
@@ -279,6 +281,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.publicTLS != nil { // --public-tls-cert-file (node/front.go)
 		n.httpSrv.TLSConfig = n.publicTLS
 		ln = tls.NewListener(ln, n.publicTLS)
+	} else if n.cfg.Front.FastPath {
+		n.fastLn = n.front.Listen(ln, proxy.ListenOptions{
+			Claims:        n.frontClaims,
+			IdleTimeout:   n.httpSrv.IdleTimeout,
+			HeaderTimeout: n.httpSrv.ReadHeaderTimeout,
+		})
+		ln = n.fastLn
 	}
 	n.goBackground(func() {
 		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -383,6 +392,11 @@ func (n *Node) shutdown(graceful bool) error {
 				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 			}
 		}
+		if n.fastLn != nil {
+			if err := n.fastLn.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("fast front shutdown: %w", err))
+			}
+		}
 		cancel()
 		// 3. Capabilities stop (their start contexts end first), then Raft
 		// hands over leadership and closes.
@@ -393,6 +407,9 @@ func (n *Node) shutdown(graceful bool) error {
 		errs = append(errs, n.cluster.Abort())
 		if n.httpSrv != nil {
 			_ = n.httpSrv.Close()
+		}
+		if n.fastLn != nil {
+			n.fastLn.CloseConns()
 		}
 		n.cancelHooks()
 		errs = append(errs, n.runClose()...)

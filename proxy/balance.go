@@ -8,9 +8,16 @@ import (
 
 // plan decides where a request goes first (see DESIGN.md, "Routing").
 func (f *Front) plan(r *http.Request) plan {
+	v, ok := cookieValue(r.Header, f.cfg.CookieName)
+	return f.planCookie(v, ok)
+}
+
+// planCookie is plan given the session cookie's value (has: a cookie of
+// that name was sent).
+func (f *Front) planCookie(v string, has bool) plan {
 	self := f.cfg.SelfID
 	selfState := f.state(self)
-	if v, ok := cookieValue(r.Header, f.cfg.CookieName); ok {
+	if has {
 		if route, ok := f.cfg.ParseRoute(v); ok {
 			if id, known := f.lookupRoute(route); known {
 				if id == self {
@@ -41,6 +48,24 @@ func (f *Front) plan(r *http.Request) plan {
 	p := plan{kind: KindBalanced}
 	p.target = f.pick(nil)
 	return p
+}
+
+// owner is planCookie's forwarded case alone, without the side effects
+// of the others (a balanced pick counts the session as sent): the fast
+// front asks it and leaves every other case to serve.
+func (f *Front) owner(cookie []byte, has bool) (plan, bool) {
+	if !has {
+		return plan{}, false
+	}
+	route, ok := f.cfg.ParseRoute(string(cookie))
+	if !ok {
+		return plan{}, false
+	}
+	id, known := f.lookupRoute(route)
+	if !known || id == f.cfg.SelfID || !f.servable(id) {
+		return plan{}, false
+	}
+	return plan{kind: KindForwarded, target: id}, true
 }
 
 // fallback chooses the next node after a failure or for a session whose

@@ -41,18 +41,7 @@ func base64URL(s string) bool {
 // double quotes are removed as net/http does.
 func cookieValue(h http.Header, name string) (string, bool) {
 	for _, line := range h["Cookie"] {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimSpace(part)
-			k, v, found := strings.Cut(part, "=")
-			if !found || strings.TrimSpace(k) != name {
-				continue
-			}
-			v = strings.TrimSpace(v)
-			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-				v = v[1 : len(v)-1]
-			}
+		if v, ok := findCookie(line, name); ok {
 			return v, true
 		}
 	}

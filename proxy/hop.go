@@ -46,6 +46,8 @@ const (
 	hopMaxIdle  = 256
 	hopIdleFor  = 60 * time.Second
 	hopBufBytes = 4 << 10
+	// hopDialTimeout bounds dialling a peer and proving the cluster key.
+	hopDialTimeout = 5 * time.Second
 )
 
 // errNoAnswer marks a failure before any byte of an answer came back.
@@ -190,6 +192,10 @@ func (t *hopTransport) conn(ctx context.Context, addr string, look bool) (*hopCo
 	}
 	t.idle[addr] = list
 	t.mu.Unlock()
+	// A partitioned peer drops the SYN: without a bound the kernel retries
+	// for minutes.
+	ctx, cancel := context.WithTimeout(ctx, hopDialTimeout)
+	defer cancel()
 	c, err := t.dial(ctx, addr)
 	if err != nil {
 		return nil, false, err
