@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -245,6 +246,7 @@ type fastConn struct {
 	head     []byte // the answer's head, reused
 	line     []byte // a line of the answer being read, reused
 	drop     [][]byte
+	bodyFrom int64 // out.n where the answer's body starts (access log's bytes)
 }
 
 // countingWriter counts the bytes that reached the client.
@@ -374,11 +376,11 @@ func (fc *fastConn) forward() outcome {
 	start := time.Now()
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
-	sent0 := fc.out.n
+	fc.bodyFrom = -1
 	status, res, err := fc.exchange(m.Address)
 	switch res {
 	case outHandoff:
-		if !errors.Is(err, errUnready) {
+		if !errors.Is(err, errUnready) && fc.l.ctx.Err() == nil {
 			f.cfg.Members.MarkFailed(p.target)
 		}
 		fc.bw.Reset(&fc.out)
@@ -392,15 +394,22 @@ func (fc *fastConn) forward() outcome {
 		}
 	}
 	took := time.Since(start)
+	if status == 0 {
+		status = http.StatusBadGateway // given up before the answer's head
+	}
 	if f.cfg.Observe != nil {
 		f.cfg.Observe(KindForwarded, status, took, 1)
 	}
 	if f.cfg.AccessLog && f.log.Enabled(fc.l.ctx, slog.LevelInfo) {
+		body := int64(0)
+		if fc.bodyFrom >= 0 {
+			body = max(0, fc.out.n-fc.bodyFrom)
+		}
 		f.log.LogAttrs(fc.l.ctx, slog.LevelInfo, "request",
 			slog.String("method", string(r.method)), slog.String("path", string(r.path())),
 			slog.Int("status", status), slog.Duration("duration", took),
 			slog.String("route", KindForwarded), slog.String("upstream", p.target), slog.Int("tries", 1),
-			slog.String("client", fc.remote), slog.Int64("bytes", fc.out.n-sent0))
+			slog.String("client", fc.remote), slog.Int64("bytes", body))
 	}
 	return res
 }
@@ -529,6 +538,7 @@ func (fc *fastConn) relay(pc *hopConn) (status int, keep bool, res outcome, err 
 	untilClose := !bodyless && !a.chunked && a.length < 0
 	closeClient := r.close || untilClose || fc.l.closing.Load()
 	fc.writeAnswerHead(closeClient)
+	fc.bodyFrom = fc.out.n + int64(fc.bw.Buffered())
 	switch {
 	case bodyless:
 	case a.chunked:
