@@ -15,8 +15,11 @@
 // a session's cookie belong to package sessions, whose middleware sits
 // inside the front. It does not own node states or liveness: those come
 // from package membership (states replicated through Raft, liveness from
-// probes and from the failures the front reports with MarkFailed). It does
-// not own the public listener or its TLS: package node serves them.
+// probes and from the failures the front reports with MarkFailed). Package
+// node owns the public listener and its TLS; on a plain-HTTP port it lets
+// the front's fast path (Front.Listen) accept first, which forwards the
+// body-less reads of sessions owned elsewhere itself and hands every other
+// connection to node's http.Server.
 //
 // See DESIGN.md for the invariants and docs/front.md for the user view.
 package proxy
