@@ -246,7 +246,8 @@ type fastConn struct {
 	head     []byte // the answer's head, reused
 	line     []byte // a line of the answer being read, reused
 	drop     [][]byte
-	bodyFrom int64 // out.n where the answer's body starts (access log's bytes)
+	bodyFrom int64  // out.n where the answer's body starts (access log's bytes)
+	target   string // the node the current request went to
 }
 
 // countingWriter counts the bytes that reached the client.
@@ -376,7 +377,7 @@ func (fc *fastConn) forward() outcome {
 	start := time.Now()
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
-	fc.bodyFrom = -1
+	fc.bodyFrom, fc.target = -1, p.target
 	status, res, err := fc.exchange(m.Address)
 	switch res {
 	case outHandoff:
@@ -433,8 +434,10 @@ func (fc *fastConn) exchange(addr string) (status int, res outcome, err error) {
 		if pc, reused, err = hops.conn(fc.l.ctx, addr, false); err != nil {
 			return 0, outHandoff, err
 		}
+		// One deadline for the write and the first wait: a frozen peer
+		// takes nothing, and only the probes tell it from a slow one.
+		_ = pc.SetDeadline(time.Now().Add(fastClientCheck))
 		if err = fc.writeRequest(pc); err == nil {
-			_ = pc.SetReadDeadline(time.Now().Add(fastClientCheck))
 			err = fc.waitUpstream(pc)
 		}
 		if err == nil {
@@ -444,14 +447,14 @@ func (fc *fastConn) exchange(addr string) (status int, res outcome, err error) {
 		switch {
 		case errors.Is(err, errClientGone):
 			return 0, outClose, err
-		case reused && !isTimeout(err):
+		case reused && !isTimeout(err) && !errors.Is(err, errPeerUnhealthy):
 			continue // the peer closed it while it was idle: a GET or HEAD goes again
 		}
 		return 0, outHandoff, err
 	}
 	status, keep, res, err := fc.relay(pc)
 	if err == nil && keep {
-		_ = pc.SetReadDeadline(time.Time{})
+		_ = pc.SetDeadline(time.Time{})
 		hops.release(pc, alwaysStopped, true)
 	} else {
 		pc.Close()
@@ -871,10 +874,16 @@ func (fc *fastConn) waitUpstream(pc *hopConn) error {
 
 // upstreamSilent handles a read error on pc: a timeout only means the
 // upstream has been silent for fastClientCheck, so unless the client has
-// left meanwhile the read goes on (nil); any other error is returned.
+// left or the upstream failed the probes meanwhile, the read goes on
+// (nil); any other error is returned. A frozen or cut-off owner keeps its
+// connections open: the probes are what tell, and the request then fails
+// over (a GET or HEAD may be sent again) if no byte reached the client.
 func (fc *fastConn) upstreamSilent(pc *hopConn, err error) error {
 	if !isTimeout(err) {
 		return err
+	}
+	if !fc.l.f.cfg.Members.Healthy(fc.target) {
+		return errPeerUnhealthy
 	}
 	// The client's read deadline no longer matters while its request
 	// runs, and a peek would fail on it.

@@ -133,6 +133,7 @@ type Front struct {
 	selfRoute atomic.Pointer[string]
 
 	hops  *hopTransport // set by Start when Config.Dial is
+	watch attemptWatch  // forwarded attempts by peer address
 	loads *loadBook
 	cpu   *cpuMeter
 	wg    sync.WaitGroup // Start's goroutines
@@ -195,6 +196,7 @@ func (f *Front) Start(ctx context.Context, rt http.RoundTripper) {
 	self := f.cfg.Members.Route(f.cfg.SelfID)
 	f.selfRoute.Store(&self)
 	f.goRun(func() { f.cpu.run(ctx) })
+	f.goRun(func() { f.watchPeers(ctx) })
 	f.goRun(func() { f.pollLoads(ctx, &http.Client{Transport: rt}) })
 	f.restoreState(ctx)
 }
@@ -397,7 +399,10 @@ func (f *Front) forward(w http.ResponseWriter, r *http.Request, addr string, v *
 	if replay != nil {
 		body = io.NopCloser(bytes.NewReader(replay))
 	}
-	ctx := context.WithValue(r.Context(), attemptKey{}, a)
+	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), attemptKey{}, a))
+	defer cancel(nil)
+	target := f.watch.add(addr, cancel)
+	defer f.watch.remove(addr, target)
 	if f.hops == nil || !leanRequest(r) {
 		// net/http's Transport tells that it wrote a request only through a
 		// trace; the hop pool marks the attempt itself, saving the trace's

@@ -406,6 +406,42 @@ func TestFailoverOnKill(t *testing.T) {
 	t.Logf("%d GETs, none failed; session moved from %s to %s", ok, owner, m.ID)
 }
 
+// TestFailoverOnFrozenOwner freezes the owner (its connections stall, as
+// after SIGSTOP or a cut cable): no connection is refused, so only the
+// probes can tell. A read entering another node must still be answered,
+// by failing over once the probes declare the owner failed, instead of
+// waiting on the pooled connection for as long as the owner stays frozen.
+// Both the fast front and net/http's path are checked.
+func TestFailoverOnFrozenOwner(t *testing.T) {
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast path %v", fast), func(t *testing.T) {
+			c, _ := newCluster(t, func(cfg *config.Config) { cfg.Front.FastPath = fast })
+			owner := c.Followers()[0].ID
+			var entry *testcluster.Node
+			for _, nd := range c.Nodes() {
+				if nd.ID != owner {
+					entry = nd
+					break
+				}
+			}
+			cl := sessionOn(t, c, owner)
+			for range 10 { // the entry node now holds pooled connections to the owner
+				if w := cl.mustGet(t, entry.URL("/t/who")); w.Node != owner {
+					t.Fatalf("served by %s before the freeze, want %s", w.Node, owner)
+				}
+			}
+			c.Pause(owner)
+			defer c.Resume(owner)
+			start := time.Now()
+			w := cl.mustGet(t, entry.URL("/t/who")) // the client gives up after 30 s
+			if w.Node == owner {
+				t.Fatalf("served by the frozen owner %s", owner)
+			}
+			t.Logf("a read for %s's session was answered by %s %v after %s froze", owner, w.Node, time.Since(start).Round(time.Millisecond), owner)
+		})
+	}
+}
+
 func spread(t testing.TB, entry *testcluster.Node, n int) map[string]int {
 	t.Helper()
 	got := map[string]int{}

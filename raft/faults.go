@@ -3,7 +3,9 @@ package raft
 import (
 	"errors"
 	"math/rand/v2"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -81,8 +83,11 @@ func (f *Faults) dialBlocked(local, peer string) bool {
 
 // gate runs before a write (write=true) or read on a connection from local
 // to peer: it stalls while the link is one-way cut or either node paused,
-// waits out an injected delay, and may drop the connection.
-func (f *Faults) gate(local, peer string, write bool, closed <-chan struct{}) error {
+// waits out an injected delay, and may drop the connection. A stall ends
+// with os.ErrDeadlineExceeded once the connection's deadline (by: Unix
+// nanoseconds, 0 for none, read again as it changes) has passed, as a
+// socket with nothing to read would.
+func (f *Faults) gate(local, peer string, write bool, closed <-chan struct{}, by *atomic.Int64) error {
 	for {
 		f.mu.Lock()
 		link := [2]string{local, peer}
@@ -90,12 +95,24 @@ func (f *Faults) gate(local, peer string, write bool, closed <-chan struct{}) er
 		delay, drop, wake := f.delay[link], f.drop[link], f.wake
 		f.mu.Unlock()
 		if stall {
+			if dl := by.Load(); dl != 0 && time.Now().UnixNano() >= dl {
+				return os.ErrDeadlineExceeded
+			}
+			// A deadline set while stalled must end the stall too: look
+			// again every few milliseconds (tests only).
+			t := time.NewTimer(10 * time.Millisecond)
+			var err error
 			select {
 			case <-wake:
-				continue
 			case <-closed:
-				return errDropped
+				err = errDropped
+			case <-t.C:
 			}
+			t.Stop()
+			if err != nil {
+				return err
+			}
+			continue
 		}
 		if !write {
 			return nil

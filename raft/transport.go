@@ -11,7 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -318,12 +320,16 @@ type authConn struct {
 	t      *Transport
 	once   sync.Once
 	closed chan struct{}
+	// The deadlines last set, in Unix nanoseconds (0: none), so that a
+	// read or write stalled by the fault seam times out as the socket's
+	// own would.
+	readBy, writeBy atomic.Int64
 }
 
 // Read passes through the fault seam when there is one.
 func (c *authConn) Read(p []byte) (int, error) {
 	if f := c.t.faults; f != nil {
-		if err := f.gate(c.t.nodeID, c.peer, false, c.closed); err != nil {
+		if err := f.gate(c.t.nodeID, c.peer, false, c.closed, &c.readBy); err != nil {
 			return 0, err
 		}
 	}
@@ -333,12 +339,40 @@ func (c *authConn) Read(p []byte) (int, error) {
 // Write passes through the fault seam when there is one.
 func (c *authConn) Write(p []byte) (int, error) {
 	if f := c.t.faults; f != nil {
-		if err := f.gate(c.t.nodeID, c.peer, true, c.closed); err != nil {
-			c.Close()
+		if err := f.gate(c.t.nodeID, c.peer, true, c.closed, &c.writeBy); err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				c.Close()
+			}
 			return 0, err
 		}
 	}
 	return c.Conn.Write(p)
+}
+
+// SetDeadline sets both deadlines on the connection (and for the seam).
+func (c *authConn) SetDeadline(t time.Time) error {
+	c.readBy.Store(unixNanos(t))
+	c.writeBy.Store(unixNanos(t))
+	return c.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline on the connection (and for the seam).
+func (c *authConn) SetReadDeadline(t time.Time) error {
+	c.readBy.Store(unixNanos(t))
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline on the connection (and for the seam).
+func (c *authConn) SetWriteDeadline(t time.Time) error {
+	c.writeBy.Store(unixNanos(t))
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // SyscallConn gives the TCP connection under the handshake (and under TLS),
