@@ -292,7 +292,8 @@ func (fc *fastConn) serve() {
 		l.give(fc.c)
 		return
 	}
-	fc.fwd = "X-Forwarded-For: " + ap.Addr().Unmap().String() + "\r\nX-Forwarded-Proto: http\r\n" +
+	peerHost, _, _ := net.SplitHostPort(fc.remote) // as resolveClient reads it
+	fc.fwd = "X-Forwarded-For: " + peerHost + "\r\nX-Forwarded-Proto: http\r\n" +
 		hdrClient + ": " + fc.remote + "\r\n"
 	fc.br = bufio.NewReaderSize(fc.c, fastReadBuf)
 	fc.out.w = fc.c
