@@ -51,7 +51,7 @@ const (
 	fastMaxHead  = 64 << 10 // the largest answer head relayed
 	// fastClientCheck is how often a request waiting on its upstream
 	// checks that its client is still there (a non-blocking peek).
-	fastClientCheck = time.Second
+	fastClientCheck = 500 * time.Millisecond
 )
 
 // FastListener accepts the public port's connections, serves the requests
