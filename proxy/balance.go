@@ -52,20 +52,21 @@ func (f *Front) planCookie(v string, has bool) plan {
 
 // owner is planCookie's forwarded case alone, without the side effects
 // of the others (a balanced pick counts the session as sent): the fast
-// front asks it and leaves every other case to serve.
-func (f *Front) owner(cookie []byte, has bool) (plan, bool) {
+// front asks it for the member to forward to and leaves every other case
+// to serve.
+func (f *Front) owner(cookie []byte, has bool) (membership.Member, bool) {
 	if !has {
-		return plan{}, false
+		return membership.Member{}, false
 	}
 	route, ok := f.cfg.ParseRoute(string(cookie))
 	if !ok {
-		return plan{}, false
+		return membership.Member{}, false
 	}
 	id, known := f.lookupRoute(route)
-	if !known || id == f.cfg.SelfID || !f.servable(id) {
-		return plan{}, false
+	if !known || id == f.cfg.SelfID {
+		return membership.Member{}, false
 	}
-	return plan{kind: KindForwarded, target: id}, true
+	return f.servableMember(id)
 }
 
 // fallback chooses the next node after a failure or for a session whose
@@ -84,8 +85,14 @@ func (f *Front) fallback(p *plan, excluded []string) string {
 // servable reports whether a peer may get a request for a session it owns:
 // it is healthy and not disabled.
 func (f *Front) servable(id string) bool {
+	_, ok := f.servableMember(id)
+	return ok
+}
+
+// servableMember is servable returning the member too.
+func (f *Front) servableMember(id string) (membership.Member, bool) {
 	m, ok := f.cfg.Members.Get(id)
-	return ok && m.Address != "" && m.State != membership.StateDisabled && f.cfg.Members.Healthy(id)
+	return m, ok && m.Address != "" && m.State != membership.StateDisabled && f.cfg.Members.Healthy(id)
 }
 
 // state is a member's state; a node not (yet) in the table is active.

@@ -367,32 +367,28 @@ func (fc *fastConn) nextRequest() (bool, error) {
 func (fc *fastConn) forward() outcome {
 	f := fc.l.f
 	r := &fc.req
-	p, ok := f.owner(r.cookie, r.hasCookie)
+	m, ok := f.owner(r.cookie, r.hasCookie)
 	if !ok {
-		return outHandoff
-	}
-	m, ok := f.cfg.Members.Get(p.target)
-	if !ok || m.Address == "" {
 		return outHandoff
 	}
 	start := time.Now()
 	f.inflight.Add(1)
 	defer f.inflight.Add(-1)
-	fc.bodyFrom, fc.target = -1, p.target
+	fc.bodyFrom, fc.target = -1, m.ID
 	status, res, err := fc.exchange(m.Address)
 	switch res {
 	case outHandoff:
 		if !errors.Is(err, errUnready) && fc.l.ctx.Err() == nil {
-			f.cfg.Members.MarkFailed(p.target)
+			f.cfg.Members.MarkFailed(m.ID)
 		}
 		fc.bw.Reset(&fc.out)
 		f.log.LogAttrs(fc.l.ctx, slog.LevelDebug, "upstream attempt failed",
-			slog.String("upstream", p.target), slog.Int("try", 1), slog.Bool("retry", true), slog.String("err", err.Error()))
+			slog.String("upstream", m.ID), slog.Int("try", 1), slog.Bool("retry", true), slog.String("err", err.Error()))
 		return outHandoff
 	case outClose:
 		if err != nil {
 			f.log.LogAttrs(fc.l.ctx, slog.LevelDebug, "forwarded request aborted",
-				slog.String("upstream", p.target), slog.String("err", err.Error()))
+				slog.String("upstream", m.ID), slog.String("err", err.Error()))
 		}
 	}
 	took := time.Since(start)
@@ -410,7 +406,7 @@ func (fc *fastConn) forward() outcome {
 		f.log.LogAttrs(fc.l.ctx, slog.LevelInfo, "request",
 			slog.String("method", string(r.method)), slog.String("path", string(r.path())),
 			slog.Int("status", status), slog.Duration("duration", took),
-			slog.String("route", KindForwarded), slog.String("upstream", p.target), slog.Int("tries", 1),
+			slog.String("route", KindForwarded), slog.String("upstream", m.ID), slog.Int("tries", 1),
 			slog.String("client", fc.remote), slog.Int64("bytes", body))
 	}
 	return res
