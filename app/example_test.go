@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
 	"path/filepath"
+
+	"github.com/cohortserver/cohort/internal/testport"
 
 	"github.com/cohortserver/cohort/app"
 )
@@ -64,11 +65,4 @@ func Example() {
 	// hello from node dev, visit 2
 }
 
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr() string { return testport.MustAddr() }

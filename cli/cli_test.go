@@ -9,16 +9,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cohortserver/cohort/internal/testport"
 )
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testport.Addr(t)
 }
 
 // TestServeRefusesBadInputWithOneLine runs `cohort serve` in-process with

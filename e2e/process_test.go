@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cohortserver/cohort/internal/testport"
 )
 
 // proc is one `cohort serve` process of a real cluster.
@@ -38,14 +39,11 @@ type procCluster struct {
 	nodes []*proc
 }
 
+// freeAddr is a loopback address for a node process to bind (testport
+// keeps it out of the ephemeral range and unique within this test binary).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testport.Addr(t)
 }
 
 func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {

@@ -11,10 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cohortserver/cohort/internal/testport"
 
 	"github.com/go-sql-driver/mysql"
 )
@@ -121,12 +124,14 @@ func StartMariaDB(t testing.TB) *MariaDB {
 	if out, err := exec.Command(install, args...).CombinedOutput(); err != nil {
 		t.Fatalf("mariadb-install-db: %v\n%s", err, out)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	_, ps, err := net.SplitHostPort(testport.Addr(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port, err := strconv.Atoi(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
 	m := &MariaDB{t: t, dir: dir, port: port, bin: bin}
 	t.Cleanup(m.Kill)
 	m.Start()

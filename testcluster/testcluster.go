@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/internal/testport"
 	"github.com/cohortserver/cohort/node"
 	"github.com/cohortserver/cohort/raft"
 )
@@ -56,6 +57,10 @@ type Node struct {
 	mu      sync.Mutex
 	n       *node.Node
 	running bool
+	// held are the node's listeners from newNode until its first start:
+	// holding them (rather than closing a :0 probe and binding again)
+	// means no other node or test can be handed the same port meanwhile.
+	held []net.Listener
 }
 
 // Option adjusts a test cluster.
@@ -140,18 +145,10 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// freeAddr reserves a 127.0.0.1 port.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func (c *Cluster) newNode(id string) *Node {
-	nd := &Node{ID: id, c: c, HTTPAddr: freeAddr(c.t), ClusterAddr: freeAddr(c.t)}
+	hl, cl := testport.Listen(c.t), testport.Listen(c.t)
+	nd := &Node{ID: id, c: c, HTTPAddr: hl.Addr().String(), ClusterAddr: cl.Addr().String(),
+		held: []net.Listener{hl, cl}}
 	cfg := config.Default()
 	cfg.NodeID = id
 	cfg.DataDir = filepath.Join(c.dir, id)
@@ -195,6 +192,28 @@ func listenRetry(addr string) (net.Listener, error) {
 	}
 }
 
+// listeners returns the listeners held since newNode on a first start, and
+// binds the node's addresses again on a restart.
+func (nd *Node) listeners() (hl, cl net.Listener, err error) {
+	nd.mu.Lock()
+	held := nd.held
+	nd.held = nil
+	nd.mu.Unlock()
+	if held != nil {
+		return held[0], held[1], nil
+	}
+	hl, err = listenRetry(nd.HTTPAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", nd.ID, err)
+	}
+	cl, err = listenRetry(nd.ClusterAddr)
+	if err != nil {
+		hl.Close()
+		return nil, nil, fmt.Errorf("%s: %w", nd.ID, err)
+	}
+	return hl, cl, nil
+}
+
 func (nd *Node) start() error {
 	cfg := nd.cfg
 	if nd.c.tweak != nil {
@@ -203,14 +222,9 @@ func (nd *Node) start() error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", nd.ID, err)
 	}
-	hl, err := listenRetry(nd.HTTPAddr)
+	hl, cl, err := nd.listeners()
 	if err != nil {
-		return fmt.Errorf("%s: %w", nd.ID, err)
-	}
-	cl, err := listenRetry(nd.ClusterAddr)
-	if err != nil {
-		hl.Close()
-		return fmt.Errorf("%s: %w", nd.ID, err)
+		return err
 	}
 	opts := []node.Option{node.WithListeners(hl, cl), node.WithFaults(nd.c.faults)}
 	if d, ok := nd.c.skew[nd.ID]; ok {
@@ -494,9 +508,12 @@ func (c *Cluster) closeAll() {
 		go func() {
 			defer wg.Done()
 			nd.mu.Lock()
-			n, was := nd.n, nd.running
-			nd.running = false
+			n, was, held := nd.n, nd.running, nd.held
+			nd.running, nd.held = false, nil
 			nd.mu.Unlock()
+			for _, ln := range held { // never started
+				ln.Close()
+			}
 			if was {
 				_ = n.Abort()
 			}
