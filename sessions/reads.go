@@ -2,8 +2,11 @@ package sessions
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cohortserver/cohort/raft"
 )
 
 // claimTimeout bounds how long a request waits to take a session over.
@@ -38,8 +41,7 @@ func (m *Manager) ensureOwner(ctx context.Context, id string, x *session, now in
 	// time to apply the claim or lose its read lease.
 	ctx, cancel := context.WithTimeout(ctx, claimTimeout)
 	defer cancel()
-	m.claims.Add(1)
-	if _, err := m.cluster.Apply(ctx, cmdClaim, encodeIDs([]string{id})); err != nil {
+	if err := m.claim(ctx, id); err != nil {
 		return nil, fmt.Errorf("take the session over from node %s: %w", x.owner, err)
 	}
 	t := time.NewTimer(reads.ClaimWait())
@@ -50,4 +52,30 @@ func (m *Manager) ensureOwner(ctx context.Context, id string, x *session, now in
 		return nil, fmt.Errorf("take the session over: %w", ctx.Err())
 	}
 	return m.lookup(id, now), nil
+}
+
+// claim commits this node's claim on session id. A claim is idempotent
+// (committing it twice leaves the same owner), so when its outcome is
+// unknown — the old owner was also the leader and died with the claim in
+// flight, the commonest failover — it is proposed again, to the next
+// leader, until ctx ends: the read that needs it waits out the election
+// instead of failing.
+func (m *Manager) claim(ctx context.Context, id string) error {
+	payload := encodeIDs([]string{id})
+	backoff := 20 * time.Millisecond
+	for {
+		m.claims.Add(1)
+		_, err := m.cluster.Apply(ctx, cmdClaim, payload)
+		if err == nil || !errors.Is(err, raft.ErrOutcomeUnknown) {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+		backoff = min(2*backoff, 250*time.Millisecond)
+	}
 }
