@@ -139,14 +139,20 @@ func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
 
 // Ready reports whether the node can serve: it knows a leader, it has
 // applied the leader's commit index as of its last contact, it has caught
-// up once since start through a read index (see watchCatchUp), and every
-// added check (such as the business database) passes.
+// up once since start through a read index (see watchCatchUp), its own
+// entry in the member table (its addresses) is applied, and every added
+// check (such as the business database) passes.
 func (n *Node) Ready(ctx context.Context) (bool, string) {
 	if ok, reason := n.cluster.Ready(); !ok {
 		return false, reason
 	}
 	if !n.isCaughtUp() {
 		return false, "catching up: the leader's applied index is not confirmed yet"
+	}
+	if m, ok := n.members.Get(n.cfg.NodeID); !ok || m.HTTPAddress == "" {
+		// Until then no other node forwards a session here or sends it a
+		// new one: a cluster that reports ready must be whole.
+		return false, "announcing: this node's addresses are not in the member table yet"
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

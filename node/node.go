@@ -323,7 +323,9 @@ func (n *Node) announceLoop(ctx context.Context) {
 			backoff = 2 * time.Second
 		} else if ctx.Err() == nil {
 			n.log.Debug("announce not yet possible", "err", err)
-			backoff = min(backoff*2, time.Second)
+			// Short: readiness waits for the announce, and the usual
+			// failure is only the first election still running.
+			backoff = min(backoff*2, 250*time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
