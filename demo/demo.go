@@ -37,5 +37,6 @@ func (a *App) Mount(handle func(pattern string, h http.Handler)) {
 	if a.Sessions != nil {
 		a.mountCounter(handle)
 		a.mountLogin(handle)
+		a.mountEcho(handle)
 	}
 }

@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
 )
 
 // The sticky front's acceptance (issue 4), as a user sees it through three
@@ -111,6 +114,14 @@ func TestFrontStickyBalancedAndFailsOverThroughTheBinary(t *testing.T) {
 		}
 	}
 
+	// A websocket entering a node that does not own the session reaches
+	// the owner through the hop and echoes.
+	entry := c.nodes[0]
+	if entry.id == ownerID {
+		entry = c.nodes[1]
+	}
+	echoThrough(t, cl, entry, ownerID, want)
+
 	// A draining node gets no new session and still serves its own.
 	owner := c.byID(ownerID)
 	c.admin(c.nodes[0], http.MethodPost, "/_cohort/api/nodes/"+ownerID+"/drain")
@@ -195,4 +206,37 @@ func TestFrontStickyBalancedAndFailsOverThroughTheBinary(t *testing.T) {
 	if n, _, err := counter(ctx, cl, rest[1], http.MethodPost); err != nil || n != want+1 {
 		t.Fatalf("write after failover: count %d err %v, want %d", n, err, want+1)
 	}
+}
+
+// echoThrough opens the demo's echo websocket on node p with the client's
+// session cookie and checks that node owner answers, with the session.
+func echoThrough(t *testing.T, cl *http.Client, p *proc, owner string, count int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u, err := url.Parse("http://" + p.http + "/")
+	must(t, err)
+	hdr := http.Header{}
+	for _, ck := range cl.Jar.Cookies(u) {
+		hdr.Add("Cookie", ck.String())
+	}
+	conn, _, err := websocket.Dial(ctx, "ws://"+p.http+"/demo/api/echo", &websocket.DialOptions{HTTPHeader: hdr})
+	if err != nil {
+		t.Fatalf("websocket through %s: %v", p.id, err)
+	}
+	defer conn.CloseNow()
+	for i := range 3 {
+		msg := fmt.Sprintf("hello %d", i)
+		must(t, conn.Write(ctx, websocket.MessageText, []byte(msg)))
+		var got struct {
+			Node    string `json:"node"`
+			Count   int    `json:"count"`
+			Message string `json:"message"`
+		}
+		must(t, wsjson.Read(ctx, conn, &got))
+		if got.Node != owner || got.Count != count || got.Message != msg {
+			t.Fatalf("websocket through %s answered %+v, want node %s count %d message %q", p.id, got, owner, count, msg)
+		}
+	}
+	conn.Close(websocket.StatusNormalClosure, "")
 }
