@@ -42,7 +42,9 @@ type who struct {
 // node ran it and re-stamps the cookie's route to itself, as the sessions
 // middleware does after a failover.
 type testApp struct {
-	sse chan struct{} // the SSE handler waits on it between two events
+	sse     chan struct{} // the SSE handler waits on it between two events
+	slowIn  chan string   // /t/slow sends its node id here when it starts
+	slowOut chan struct{} // /t/slow answers once this is closed
 }
 
 func (a *testApp) setup(n *node.Node) {
@@ -84,6 +86,15 @@ func (a *testApp) setup(n *node.Node) {
 			}
 		}
 	}))
+	n.HandleApp("/t/slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.slowIn <- self
+		select {
+		case <-a.slowOut:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "slow done on "+self)
+	}))
 	n.HandleApp("/t/sse", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, "data: one %s\n\n", self)
@@ -100,7 +111,7 @@ func (a *testApp) setup(n *node.Node) {
 
 func newCluster(t testing.TB, tweak func(*config.Config)) (*testcluster.Cluster, *testApp) {
 	t.Helper()
-	app := &testApp{sse: make(chan struct{}, 1)}
+	app := &testApp{sse: make(chan struct{}, 1), slowIn: make(chan string, 8), slowOut: make(chan struct{})}
 	c := testcluster.New(t, 3,
 		testcluster.WithConfig(func(cfg *config.Config) {
 			cfg.NoDemo = true
@@ -540,6 +551,74 @@ func TestBalanceAndNodeStates(t *testing.T) {
 		m, _ := n1.Node().Members().Get("n3")
 		return m.State == membership.StateActive, "n3 is " + m.State
 	})
+}
+
+// TestGracefulStopFinishesInFlight stops a node gracefully while a
+// request runs on it: the node takes itself out of the cluster's traffic
+// first (disabled: its sessions fail over), lets the running request
+// finish with its answer intact, and only then stops.
+func TestGracefulStopFinishesInFlight(t *testing.T) {
+	c, app := newCluster(t, nil)
+	n1, n2 := c.Node("n1"), c.Node("n2")
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	slow := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(n2.URL("/t/slow"))
+		if err != nil {
+			slow <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		slow <- answer{resp.StatusCode, string(b), err}
+	}()
+	select {
+	case id := <-app.slowIn:
+		if id != "n2" {
+			t.Fatalf("slow request ran on %s, want n2", id)
+		}
+	case a := <-slow:
+		t.Fatalf("slow request ended before it started: %+v", a)
+	case <-time.After(10 * time.Second):
+		t.Fatal("slow request did not start on n2")
+	}
+
+	stopped := make(chan struct{})
+	go func() {
+		c.Stop("n2")
+		close(stopped)
+	}()
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		m, _ := n1.Node().Members().Get("n2")
+		return m.State == membership.StateDisabled, "while stopping with a request in flight, n2 is " + m.State
+	})
+	if w := sessionOn(t, c, "n2").mustGet(t, n1.URL("/t/who")); w.Node == "n2" {
+		t.Fatal("a session of the stopping n2 was still forwarded to it")
+	}
+	select {
+	case <-stopped:
+		t.Fatal("n2 stopped with a request still running")
+	default:
+	}
+
+	close(app.slowOut)
+	select {
+	case a := <-slow:
+		if a.err != nil || a.code != http.StatusOK || a.body != "slow done on n2" {
+			t.Fatalf("the in-flight request got %+v, want 200 \"slow done on n2\"", a)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the in-flight request did not finish")
+	}
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("n2 did not stop after its last request finished")
+	}
 }
 
 func TestLeastLoaded(t *testing.T) {
