@@ -52,7 +52,7 @@ func defaultFront() FrontConfig {
 func (d FrontConfig) flags(fs *pflag.FlagSet) {
 	fs.String("trusted-proxies", strings.Join(d.TrustedProxies, ","), "CIDR,... whose X-Forwarded-* headers the front believes (default: none)")
 	fs.String("max-request-body", FormatSize(d.MaxRequestBody), "largest request body the front accepts, e.g. 64MiB (0 = no limit)")
-	fs.String("public-tls-cert-file", d.PublicTLSCertFile, "certificate for TLS (and HTTP/2) on --http-addr")
+	fs.String("public-tls-cert-file", d.PublicTLSCertFile, "certificate for TLS (and HTTP/2) on --http-addr; re-read when it or the key changes on disk")
 	fs.String("public-tls-key-file", d.PublicTLSKeyFile, "key for TLS on --http-addr")
 	fs.Int("front-max-tries", d.MaxTries, "attempts per request across nodes, first try included")
 	fs.Duration("drain-timeout", d.DrainTimeout, "on graceful shutdown, how long to wait for in-flight requests after draining")

@@ -47,14 +47,14 @@ func (n *Node) setupFront() error {
 	n.cluster.HandleInternal("/_internal/front/", f.InternalHandler())
 	n.OnStart(func(ctx context.Context) error {
 		if c := n.cfg.Front; c.PublicTLSCertFile != "" {
-			cert, err := tls.LoadX509KeyPair(c.PublicTLSCertFile, c.PublicTLSKeyFile)
+			cf, err := loadCertFile(c.PublicTLSCertFile, c.PublicTLSKeyFile, n.log)
 			if err != nil {
 				return fmt.Errorf("--public-tls-cert-file/--public-tls-key-file: %w", err)
 			}
 			n.publicTLS = &tls.Config{
-				Certificates: []tls.Certificate{cert},
-				NextProtos:   []string{"h2", "http/1.1"},
-				MinVersion:   tls.VersionTLS12,
+				GetCertificate: cf.getCertificate, // re-read when the files change
+				NextProtos:     []string{"h2", "http/1.1"},
+				MinVersion:     tls.VersionTLS12,
 			}
 		}
 		f.Start(ctx, n.cluster.Client().Transport)

@@ -33,7 +33,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: "cohort test"},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
@@ -67,7 +67,8 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 
 // TestPublicTLSAndHTTP2 serves the public port over TLS: clients speak
 // HTTP/2, the session cookie is Secure, a session entering any node is
-// still served by its owner, and plain HTTP on the TLS port is refused.
+// still served by its owner, a certificate renewed on disk is served
+// without a restart, and plain HTTP on the TLS port is refused.
 func TestPublicTLSAndHTTP2(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t, t.TempDir())
 	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *config.Config) {
@@ -126,6 +127,39 @@ func TestPublicTLSAndHTTP2(t *testing.T) {
 			t.Fatalf("GET through %s over TLS: node %s count %d, want %s with %d", nd.ID, node, n, owner, want)
 		}
 	}
+
+	// A renewed certificate written over the files serves the next
+	// handshakes without a restart.
+	served := func(pool *x509.CertPool) (string, error) {
+		conn, err := tls.Dial("tcp", nodes[1].HTTPAddr, &tls.Config{RootCAs: pool})
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String(), nil
+	}
+	old, err := served(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	newCert, newKey, newPool := selfSigned(t, dir)
+	for _, f := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		got, err := served(newPool)
+		if err != nil {
+			return false, err.Error()
+		}
+		return got != old, "still serving serial " + got
+	})
 
 	plain, err := http.Get("http://" + nodes[0].HTTPAddr + "/demo/api/counter")
 	if err != nil {
