@@ -386,6 +386,9 @@ func TestStatusNeedsTheToken(t *testing.T) {
 			}
 		})
 	}
+	// New waits for a leader only; readiness follows (catch-up, the
+	// node's own member entry).
+	c.WaitReady(t)
 	for _, path := range []string{"/_cohort/health", "/_cohort/ready"} {
 		resp, err := http.Get(nd.URL(path))
 		if err != nil {

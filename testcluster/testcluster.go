@@ -366,6 +366,27 @@ func (c *Cluster) WaitLeader(t testing.TB) *Node {
 	return leader
 }
 
+// WaitReady waits until every running node reports ready (node.Ready:
+// leader known, caught up, its own member entry applied, every added
+// check passing) and fails the test with the reasons of those that are
+// not.
+func (c *Cluster) WaitReady(t testing.TB) {
+	t.Helper()
+	WaitFor(t, 20*time.Second, func() (bool, string) {
+		var not []string
+		for _, nd := range c.Running() {
+			n := nd.Node()
+			if n == nil {
+				continue
+			}
+			if ok, reason := n.Ready(context.Background()); !ok {
+				not = append(not, nd.ID+": "+reason)
+			}
+		}
+		return len(not) == 0, strings.Join(not, "; ")
+	})
+}
+
 // Leader returns the current leader without waiting (nil when none).
 func (c *Cluster) Leader() *Node {
 	for _, nd := range c.Running() {
