@@ -44,7 +44,7 @@ func (d SessionsConfig) flags(fs *pflag.FlagSet) {
 	fs.Int64("session-max-value-bytes", d.MaxValueBytes, "largest single session value in bytes; larger answers 413")
 	fs.Int64("session-memory-budget", d.MemoryBudget, "session bytes kept in memory before cold sessions move to disk (0 = unlimited)")
 	fs.Int("session-memory-sessions", d.MemorySessions, "sessions kept in memory before cold ones move to disk (0 = unlimited)")
-	fs.String("session-ignore", d.Ignore, "regexp of request paths that never load or save a session (\"\" = none)")
+	fs.String("session-ignore", d.Ignore, "regexp of request paths that never load or save a session and are served where they enter, without a hop (\"\" = none)")
 	fs.Duration("session-sweep-interval", d.SweepInterval, "how often the leader removes expired sessions")
 }
 

@@ -26,6 +26,7 @@ func (n *Node) setupFront() error {
 		SelfID:         n.cfg.NodeID,
 		Members:        n.members,
 		CookieName:     n.cfg.SessionCookie,
+		Stateless:      n.cfg.Sessions.IgnoreRegexp(),
 		Balance:        n.cfg.Balance,
 		TrustedProxies: prefixes,
 		MaxRequestBody: n.cfg.Front.MaxRequestBody,

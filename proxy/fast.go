@@ -367,6 +367,9 @@ func (fc *fastConn) nextRequest() (bool, error) {
 func (fc *fastConn) forward() outcome {
 	f := fc.l.f
 	r := &fc.req
+	if f.stateless(r.path()) {
+		return outHandoff // served here: net/http's path plans it local
+	}
 	m, ok := f.owner(r.cookie, r.hasCookie)
 	if !ok {
 		return outHandoff

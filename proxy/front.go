@@ -12,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -110,6 +111,12 @@ type Config struct {
 	// (raft.Cluster.DialHTTP). Requests with a body and upgrades always use
 	// the round tripper.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Stateless, if set, matches the paths of requests that need no
+	// session (the sessions middleware's ignore pattern, static files by
+	// default): they are served on the node they enter, session cookie or
+	// not, saving the hop, unless that node is disabled. Every node runs
+	// the same application, so any node's answer is the owner's.
+	Stateless *regexp.Regexp
 	// Logger receives the access log and events; nil discards.
 	Logger *slog.Logger
 }

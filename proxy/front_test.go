@@ -70,6 +70,9 @@ func (a *testApp) setup(n *node.Node) {
 			Proto: r.Header.Get("X-Forwarded-Proto"), Host: r.Header.Get("X-Forwarded-Host"),
 			Hop: r.Header.Get("Cohort-Front-Client"), Bytes: nb})
 	}))
+	n.HandleApp("/t/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(who{Node: self})
+	}))
 	n.HandleApp("/t/ws", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
@@ -229,6 +232,20 @@ func TestStickyRouting(t *testing.T) {
 			nd := nodes[i%3]
 			if w := cl.mustGet(t, nd.URL("/t/who")); w.Node != "n2" {
 				t.Fatalf("request %d through %s served by %s, want n2", i, nd.ID, w.Node)
+			}
+		}
+	})
+
+	t.Run("static paths are served where they enter", func(t *testing.T) {
+		cl := sessionOn(t, c, "n2")
+		for _, nd := range nodes {
+			for _, path := range []string{"/t/static/app.css", "/t/static/logo.PNG"} {
+				if w := cl.mustGet(t, nd.URL(path)); w.Node != nd.ID {
+					t.Fatalf("%s with n2's cookie through %s served by %s, want %s (--session-ignore)", path, nd.ID, w.Node, nd.ID)
+				}
+			}
+			if w := cl.mustGet(t, nd.URL("/t/static/page")); w.Node != "n2" {
+				t.Fatalf("/t/static/page through %s served by %s, want the owner n2", nd.ID, w.Node)
 			}
 		}
 	})
