@@ -1,50 +1,27 @@
 package node
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cohortserver/cohort/internal/testcert"
 )
 
-// writePair writes a self-signed certificate with the given serial and
-// its key to certPath and keyPath.
-func writePair(t *testing.T, certPath, keyPath string, serial int64) {
+// writePair writes a new certificate and key over certPath and keyPath
+// and returns the certificate's serial number.
+func writePair(t *testing.T, certPath, keyPath string) int64 {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "t"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return testcert.Write(t, certPath, keyPath).Cert.SerialNumber.Int64()
 }
 
 func TestCertFileReloadsAndKeepsAWorkingPair(t *testing.T) {
 	dir := t.TempDir()
 	cp, kp := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	writePair(t, cp, kp, 1)
+	first := writePair(t, cp, kp)
 	cf, err := loadCertFile(cp, kp, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -64,30 +41,31 @@ func TestCertFileReloadsAndKeepsAWorkingPair(t *testing.T) {
 		}
 		return x.SerialNumber.Int64()
 	}
-	if got := serial(); got != 1 {
-		t.Fatalf("serial %d, want 1", got)
+	if got := serial(); got != first {
+		t.Fatalf("serial %d, want %d", got, first)
 	}
+	var renewed, again int64
 	for _, tt := range []struct {
 		name   string
 		change func()
-		want   int64
+		want   *int64
 	}{
-		{"renewed pair", func() { writePair(t, cp, kp, 2) }, 2},
-		{"key not a key", func() { must(t, os.WriteFile(kp, []byte("not a key\n"), 0o600)) }, 2},
-		{"key missing", func() { must(t, os.Remove(kp)) }, 2},
-		{"renewed again", func() { writePair(t, cp, kp, 3) }, 3},
+		{"renewed pair", func() { renewed = writePair(t, cp, kp) }, &renewed},
+		{"key not a key", func() { must(t, os.WriteFile(kp, []byte("not a key\n"), 0o600)) }, &renewed},
+		{"key missing", func() { must(t, os.Remove(kp)) }, &renewed},
+		{"renewed again", func() { again = writePair(t, cp, kp) }, &again},
 		{"key of another certificate", func() {
 			other := filepath.Join(dir, "other.pem")
-			writePair(t, filepath.Join(dir, "oc.pem"), other, 9)
+			writePair(t, filepath.Join(dir, "oc.pem"), other)
 			b, err := os.ReadFile(other)
 			must(t, err)
 			must(t, os.WriteFile(kp, b, 0o600))
-		}, 3},
+		}, &again},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.change()
-			if got := serial(); got != tt.want {
-				t.Fatalf("serial %d, want %d", got, tt.want)
+			if got := serial(); got != *tt.want {
+				t.Fatalf("serial %d, want %d", got, *tt.want)
 			}
 		})
 	}

@@ -1,76 +1,30 @@
 package proxy_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/internal/testcert"
 	"github.com/cohortserver/cohort/testcluster"
 )
-
-// selfSigned writes a certificate for 127.0.0.1 and its key into dir and
-// returns their paths and a pool that trusts the certificate.
-func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "cohort test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "public.crt"), filepath.Join(dir, "public.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
-}
 
 // TestPublicTLSAndHTTP2 serves the public port over TLS: clients speak
 // HTTP/2, the session cookie is Secure, a session entering any node is
 // still served by its owner, a certificate renewed on disk is served
 // without a restart, and plain HTTP on the TLS port is refused.
 func TestPublicTLSAndHTTP2(t *testing.T) {
-	certFile, keyFile, pool := selfSigned(t, t.TempDir())
+	dir := t.TempDir()
+	first := testcert.Write(t, filepath.Join(dir, "public.crt"), filepath.Join(dir, "public.key"))
+	certFile, keyFile, pool := first.CertFile, first.KeyFile, first.Pool
 	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *config.Config) {
 		cfg.Front.PublicTLSCertFile, cfg.Front.PublicTLSKeyFile = certFile, keyFile
 	}))
@@ -142,17 +96,7 @@ func TestPublicTLSAndHTTP2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	newCert, newKey, newPool := selfSigned(t, dir)
-	for _, f := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
-		b, err := os.ReadFile(f[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f[1], b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	newPool := testcert.Write(t, certFile, keyFile).Pool
 	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
 		got, err := served(newPool)
 		if err != nil {
