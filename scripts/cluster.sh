@@ -25,6 +25,12 @@
 #   COHORT_CLUSTER_RAFT_PORTS="7071 7072 7073"   cluster ports of n1 n2 n3
 #   COHORT_CLUSTER_DB_PORT=3307                  the private MariaDB
 #   COHORT_BIN=PATH                              run this binary instead of building ./cohort
+#
+# Every other COHORT_* variable reaches the nodes as their flag would (COHORT_BALANCE,
+# COHORT_LOG_LEVEL, ...). With COHORT_PUBLIC_TLS_CERT_FILE and COHORT_PUBLIC_TLS_KEY_FILE the
+# public ports speak TLS: this script then checks them over https (without verifying the
+# certificate: it only asks a local node whether it is ready) and runs `cohort status` with
+# SSL_CERT_FILE set to the certificate, which Go trusts in addition to the system's CAs.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -212,7 +218,22 @@ node_args() {
 		--peers "$(peers)" --cluster-key-file "$dir/cluster.key" --admin-token-file "$dir/admin.token"
 }
 
-ready() { curl -fsS -m 3 -o /dev/null "http://127.0.0.1:$1/_cohort/ready" 2>/dev/null; }
+# The public ports' scheme: https when the nodes get a public certificate.
+scheme=http
+if [ -n "${COHORT_PUBLIC_TLS_CERT_FILE:-}" ]; then
+	scheme=https
+fi
+
+# cohort_cli runs the CLI, trusting the public certificate when there is one.
+cohort_cli() {
+	if [ "$scheme" = https ]; then
+		SSL_CERT_FILE=$COHORT_PUBLIC_TLS_CERT_FILE "$@"
+	else
+		"$@"
+	fi
+}
+
+ready() { curl -fsS -k -m 3 -o /dev/null "$scheme://127.0.0.1:$1/_cohort/ready" 2>/dev/null; }
 
 up() {
 	command -v curl >/dev/null 2>&1 || die "curl is needed (apt-get install curl)"
@@ -246,7 +267,7 @@ up() {
 				die "${ids[$i]} exited (log: $dir/logs/${ids[$i]}.log)"
 			}
 			if [ "$SECONDS" -ge "$deadline" ]; then
-				curl -sS -m 3 "http://127.0.0.1:${http_ports[$i]}/_cohort/ready" >&2 || true
+				curl -sS -k -m 3 "$scheme://127.0.0.1:${http_ports[$i]}/_cohort/ready" >&2 || true
 				die "${ids[$i]} not ready within 90 s (log: $dir/logs/${ids[$i]}.log)"
 			fi
 			sleep 0.3
@@ -255,9 +276,9 @@ up() {
 	cat <<MSG
 
 cohort cluster is up: three nodes on 127.0.0.1, data under $dir
-  n1: http://127.0.0.1:${http_ports[0]}/   n2: http://127.0.0.1:${http_ports[1]}/   n3: http://127.0.0.1:${http_ports[2]}/
-  status:  $bin status --addr http://127.0.0.1:${http_ports[0]} --token-file $dir/admin.token
-  console: http://127.0.0.1:${http_ports[0]}/_cohort/ui/  (admin token in $dir/admin.token)
+  n1: $scheme://127.0.0.1:${http_ports[0]}/   n2: $scheme://127.0.0.1:${http_ports[1]}/   n3: $scheme://127.0.0.1:${http_ports[2]}/
+  status:  ${COHORT_PUBLIC_TLS_CERT_FILE:+SSL_CERT_FILE=$COHORT_PUBLIC_TLS_CERT_FILE }$bin status --addr $scheme://127.0.0.1:${http_ports[0]} --token-file $dir/admin.token
+  console: $scheme://127.0.0.1:${http_ports[0]}/_cohort/ui/  (admin token in $dir/admin.token)
   stop:    $0 down
 
 The same three nodes by hand (on three machines, put each machine's address in place of
@@ -312,7 +333,7 @@ status() {
 	for i in 0 1 2; do
 		if pid_of "${ids[$i]}" >/dev/null && [ -x "$bin" ]; then
 			echo
-			"$bin" status --addr "http://127.0.0.1:${http_ports[$i]}" --token-file "$dir/admin.token" || true
+			cohort_cli "$bin" status --addr "$scheme://127.0.0.1:${http_ports[$i]}" --token-file "$dir/admin.token" || true
 			return 0
 		fi
 	done
