@@ -65,18 +65,17 @@ func (c *certFile) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 // refresh reloads the pair if a file changed since it was read.
 func (c *certFile) refresh() {
 	st, err := c.stamps()
-	if err != nil || st == c.loaded {
-		if err != nil && st != c.failed {
-			c.failed = st
-			c.log.Warn("public TLS certificate not reloaded; keeping the one in service", "err", err)
-		}
+	if err == nil && st == c.loaded {
 		return
 	}
-	cert, err := tls.LoadX509KeyPair(c.certPath, c.keyPath)
+	var cert tls.Certificate
+	if err == nil {
+		cert, err = tls.LoadX509KeyPair(c.certPath, c.keyPath)
+	}
 	if err != nil {
-		if st != c.failed {
+		if st != c.failed { // once per state of the files
 			c.failed = st
-			c.log.Warn("public TLS certificate changed on disk but does not load; keeping the one in service",
+			c.log.Warn("public TLS certificate not reloaded; keeping the one in service",
 				"cert", c.certPath, "key", c.keyPath, "err", err)
 		}
 		return

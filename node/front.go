@@ -26,7 +26,7 @@ func (n *Node) setupFront() error {
 		SelfID:         n.cfg.NodeID,
 		Members:        n.members,
 		CookieName:     n.cfg.SessionCookie,
-		Stateless:      n.cfg.Sessions.IgnoreRegexp(),
+		Stateless:      n.sessionIgnore, // setupSessions ran first
 		Balance:        n.cfg.Balance,
 		TrustedProxies: prefixes,
 		MaxRequestBody: n.cfg.Front.MaxRequestBody,

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,7 +90,10 @@ type Node struct {
 	jobs        *jobs.Runner      // master-only jobs (jobs.go)
 	bus         *broadcast.Bus    // cluster broadcast (jobs.go)
 	sessions    *sessions.Manager // replicated HTTP sessions (sessions.go)
-	ops         *ops              // metrics, events, console (ops.go)
+	// sessionIgnore is --session-ignore compiled once: the sessions
+	// middleware skips these paths and the front serves them locally.
+	sessionIgnore *regexp.Regexp
+	ops           *ops // metrics, events, console (ops.go)
 
 	db *db.Database // business database, wired by setupApp (node/app.go)
 

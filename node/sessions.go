@@ -16,6 +16,7 @@ import (
 // setupDemo.)
 func (n *Node) setupSessions() error {
 	sc := n.cfg.Sessions
+	n.sessionIgnore = sc.IgnoreRegexp()
 	m, err := sessions.New(n.cluster, sessions.Config{
 		NodeID:         n.cfg.NodeID,
 		CookieName:     n.cfg.SessionCookie,
@@ -27,7 +28,7 @@ func (n *Node) setupSessions() error {
 		MemoryBudget:   sc.MemoryBudget,
 		MemorySessions: sc.MemorySessions,
 		Dir:            filepath.Join(n.cfg.DataDir, "sessions"),
-		Ignore:         sc.IgnoreRegexp(),
+		Ignore:         n.sessionIgnore,
 		SweepInterval:  sc.SweepInterval,
 		Reads:          sessionReads{n},
 		Now:            n.opts.now,

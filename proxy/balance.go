@@ -8,7 +8,7 @@ import (
 
 // plan decides where a request goes first (see DESIGN.md, "Routing").
 func (f *Front) plan(r *http.Request) plan {
-	if f.stateless([]byte(r.URL.Path)) && f.state(f.cfg.SelfID) != membership.StateDisabled {
+	if f.cfg.Stateless != nil && f.cfg.Stateless.MatchString(r.URL.Path) && f.state(f.cfg.SelfID) != membership.StateDisabled {
 		return plan{kind: KindLocal, target: f.cfg.SelfID}
 	}
 	v, ok := cookieValue(r.Header, f.cfg.CookieName)
@@ -51,12 +51,6 @@ func (f *Front) planCookie(v string, has bool) plan {
 	p := plan{kind: KindBalanced}
 	p.target = f.pick(nil)
 	return p
-}
-
-// stateless reports whether a request for path needs no session
-// (Config.Stateless), so any node may serve it.
-func (f *Front) stateless(path []byte) bool {
-	return f.cfg.Stateless != nil && f.cfg.Stateless.Match(path)
 }
 
 // owner is planCookie's forwarded case alone, without the side effects

@@ -367,7 +367,7 @@ func (fc *fastConn) nextRequest() (bool, error) {
 func (fc *fastConn) forward() outcome {
 	f := fc.l.f
 	r := &fc.req
-	if f.stateless(r.path()) {
+	if f.cfg.Stateless != nil && f.cfg.Stateless.Match(r.path()) {
 		return outHandoff // served here: net/http's path plans it local
 	}
 	m, ok := f.owner(r.cookie, r.hasCookie)
