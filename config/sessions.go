@@ -23,6 +23,8 @@ type SessionsConfig struct {
 	MemorySessions int           // --session-memory-sessions: sessions in memory before passivation; 0 = unlimited
 	Ignore         string        // --session-ignore: regexp of paths that never touch sessions; "" = none
 	SweepInterval  time.Duration // --session-sweep-interval: how often the leader removes expired sessions
+	Lock           bool          // --session-lock: run one session's requests one at a time on its owner
+	LockWait       time.Duration // --session-lock-wait: longest wait for the session lock before 503
 }
 
 func defaultSessions() SessionsConfig {
@@ -33,6 +35,7 @@ func defaultSessions() SessionsConfig {
 		MaxValueBytes: 256 << 10,
 		Ignore:        DefaultSessionIgnore,
 		SweepInterval: time.Minute,
+		LockWait:      5 * time.Second,
 	}
 }
 
@@ -46,6 +49,8 @@ func (d SessionsConfig) flags(fs *pflag.FlagSet) {
 	fs.Int("session-memory-sessions", d.MemorySessions, "sessions kept in memory before cold ones move to disk (0 = unlimited)")
 	fs.String("session-ignore", d.Ignore, "regexp of request paths that never load or save a session and are served where they enter, without a hop (\"\" = none)")
 	fs.Duration("session-sweep-interval", d.SweepInterval, "how often the leader removes expired sessions")
+	fs.Bool("session-lock", d.Lock, "run the requests of one session one at a time on its owner (each waits until the previous one committed); off: they run at once, use the atomic session operations")
+	fs.Duration("session-lock-wait", d.LockWait, "with --session-lock, longest wait for the session before answering 503 with Retry-After")
 }
 
 // load reads the merged flag/env/file values.
@@ -58,6 +63,8 @@ func (c *SessionsConfig) load(v *viper.Viper) {
 	c.MemorySessions = v.GetInt("session-memory-sessions")
 	c.Ignore = v.GetString("session-ignore")
 	c.SweepInterval = v.GetDuration("session-sweep-interval")
+	c.Lock = v.GetBool("session-lock")
+	c.LockWait = v.GetDuration("session-lock-wait")
 }
 
 // validate reports each problem through add, naming the flag (see problem).
@@ -85,6 +92,9 @@ func (c *SessionsConfig) validate(add func(error)) {
 	}
 	if c.SweepInterval < 10*time.Millisecond {
 		add(problem("session-sweep-interval", "%s must be at least 10ms", c.SweepInterval))
+	}
+	if c.LockWait < time.Millisecond {
+		add(problem("session-lock-wait", "%s must be at least 1ms", c.LockWait))
 	}
 }
 

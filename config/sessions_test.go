@@ -22,6 +22,7 @@ func TestSessionsValidate(t *testing.T) {
 		{"bad regexp", func(c *SessionsConfig) { c.Ignore = "(" }, "--session-ignore"},
 		{"no ignore", func(c *SessionsConfig) { c.Ignore = "" }, ""},
 		{"sweep too often", func(c *SessionsConfig) { c.SweepInterval = time.Microsecond }, "--session-sweep-interval"},
+		{"lock wait zero", func(c *SessionsConfig) { c.LockWait = 0 }, "--session-lock-wait"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

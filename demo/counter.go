@@ -25,12 +25,12 @@ func (a *App) mountCounter(handle func(string, http.Handler)) {
 		httpapi.WriteJSON(w, http.StatusOK, counterReply{Count: a.Sessions.GetInt64(r.Context(), counterKey), Node: a.NodeID})
 	}))
 	handle("POST /demo/api/counter", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := r.Context()
-		n := a.Sessions.GetInt64(ctx, counterKey) + 1
-		a.Sessions.Put(ctx, counterKey, n)
-		// Commit before answering so a failure answers an error, not a
-		// count that was never stored.
-		if err := a.Sessions.Save(ctx); err != nil {
+		// An atomic increment: concurrent POSTs of one session (two tabs,
+		// a double click, through any node) all count. It commits before
+		// returning, so a failure answers an error, not a count that was
+		// never stored.
+		n, err := a.Sessions.Incr(r.Context(), counterKey, 1)
+		if err != nil {
 			httpapi.WriteError(w, sessions.StatusFor(err), err.Error())
 			return
 		}

@@ -30,6 +30,8 @@ func (n *Node) setupSessions() error {
 		Dir:            filepath.Join(n.cfg.DataDir, "sessions"),
 		Ignore:         n.sessionIgnore,
 		SweepInterval:  sc.SweepInterval,
+		Lock:           sc.Lock,
+		LockWait:       sc.LockWait,
 		Reads:          sessionReads{n},
 		Now:            n.opts.now,
 		Logger:         n.log,

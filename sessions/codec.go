@@ -1,10 +1,12 @@
 package sessions
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -211,61 +213,241 @@ const (
 	opIdle      byte = 4 // varint nanoseconds (0 = the default)
 	opLifetime  byte = 5 // varint nanoseconds (0 = the default)
 	opPrincipal byte = 6 // string ("" = none)
+
+	// Atomic operations: Apply computes their result from the value the
+	// key holds at that point of the log, so concurrent ones commute.
+	opIncr      byte = 7  // key, varint delta: add to an integer (absent = 0)
+	opCAS       byte = 8  // key, expected (flag, value), new (flag, value): set (or delete) only if equal
+	opAppend    byte = 9  // key, JSON element: append to a JSON array (absent = [])
+	opSetAdd    byte = 10 // key, string member: add to a JSON array of distinct strings
+	opSetRemove byte = 11 // key, string member: remove from such an array
 )
+
+// atomicOp reports whether ops of kind k return a result and so commit at
+// once (see reqSession.atomic).
+func atomicOp(k byte) bool { return k >= opIncr && k <= opSetRemove }
 
 type op struct {
 	kind byte
 	key  string
-	val  []byte
+	val  []byte // opSet, opAppend: the value; opCAS: the new value (nil = delete)
+	old  []byte // opCAS: the expected value (nil = absent)
 	n    int64
 }
 
-// applyOps returns a new blob with ops applied to b (b is not changed).
-// Only attribute ops are handled here.
-func applyOps(b []byte, ops []op) []byte {
-	type kv struct {
-		k string
-		v []byte
-	}
-	var list []kv
+// applyOps returns a new blob with ops applied to b (b is not changed)
+// and the results of its atomic ops, in order. Only attribute ops are
+// handled here. An atomic op on a value of the wrong type fails the whole
+// commit (nothing of it is applied).
+func applyOps(b []byte, ops []op) ([]byte, []int64, error) {
+	var list attrList
 	it := blobIter{b: b}
 	for it.next() {
-		list = append(list, kv{string(it.key), it.val})
+		list = append(list, attr{string(it.key), it.val})
 	}
+	var results []int64
 	for _, o := range ops {
 		switch o.kind {
 		case opSet:
-			found := false
-			for i := range list {
-				if list[i].k == o.key {
-					list[i].v, found = o.val, true
-					break
-				}
-			}
-			if !found {
-				list = append(list, kv{o.key, o.val})
-			}
+			list.set(o.key, o.val)
 		case opDelete:
-			for i := range list {
-				if list[i].k == o.key {
-					list = append(list[:i], list[i+1:]...)
-					break
-				}
-			}
+			list.del(o.key)
 		case opClear:
 			list = list[:0]
+		default:
+			if !atomicOp(o.kind) {
+				continue
+			}
+			r, err := list.atomic(o)
+			if err != nil {
+				return nil, nil, err
+			}
+			results = append(results, r)
 		}
 	}
+	return list.blob(), results, nil
+}
+
+// attr is one attribute while a commit is applied.
+type attr struct {
+	k string
+	v []byte
+}
+
+type attrList []attr
+
+func (l attrList) get(key string) []byte {
+	for _, e := range l {
+		if e.k == key {
+			return e.v
+		}
+	}
+	return nil
+}
+
+func (l *attrList) set(key string, val []byte) {
+	for i := range *l {
+		if (*l)[i].k == key {
+			(*l)[i].v = val
+			return
+		}
+	}
+	*l = append(*l, attr{key, val})
+}
+
+func (l *attrList) del(key string) {
+	for i := range *l {
+		if (*l)[i].k == key {
+			*l = append((*l)[:i], (*l)[i+1:]...)
+			return
+		}
+	}
+}
+
+// blob encodes the list (nil when empty).
+func (l attrList) blob() []byte {
 	size := 0
-	for _, e := range list {
+	for _, e := range l {
 		size += entrySize(len(e.k), len(e.v))
 	}
 	if size == 0 {
 		return nil
 	}
 	out := make([]byte, 0, size)
-	for _, e := range list {
+	for _, e := range l {
 		out = appendEntry(out, e.k, e.v)
+	}
+	return out
+}
+
+// atomic applies one atomic op and returns its result: the new integer
+// (opIncr), 1 or 0 for swapped (opCAS), added (opSetAdd) or removed
+// (opSetRemove), the new length (opAppend).
+func (l *attrList) atomic(o op) (int64, error) {
+	cur := l.get(o.key)
+	switch o.kind {
+	case opIncr:
+		n, err := incr(o.key, cur, o.n)
+		if err != nil {
+			return 0, err
+		}
+		l.set(o.key, binary.AppendVarint([]byte{tagInt}, n))
+		return n, nil
+	case opCAS:
+		if !bytes.Equal(cur, o.old) || (cur == nil) != (o.old == nil) {
+			return 0, nil
+		}
+		if o.val == nil {
+			l.del(o.key)
+		} else {
+			l.set(o.key, o.val)
+		}
+		return 1, nil
+	case opAppend:
+		elems, err := jsonArray(o.key, cur)
+		if err != nil {
+			return 0, err
+		}
+		l.set(o.key, appendJSON(cur, elems, o.val))
+		return int64(len(elems) + 1), nil
+	default: // opSetAdd, opSetRemove
+		return l.setMember(o, cur)
+	}
+}
+
+// setMember adds or removes one member of a set stored as a JSON array of
+// distinct strings, in the order added.
+func (l *attrList) setMember(o op, cur []byte) (int64, error) {
+	var members []string
+	if cur != nil {
+		if cur[0] != tagJSON || json.Unmarshal(cur[1:], &members) != nil {
+			return 0, &typeError{key: o.key, want: "a set (JSON array of strings)"}
+		}
+	}
+	member := string(o.val)
+	i := slices.Index(members, member)
+	switch {
+	case o.kind == opSetAdd && i >= 0, o.kind == opSetRemove && i < 0:
+		return 0, nil
+	case o.kind == opSetAdd:
+		members = append(members, member)
+	default:
+		members = slices.Delete(members, i, i+1)
+	}
+	enc, _ := json.Marshal(members) // strings always encode
+	l.set(o.key, append([]byte{tagJSON}, enc...))
+	return 1, nil
+}
+
+// incr adds delta to the integer value cur (absent = 0).
+func incr(key string, cur []byte, delta int64) (int64, error) {
+	var n int64
+	switch {
+	case cur == nil:
+	case cur[0] == tagInt:
+		n, _ = binary.Varint(cur[1:])
+	case cur[0] == tagUint:
+		u, _ := binary.Uvarint(cur[1:])
+		if u > math.MaxInt64 {
+			return 0, &typeError{key: key, want: "an int64"}
+		}
+		n = int64(u)
+	default:
+		return 0, &typeError{key: key, want: "an integer"}
+	}
+	if (delta > 0 && n > math.MaxInt64-delta) || (delta < 0 && n < math.MinInt64-delta) {
+		return 0, &typeError{key: key, want: "an integer that does not overflow int64"}
+	}
+	return n + delta, nil
+}
+
+// jsonArray returns the elements of a stored JSON array (none when absent).
+func jsonArray(key string, cur []byte) ([]json.RawMessage, error) {
+	if cur == nil {
+		return nil, nil
+	}
+	var elems []json.RawMessage
+	if cur[0] != tagJSON || len(cur) < 3 || cur[1] != '[' || json.Unmarshal(cur[1:], &elems) != nil {
+		return nil, &typeError{key: key, want: "a list (JSON array)"}
+	}
+	return elems, nil
+}
+
+// appendJSON appends elem to the stored array cur, keeping its bytes.
+func appendJSON(cur []byte, elems []json.RawMessage, elem []byte) []byte {
+	if cur == nil {
+		out := append([]byte{tagJSON, '['}, elem...)
+		return append(out, ']')
+	}
+	body := bytes.TrimRight(cur[1:], " \t\r\n")
+	out := make([]byte, 0, len(cur)+len(elem)+2)
+	out = append(out, tagJSON)
+	out = append(out, body[:len(body)-1]...)
+	if len(elems) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, elem...)
+	return append(out, ']')
+}
+
+// appendResults encodes the results of a commit's atomic ops (Apply's
+// answer); decodeResults reads them back.
+func appendResults(dst []byte, rs []int64) []byte {
+	for _, r := range rs {
+		dst = binary.AppendVarint(dst, r)
+	}
+	return dst
+}
+
+func decodeResults(b []byte) []int64 {
+	var out []int64
+	for len(b) > 0 {
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			break
+		}
+		out = append(out, v)
+		b = b[n:]
 	}
 	return out
 }
@@ -308,6 +490,17 @@ func (w *wbuf) bytes(p []byte) {
 	w.b = binary.AppendUvarint(w.b, uint64(len(p)))
 	w.b = append(w.b, p...)
 }
+
+// opt writes an optional value: 0, or 1 and the bytes.
+func (w *wbuf) opt(p []byte) {
+	if p == nil {
+		w.b = append(w.b, 0)
+		return
+	}
+	w.b = append(w.b, 1)
+	w.bytes(p)
+}
+
 func (w *wbuf) uv(x uint64) { w.b = binary.AppendUvarint(w.b, x) }
 func (w *wbuf) v(x int64)   { w.b = binary.AppendVarint(w.b, x) }
 
@@ -366,6 +559,18 @@ func (r *rbuf) raw() []byte {
 
 func (r *rbuf) str() string { return string(r.raw()) }
 
+// opt reads what wbuf.opt wrote (nil when absent; never nil when present).
+func (r *rbuf) opt() []byte {
+	if r.byte() == 0 {
+		return nil
+	}
+	p := r.raw()
+	if p == nil {
+		p = []byte{}
+	}
+	return p
+}
+
 func (c commit) encode() []byte {
 	w := wbuf{b: make([]byte, 0, 64)}
 	w.b = append(w.b, cmdVersion, c.flags)
@@ -387,6 +592,16 @@ func (c commit) encode() []byte {
 			w.v(o.n)
 		case opPrincipal:
 			w.str(o.key)
+		case opIncr:
+			w.str(o.key)
+			w.v(o.n)
+		case opCAS:
+			w.str(o.key)
+			w.opt(o.old)
+			w.opt(o.val)
+		case opAppend, opSetAdd, opSetRemove:
+			w.str(o.key)
+			w.bytes(o.val)
 		}
 	}
 	return w.b
@@ -419,6 +634,19 @@ func decodeCommit(p []byte) (commit, error) {
 		case opIdle, opLifetime:
 			o.n = r.v()
 		case opClear:
+		case opIncr:
+			o.key = r.str()
+			o.n = r.v()
+		case opCAS:
+			o.key = r.str()
+			o.old = r.opt()
+			o.val = r.opt()
+		case opAppend, opSetAdd, opSetRemove:
+			o.key = r.str()
+			o.val = r.raw()
+			if o.kind == opAppend && !json.Valid(o.val) {
+				r.fail()
+			}
 		default:
 			r.fail()
 		}

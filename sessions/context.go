@@ -29,9 +29,21 @@ type reqSession struct {
 	renew       bool
 	destroy     bool
 	ops         []op
-	err         error // a refused change (too large, not encodable)
-	setCookie   bool  // the cookie must be sent
-	clearCookie bool  // the cookie must be deleted
+	err         error  // a refused change (too large, not encodable)
+	setCookie   bool   // the cookie must be sent
+	clearCookie bool   // the cookie must be deleted
+	unlock      func() // releases the session lock (Config.Lock); nil when not held
+}
+
+// release gives the session lock back, if the request holds it.
+func (rs *reqSession) release() {
+	rs.mu.Lock()
+	unlock := rs.unlock
+	rs.unlock = nil
+	rs.mu.Unlock()
+	if unlock != nil {
+		unlock()
+	}
 }
 
 func (m *Manager) state(ctx context.Context) *reqSession {
@@ -232,17 +244,32 @@ func (m *Manager) Put(ctx context.Context, key string, val any) {
 	if rs == nil {
 		return
 	}
-	b, err := encodeValue(val)
-	switch {
-	case err != nil:
-		rs.fail(fmt.Errorf("session key %q: %w: %w", key, ErrInvalidValue, err))
-	case int64(len(b)-1) > m.cfg.MaxValueBytes:
-		rs.fail(fmt.Errorf("session key %q: %w", key, &limitError{what: "value", size: int64(len(b) - 1), limit: m.cfg.MaxValueBytes}))
-	case int64(len(key)) > m.cfg.MaxValueBytes:
-		rs.fail(fmt.Errorf("session key: %w", &limitError{what: "key", size: int64(len(key)), limit: m.cfg.MaxValueBytes}))
-	default:
-		rs.add(op{kind: opSet, key: key, val: b})
+	b, err := m.encodeFor(key, val)
+	if err != nil {
+		rs.fail(err)
+		return
 	}
+	rs.add(op{kind: opSet, key: key, val: b})
+}
+
+// encodeFor encodes a value for key, within the value limit.
+func (m *Manager) encodeFor(key string, val any) ([]byte, error) {
+	b, err := encodeValue(val)
+	if err != nil {
+		return nil, fmt.Errorf("session key %q: %w: %w", key, ErrInvalidValue, err)
+	}
+	return b, m.checkSize(key, b)
+}
+
+// checkSize refuses a key or an encoded value over the value limit.
+func (m *Manager) checkSize(key string, b []byte) error {
+	switch {
+	case int64(len(b)-1) > m.cfg.MaxValueBytes:
+		return fmt.Errorf("session key %q: %w", key, &limitError{what: "value", size: int64(len(b) - 1), limit: m.cfg.MaxValueBytes})
+	case int64(len(key)) > m.cfg.MaxValueBytes:
+		return fmt.Errorf("session key: %w", &limitError{what: "key", size: int64(len(key)), limit: m.cfg.MaxValueBytes})
+	}
+	return nil
 }
 
 func (rs *reqSession) fail(err error) {
@@ -402,8 +429,15 @@ func (m *Manager) Save(ctx context.Context) error {
 func (rs *reqSession) commit(ctx context.Context) error {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
+	_, err := rs.commitLocked(ctx)
+	return err
+}
+
+// commitLocked proposes the pending changes as one entry (rs.mu held) and
+// returns the results of its atomic ops.
+func (rs *reqSession) commitLocked(ctx context.Context) ([]int64, error) {
 	if rs.err != nil {
-		return rs.err
+		return nil, rs.err
 	}
 	m := rs.m
 	c := commit{id: rs.id, maxBytes: m.cfg.MaxBytes}
@@ -412,7 +446,7 @@ func (rs *reqSession) commit(ctx context.Context) error {
 	case rs.destroy && rs.id == "" && len(rs.ops) == 0:
 		rs.destroy = false
 		rs.clearCookie = rs.cookieRoute != ""
-		return nil
+		return nil, nil
 	case rs.destroy:
 		c.flags |= flagDestroy
 		if len(rs.ops) > 0 {
@@ -429,18 +463,19 @@ func (rs *reqSession) commit(ctx context.Context) error {
 		c.flags |= flagCreate
 	case len(rs.ops) == 0:
 		rs.renew = false
-		return nil
+		return nil, nil
 	}
 	if c.flags&(flagCreate|flagRenew) != 0 {
 		tok, err := newToken()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		newTok, c.newID = tok, sessionID(tok)
 	}
 	c.idle, c.lifetime, c.ops = int64(m.cfg.IdleTimeout), int64(m.cfg.Lifetime), rs.ops
-	if err := m.apply(ctx, cmdCommit, c.encode()); err != nil {
-		return err
+	res, err := m.apply(ctx, cmdCommit, c.encode())
+	if err != nil {
+		return nil, err
 	}
 	m.commits.Add(1)
 	now := m.now()
@@ -454,22 +489,22 @@ func (rs *reqSession) commit(ctx context.Context) error {
 		rs.id, rs.token, rs.setCookie, rs.clearCookie = "", "", false, true
 	}
 	rs.destroy, rs.renew, rs.ops = false, false, nil
-	return nil
+	return decodeResults(res.Data), nil
 }
 
 // apply proposes one entry; a commit outlives the client's disconnect
 // (it may already be in flight) but not CommitTimeout. An entry whose
 // outcome is unknown is retried: commits are idempotent by design (a
 // retry finds its new id already created).
-func (m *Manager) apply(ctx context.Context, typ string, payload []byte) error {
+func (m *Manager) apply(ctx context.Context, typ string, payload []byte) (raft.Result, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.CommitTimeout)
 	defer cancel()
 	// No retry when the outcome is unknown: the first attempt may have
 	// committed, and applying the same deltas again after another request's
 	// writes would undo them (the linearizability check caught exactly
 	// that). The client gets 503 and decides.
-	_, err := m.cluster.Apply(ctx, typ, payload)
-	return fromApplyError(err)
+	res, err := m.cluster.Apply(ctx, typ, payload)
+	return res, fromApplyError(err)
 }
 
 // fromApplyError maps a refused command back to the package's errors.
@@ -486,6 +521,8 @@ func fromApplyError(err error) error {
 			return ErrSessionGone
 		case "sessions.moved":
 			return ErrSessionMoved
+		case "sessions.wrong_type":
+			return fmt.Errorf("%w (%s)", ErrWrongType, ae.Message)
 		}
 	}
 	return fmt.Errorf("commit session: %w", err)

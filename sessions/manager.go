@@ -36,6 +36,15 @@ var (
 	ErrNoSession = errors.New("no session in this request context: wrap the handler with Manager.Middleware")
 	// ErrInvalidValue is a Put value that cannot be stored.
 	ErrInvalidValue = errors.New("invalid session value")
+	// ErrWrongType is an atomic operation on a value of another type (Incr
+	// on a string, Append on a non-list); nothing of the commit is stored.
+	ErrWrongType = errors.New("session value has the wrong type for this operation")
+	// ErrConflict is an Update that lost to concurrent writers on every try.
+	ErrConflict = errors.New("session value kept changing under concurrent updates")
+	// ErrSessionBusy is a request that waited --session-lock-wait for the
+	// session lock (another request of the same session held it); the
+	// middleware answers 503 with Retry-After.
+	ErrSessionBusy = errors.New("another request of this session is still running; retry")
 	// ErrMalformedCookie is returned by ParseCookie.
 	ErrMalformedCookie = errors.New("malformed session cookie")
 
@@ -58,6 +67,21 @@ func (e *limitError) Is(target error) bool { return target == ErrTooLarge }
 
 // ApplyCode implements raft.CodedError.
 func (e *limitError) ApplyCode() string { return "sessions.too_large" }
+
+// typeError is ErrWrongType naming the key and what it should hold. It
+// keeps its code across a forwarded Apply.
+type typeError struct {
+	key, want string
+}
+
+func (e *typeError) Error() string {
+	return fmt.Sprintf("session key %q: %s: the operation needs %s", e.key, ErrWrongType, e.want)
+}
+
+func (e *typeError) Is(target error) bool { return target == ErrWrongType }
+
+// ApplyCode implements raft.CodedError.
+func (e *typeError) ApplyCode() string { return "sessions.wrong_type" }
 
 // Reads is what keeps local session reads linearizable. Every session has
 // one owner, the node that last committed to it or claimed it, recorded in
@@ -144,6 +168,15 @@ type Config struct {
 	// session arrives from another node (default 2s); past it the request
 	// is served from what this node has.
 	CatchUpTimeout time.Duration
+	// Lock serializes the requests of one session on its owner: a request
+	// waits until the previous one committed (its response started), as
+	// PHP's default session handler and JBoss' session locking do. Off,
+	// it costs nothing; concurrent requests then run at once and plain
+	// Puts of one key are last-writer-wins (use the atomic operations).
+	Lock bool
+	// LockWait bounds the wait for the lock (default 5s); past it the
+	// request gets ErrSessionBusy (503 with Retry-After).
+	LockWait time.Duration
 	// Now is this node's clock (nil: time.Now). Reads judge expiry by the
 	// leader's clock, estimated from it and the entries applied here (see
 	// leaderClock); the leader's sweep proposes by it.
@@ -177,6 +210,9 @@ func (c *Config) defaults() {
 	if c.CommitTimeout <= 0 {
 		c.CommitTimeout = 10 * time.Second
 	}
+	if c.LockWait <= 0 {
+		c.LockWait = 5 * time.Second
+	}
 	if c.CatchUpTimeout <= 0 {
 		c.CatchUpTimeout = 2 * time.Second
 	}
@@ -194,6 +230,7 @@ type Manager struct {
 	log     *slog.Logger
 
 	route atomic.Pointer[string]
+	locks *sessionLocks // nil unless Config.Lock
 
 	hookMu sync.RWMutex
 	hooks  []func(Event)
@@ -224,6 +261,10 @@ func New(cl Cluster, cfg Config) (*Manager, error) {
 	m := &Manager{cfg: cfg, cluster: cl, st: newStore(), log: cfg.Logger.With("component", "sessions"),
 		touchCh: make(chan struct{}, 1)}
 	m.st.onEvent = m.deliver
+	if cfg.Lock {
+		m.locks = &sessionLocks{}
+		m.st.self, m.st.onMovedAway = cfg.NodeID, m.locks.movedAway
+	}
 	if cfg.Now != nil {
 		m.st.clock.local = cfg.Now
 	}

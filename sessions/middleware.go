@@ -36,6 +36,7 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		rs, err := m.load(r)
+		defer rs.release()
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
 			writeError(w, err)
@@ -73,10 +74,20 @@ func (m *Manager) load(r *http.Request) (*reqSession, error) {
 		if x == nil {
 			continue
 		}
+		if m.locks != nil {
+			if x, now, err = m.lock(r.Context(), rs, id); err != nil {
+				return rs, err
+			}
+			if x == nil {
+				rs.release()
+				continue
+			}
+		}
 		if x, err = m.ensureOwner(r.Context(), id, x, now); err != nil {
 			return rs, err
 		}
 		if x == nil {
+			rs.release()
 			continue
 		}
 		m.touched(id, x, now)
@@ -84,6 +95,20 @@ func (m *Manager) load(r *http.Request) (*reqSession, error) {
 		return rs, nil
 	}
 	return rs, nil
+}
+
+// lock takes session id's lock for the request (Config.Lock) and reads
+// the session again: the previous holder may have changed or ended it.
+func (m *Manager) lock(ctx context.Context, rs *reqSession, id string) (*session, int64, error) {
+	unlock, err := m.locks.acquire(ctx, id, m.cfg.LockWait)
+	if err != nil {
+		return nil, 0, fmt.Errorf("session lock: %w", err)
+	}
+	rs.mu.Lock()
+	rs.unlock = unlock
+	rs.mu.Unlock()
+	now := m.now()
+	return m.lookup(id, now), now, nil
 }
 
 // respWriter commits the session before the response starts.
@@ -105,6 +130,7 @@ func (w *respWriter) before() bool {
 	}
 	w.started = true
 	err := w.rs.commit(w.r.Context())
+	w.rs.release() // the changes are in: the session's next request may run
 	if err != nil {
 		w.failed = true
 		w.rs.m.log.Warn("session commit failed", "path", w.r.URL.Path, "err", err)
@@ -192,9 +218,9 @@ func StatusFor(err error) int {
 	switch {
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrSessionGone), errors.Is(err, ErrSessionMoved):
+	case errors.Is(err, ErrSessionGone), errors.Is(err, ErrSessionMoved), errors.Is(err, ErrConflict):
 		return http.StatusConflict
-	case errors.Is(err, ErrNoSession), errors.Is(err, ErrInvalidValue):
+	case errors.Is(err, ErrNoSession), errors.Is(err, ErrInvalidValue), errors.Is(err, ErrWrongType):
 		return http.StatusInternalServerError
 	default:
 		return http.StatusServiceUnavailable

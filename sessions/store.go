@@ -90,6 +90,9 @@ type store struct {
 	pv      *passivator   // nil: no memory budget
 	onEvent func([]Event) // called after the lock is released
 	clock   leaderClock   // the leader's clock, as seen through applied entries
+
+	self        string          // this node's id, with onMovedAway
+	onMovedAway func(id string) // a claim moved a session of this node to another (session lock); nil when off
 }
 
 var _ raft.StateMachine = (*store)(nil)
@@ -117,7 +120,7 @@ func (s *store) Apply(e raft.Entry) ([]byte, error) {
 	s.mu.Lock()
 	switch e.Type {
 	case cmdCommit:
-		evs, err = s.applyCommit(e)
+		evs, out, err = s.applyCommit(e)
 	case cmdTouch:
 		err = s.applyTouch(e)
 	case cmdSweep:
@@ -162,109 +165,146 @@ func (s *store) event(t EventType, id, old, principal string, e raft.Entry) Even
 	return ev
 }
 
-func (s *store) applyCommit(e raft.Entry) ([]Event, error) {
+// commitPlan is what a commit does to the session map: which version it
+// builds on (base, read from baseID), under which id the result goes
+// (target), whether the loaded id goes away, and the event it raises.
+type commitPlan struct {
+	base      *session
+	baseID    string
+	target    string
+	removeOld bool
+	kind      EventType // EventCreated, EventRenewed or "" (a change)
+}
+
+// applyCommit applies one request's changes as one step: plan the target,
+// build the new version, install it. Its answer is the results of the
+// commit's atomic operations (appendResults).
+func (s *store) applyCommit(e raft.Entry) ([]Event, []byte, error) {
 	c, err := decodeCommit(e.Payload)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if (c.id != "" && len(c.id) != idLen) || (c.newID != "" && len(c.newID) != idLen) {
-		return nil, fmt.Errorf("%w: id length", errBadCommand)
+		return nil, nil, fmt.Errorf("%w: id length", errBadCommand)
 	}
 	now := e.Time.UnixNano()
 	var evs []Event
-	var base *session
-	if c.id != "" {
-		base = s.live(c.id, now, e, &evs)
+	p, done, err := s.planCommit(c, e, now, &evs)
+	if done || err != nil {
+		return evs, nil, err
 	}
-	target, baseID := c.id, c.id
-	removeOld := false
-	var kind EventType
-	switch {
-	case c.newID != "" && s.live(c.newID, now, e, &evs) != nil:
-		// A retried commit whose first attempt was applied: go on from there.
-		base, target, baseID = s.sessions[c.newID], c.newID, c.newID
-	case c.flags&flagDestroy != 0:
-		if base != nil {
-			removeOld = true
-			evs = append(evs, s.event(EventDestroyed, c.id, "", base.principal, e))
-		}
-		base = nil
-		if c.flags&flagCreate == 0 || c.newID == "" {
-			if removeOld {
-				s.removeLocked(c.id, s.sessions[c.id])
-			}
-			return evs, nil
-		}
-		target, kind = c.newID, EventCreated
-	case c.flags&flagRenew != 0 && base != nil && c.newID != "":
-		removeOld, target, kind = true, c.newID, EventRenewed
-	case c.flags&flagCreate != 0 && c.newID != "" && base == nil:
-		target, kind = c.newID, EventCreated
-	case base == nil:
-		return evs, codedError{"sessions.gone", ErrSessionGone}
+	ns, results, err := s.buildVersion(p, c, now)
+	if err != nil {
+		return evs, nil, err
 	}
-	if base != nil && base.owner != "" && e.Origin != "" && base.owner != e.Origin {
-		// Another node claimed the session after this request read it.
-		return evs, codedError{"sessions.moved", ErrSessionMoved}
+	ns.touched, ns.owner = now, e.Origin
+	s.installCommit(c.id, p, ns)
+	switch p.kind {
+	case EventCreated:
+		evs = append(evs, s.event(EventCreated, p.target, "", ns.principal, e))
+	case EventRenewed:
+		evs = append(evs, s.event(EventRenewed, p.target, c.id, ns.principal, e))
 	}
-	if target == "" {
-		return evs, fmt.Errorf("%w: no target id", errBadCommand)
-	}
+	return evs, appendResults(nil, results), nil
+}
 
+// planCommit decides what the commit does. done means it was complete
+// already (a destroy without a new session).
+func (s *store) planCommit(c commit, e raft.Entry, now int64, evs *[]Event) (commitPlan, bool, error) {
+	p := commitPlan{target: c.id, baseID: c.id}
+	if c.id != "" {
+		p.base = s.live(c.id, now, e, evs)
+	}
+	switch {
+	case c.newID != "" && s.live(c.newID, now, e, evs) != nil:
+		// A retried commit whose first attempt was applied: go on from there.
+		p.base, p.target, p.baseID = s.sessions[c.newID], c.newID, c.newID
+	case c.flags&flagDestroy != 0:
+		if p.base != nil {
+			*evs = append(*evs, s.event(EventDestroyed, c.id, "", p.base.principal, e))
+			if c.flags&flagCreate == 0 || c.newID == "" {
+				s.removeLocked(c.id, s.sessions[c.id])
+				return p, true, nil
+			}
+			p.removeOld = true
+		}
+		if c.flags&flagCreate == 0 || c.newID == "" {
+			return p, true, nil
+		}
+		p.base, p.target, p.kind = nil, c.newID, EventCreated
+	case c.flags&flagRenew != 0 && p.base != nil && c.newID != "":
+		p.removeOld, p.target, p.kind = true, c.newID, EventRenewed
+	case c.flags&flagCreate != 0 && c.newID != "" && p.base == nil:
+		p.target, p.kind = c.newID, EventCreated
+	case p.base == nil:
+		return p, false, codedError{"sessions.gone", ErrSessionGone}
+	}
+	if p.base != nil && p.base.owner != "" && e.Origin != "" && p.base.owner != e.Origin {
+		// Another node claimed the session after this request read it.
+		return p, false, codedError{"sessions.moved", ErrSessionMoved}
+	}
+	if p.target == "" {
+		return p, false, fmt.Errorf("%w: no target id", errBadCommand)
+	}
+	return p, false, nil
+}
+
+// buildVersion computes the session after the commit's ops, without
+// touching the map, and checks the size limit.
+func (s *store) buildVersion(p commitPlan, c commit, now int64) (*session, []int64, error) {
 	var ns session
-	if base != nil {
-		ns = *base
+	if p.base != nil {
+		ns = *p.base
 		if ns.passive {
-			data, err := s.pv.load(baseID)
+			data, err := s.pv.load(p.baseID)
 			if err != nil {
-				return evs, err
+				return nil, nil, err
 			}
 			ns.data, ns.passive = data, false
 		}
 	} else {
-		ns = session{created: now, idle: max(c.idle, 0), lifetime: max(c.lifetime, 0), loc: &local{}}
+		ns = session{created: now, idle: max(c.idle, 0), lifetime: max(c.lifetime, 0)}
 	}
-	if kind == EventRenewed || kind == EventCreated {
+	if p.kind == EventRenewed || p.kind == EventCreated || ns.loc == nil {
 		ns.loc = &local{}
 	}
 	var attrOps []op
 	for _, o := range c.ops {
 		switch o.kind {
-		case opSet, opDelete, opClear:
-			attrOps = append(attrOps, o)
 		case opIdle:
 			ns.idle = max(o.n, 0)
 		case opLifetime:
 			ns.lifetime = max(o.n, 0)
 		case opPrincipal:
 			ns.principal = o.key
+		default:
+			attrOps = append(attrOps, o)
 		}
 	}
+	var results []int64
 	if len(attrOps) > 0 {
-		ns.data = applyOps(ns.data, attrOps)
+		var err error
+		if ns.data, results, err = applyOps(ns.data, attrOps); err != nil {
+			return nil, nil, err
+		}
 	}
 	ns.size = int64(len(ns.data))
 	if c.maxBytes > 0 && ns.size > c.maxBytes {
-		return evs, &limitError{what: "session", size: ns.size, limit: c.maxBytes}
+		return nil, nil, &limitError{what: "session", size: ns.size, limit: c.maxBytes}
 	}
-	ns.touched = now
-	ns.owner = e.Origin
+	return &ns, results, nil
+}
 
-	old := s.sessions[c.id]
-	if removeOld && old != nil {
-		s.removeLocked(c.id, old)
+// installCommit puts the new version in the map under its target id,
+// removing the loaded id when the commit renews or replaces it.
+func (s *store) installCommit(loaded string, p commitPlan, ns *session) {
+	if old := s.sessions[loaded]; p.removeOld && old != nil {
+		s.removeLocked(loaded, old)
 	}
-	if prev := s.sessions[target]; prev != nil {
-		s.removeLocked(target, prev)
+	if prev := s.sessions[p.target]; prev != nil {
+		s.removeLocked(p.target, prev)
 	}
-	s.insertLocked(target, &ns)
-	switch kind {
-	case EventCreated:
-		evs = append(evs, s.event(EventCreated, target, "", ns.principal, e))
-	case EventRenewed:
-		evs = append(evs, s.event(EventRenewed, target, c.id, ns.principal, e))
-	}
-	return evs, nil
+	s.insertLocked(p.target, ns)
 }
 
 // applyClaim makes the proposing node the owner of the listed sessions.
@@ -277,6 +317,9 @@ func (s *store) applyClaim(e raft.Entry) error {
 		x := s.sessions[id]
 		if x == nil || x.owner == e.Origin {
 			continue
+		}
+		if s.onMovedAway != nil && x.owner == s.self {
+			s.onMovedAway(id)
 		}
 		// Copy on write: requests read sessions without the store's lock.
 		nx := *x
@@ -490,88 +533,26 @@ func (s *store) Restore(r io.Reader) error {
 	return nil
 }
 
+// readSessions reads the sessions of a snapshot after its magic: the
+// count, then one record per session (readSession) up to the 0 mark.
 func readSessions(br *bufio.Reader, withOwner bool) (map[string]*session, map[string]map[string]struct{}, int64, error) {
-	bad := func(err error) (map[string]*session, map[string]map[string]struct{}, int64, error) {
-		return nil, nil, 0, fmt.Errorf("read sessions snapshot: %w", err)
-	}
 	count, err := binary.ReadUvarint(br)
 	if err != nil {
-		return bad(err)
+		return nil, nil, 0, fmt.Errorf("read sessions snapshot: %w", err)
 	}
 	sessions := make(map[string]*session, min(count, 1<<22))
 	principals := make(map[string]map[string]struct{})
 	var total int64
-	var pbuf []byte
-	intern := make(map[string]string)
-	var idb [idLen]byte
+	rd := snapReader{br: br, withOwner: withOwner, intern: make(map[string]string)}
 	for {
-		mark, err := br.ReadByte()
+		id, x, err := rd.next()
 		if err != nil {
-			return bad(err)
+			return nil, nil, 0, fmt.Errorf("read sessions snapshot: %w", err)
 		}
-		if mark == 0 {
+		if x == nil {
 			return sessions, principals, total, nil
 		}
-		if _, err := io.ReadFull(br, idb[:]); err != nil {
-			return bad(err)
-		}
-		x := &session{loc: &local{}}
-		var vals [4]int64
-		for i := range vals {
-			if vals[i], err = binary.ReadVarint(br); err != nil {
-				return bad(err)
-			}
-		}
-		x.created, x.touched, x.idle, x.lifetime = vals[0], vals[1], vals[2], vals[3]
-		pl, err := binary.ReadUvarint(br)
-		if err != nil || pl > 1<<16 {
-			return bad(errors.Join(err, errBadCommand))
-		}
-		if pl > 0 {
-			if uint64(cap(pbuf)) < pl {
-				pbuf = make([]byte, pl)
-			}
-			pbuf = pbuf[:pl]
-			if _, err := io.ReadFull(br, pbuf); err != nil {
-				return bad(err)
-			}
-			// Intern: every session of a principal shares one string.
-			p, ok := intern[string(pbuf)]
-			if !ok {
-				p = string(pbuf)
-				intern[p] = p
-			}
-			x.principal = p
-		}
-		if withOwner {
-			ol, err := binary.ReadUvarint(br)
-			if err != nil || ol > 64 {
-				return bad(errors.Join(err, errBadCommand))
-			}
-			ob := make([]byte, ol)
-			if _, err := io.ReadFull(br, ob); err != nil {
-				return bad(err)
-			}
-			o, ok := intern[string(ob)]
-			if !ok {
-				o = string(ob)
-				intern[o] = o
-			}
-			x.owner = o
-		}
-		dl, err := binary.ReadUvarint(br)
-		if err != nil || dl > 1<<31 {
-			return bad(errors.Join(err, errBadCommand))
-		}
-		if dl > 0 {
-			x.data = make([]byte, dl)
-			if _, err := io.ReadFull(br, x.data); err != nil {
-				return bad(err)
-			}
-		}
-		x.size = int64(dl)
 		total += x.size
-		id := string(idb[:])
 		sessions[id] = x
 		if x.principal != "" {
 			set := principals[x.principal]
@@ -582,4 +563,74 @@ func readSessions(br *bufio.Reader, withOwner bool) (map[string]*session, map[st
 			set[id] = struct{}{}
 		}
 	}
+}
+
+// snapReader reads the session records of a snapshot.
+type snapReader struct {
+	br        *bufio.Reader
+	withOwner bool
+	intern    map[string]string // every session of a principal (or owner) shares one string
+	buf       []byte
+}
+
+// next reads one record; a nil session means the end mark.
+func (rd *snapReader) next() (string, *session, error) {
+	mark, err := rd.br.ReadByte()
+	if err != nil || mark == 0 {
+		return "", nil, err
+	}
+	var idb [idLen]byte
+	if _, err := io.ReadFull(rd.br, idb[:]); err != nil {
+		return "", nil, err
+	}
+	x := &session{loc: &local{}}
+	for _, f := range []*int64{&x.created, &x.touched, &x.idle, &x.lifetime} {
+		if *f, err = binary.ReadVarint(rd.br); err != nil {
+			return "", nil, err
+		}
+	}
+	if x.principal, err = rd.str(1 << 16); err != nil {
+		return "", nil, err
+	}
+	if rd.withOwner {
+		if x.owner, err = rd.str(64); err != nil {
+			return "", nil, err
+		}
+	}
+	dl, err := binary.ReadUvarint(rd.br)
+	if err != nil || dl > 1<<31 {
+		return "", nil, errors.Join(err, errBadCommand)
+	}
+	if dl > 0 {
+		x.data = make([]byte, dl)
+		if _, err := io.ReadFull(rd.br, x.data); err != nil {
+			return "", nil, err
+		}
+	}
+	x.size = int64(dl)
+	return string(idb[:]), x, nil
+}
+
+// str reads a length-prefixed string of at most limit bytes, interned.
+func (rd *snapReader) str(limit uint64) (string, error) {
+	l, err := binary.ReadUvarint(rd.br)
+	if err != nil || l > limit {
+		return "", errors.Join(err, errBadCommand)
+	}
+	if l == 0 {
+		return "", nil
+	}
+	if uint64(cap(rd.buf)) < l {
+		rd.buf = make([]byte, l)
+	}
+	rd.buf = rd.buf[:l]
+	if _, err := io.ReadFull(rd.br, rd.buf); err != nil {
+		return "", err
+	}
+	v, ok := rd.intern[string(rd.buf)]
+	if !ok {
+		v = string(rd.buf)
+		rd.intern[v] = v
+	}
+	return v, nil
 }

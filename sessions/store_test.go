@@ -17,10 +17,11 @@ import (
 // localLog applies commands straight to the store, in order: the unit
 // tests' stand-in for Raft (the cluster tests use real Raft).
 type localLog struct {
-	mu    sync.Mutex
-	sm    raft.StateMachine
-	index uint64
-	now   time.Time
+	origin string // the Origin of every entry ("" = none: no ownership check)
+	mu     sync.Mutex
+	sm     raft.StateMachine
+	index  uint64
+	now    time.Time
 }
 
 func (l *localLog) Register(_ string, sm raft.StateMachine, _ ...string) error {
@@ -45,7 +46,7 @@ func (l *localLog) Apply(_ context.Context, typ string, payload []byte) (raft.Re
 	if t.IsZero() {
 		t = time.Now()
 	}
-	data, err := l.sm.Apply(raft.Entry{Index: l.index, Type: typ, Time: t, Payload: payload})
+	data, err := l.sm.Apply(raft.Entry{Index: l.index, Type: typ, Time: t, Origin: l.origin, Payload: payload})
 	if err != nil {
 		var ce raft.CodedError
 		ae := &raft.ApplyError{Message: err.Error()}
