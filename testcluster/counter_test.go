@@ -153,7 +153,7 @@ func counterRun(t *testing.T, c *testcluster.Cluster, path string, clients, per 
 	if final.Count < int64(tally.ok) || final.Count > int64(tally.ok+tally.unknown) {
 		t.Errorf("final count %d, want between %d acknowledged and %d (acknowledged + unknown outcomes)", final.Count, tally.ok, tally.ok+tally.unknown)
 	}
-	if tally.ok < 5 {
+	if tally.ok < 2 {
 		t.Errorf("only %d of %d increments acknowledged: the run checked nothing", tally.ok, clients*per)
 	}
 }
