@@ -92,6 +92,7 @@ func mountLinHandlers(n *node.Node) {
 		n.Sessions().Put(r.Context(), q.Get("k"), q.Get("v"))
 		fmt.Fprint(w, "ok")
 	}))
+	mountCounterLinHandlers(n)
 	n.HandleApp("POST /lin/destroy", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Lin-Node", n.ID())
 		if err := n.Sessions().Destroy(r.Context()); err != nil {
@@ -286,8 +287,16 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 	}
 	ops := history
 	mu.Unlock()
-	res, info := porcupine.CheckOperationsVerbose(registerModel, ops, 30*time.Second)
-	t.Logf("seed %d: nemesis %q, %d operations (%d with unknown outcome), leader now %s: %s", seed, what, len(ops), len(unknown), leader.ID, res)
+	return checkHistory(t, registerModel, ops, unknown, seed, what, leader.ID)
+}
+
+// checkHistory runs porcupine on a schedule's history, logs the outcome,
+// and on a violation writes the history (HTML and text) to the temp dir
+// and fails the test with the seed to replay.
+func checkHistory(t *testing.T, model porcupine.Model, ops []porcupine.Operation, unknown []int, seed uint64, what, leader string) porcupine.CheckResult {
+	t.Helper()
+	res, info := porcupine.CheckOperationsVerbose(model, ops, 30*time.Second)
+	t.Logf("seed %d: nemesis %q, %d operations (%d with unknown outcome), leader now %s: %s", seed, what, len(ops), len(unknown), leader, res)
 	if len(unknown) > 0 {
 		t.Logf("seed %d: unknown outcomes by answer: %s", seed, errorHistogram(ops, unknown))
 	}
@@ -295,7 +304,7 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 	case porcupine.Illegal:
 		path := filepath.Join(os.TempDir(), fmt.Sprintf("cohort-lin-%d.html", seed))
 		if f, err := os.Create(path); err == nil {
-			_ = porcupine.Visualize(registerModel, info, f)
+			_ = porcupine.Visualize(model, info, f)
 			f.Close()
 		}
 		txt := filepath.Join(os.TempDir(), fmt.Sprintf("cohort-lin-%d.txt", seed))
@@ -303,7 +312,7 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 		var b strings.Builder
 		for _, op := range ops {
 			fmt.Fprintf(&b, "%8.3f %8.3f c%-2d %-40s %v\n", float64(op.Call)/1e9, float64(op.Return)/1e9, op.ClientId,
-				registerModel.DescribeOperation(op.Input, op.Output), op.Metadata)
+				model.DescribeOperation(op.Input, op.Output), op.Metadata)
 		}
 		_ = os.WriteFile(txt, []byte(b.String()), 0o644)
 		t.Logf("history: %s and %s", path, txt)
