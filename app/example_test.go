@@ -13,6 +13,7 @@ import (
 	"github.com/cohortserver/cohort/internal/testport"
 
 	"github.com/cohortserver/cohort/app"
+	"github.com/cohortserver/cohort/sessions"
 )
 
 // A one-node application with a handler that counts visits in the
@@ -36,9 +37,12 @@ func Example() {
 		return
 	}
 	a.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
-		s := a.Sessions()
-		visits := s.GetInt64(r.Context(), "visits") + 1
-		s.Put(r.Context(), "visits", visits)
+		// Incr is atomic: concurrent requests of one session all count.
+		visits, err := a.Sessions().Incr(r.Context(), "visits", 1)
+		if err != nil {
+			http.Error(w, err.Error(), sessions.StatusFor(err))
+			return
+		}
 		fmt.Fprintf(w, "hello from node %s, visit %d", a.ID(), visits)
 	})
 

@@ -11,7 +11,13 @@
 //     serving node before the first byte of the response (read your writes).
 //   - Changes are attribute deltas (set, delete per key), one Raft entry per
 //     request that changed something: concurrent requests on one session
-//     writing different keys all survive.
+//     writing different keys all survive; two Puts of one key are
+//     last-writer-wins.
+//   - Atomic operations (Incr, CompareAndSwap, Update, Append, AddToSet,
+//     RemoveFromSet) are computed by the state machine at their log
+//     position and commit at once: concurrent ones all count.
+//   - Optionally (Config.Lock), one session's requests run one at a time
+//     on a node, with a bounded wait.
 //   - Reads are local: no network, no Raft. A read-only request costs no
 //     Raft entry; last-access times are kept locally and replicated only
 //     when a quarter of the idle timeout passed, coalesced across sessions.

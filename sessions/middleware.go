@@ -18,8 +18,10 @@ import (
 // Set-Cookie header rides on the response and the changes are durable on
 // a majority before the client sees anything. A commit that fails answers
 // with a JSON error instead of the handler's response: 413 when a value or
-// the session is too large, 409 when the session ended concurrently, 503
-// otherwise.
+// the session is too large, 409 when the session ended concurrently or
+// moved to another node, 503 otherwise. With Config.Lock, a request first
+// waits for the previous request of its session on this node to commit
+// (503 with Retry-After past Config.LockWait).
 //
 // Reading a session costs no Raft entry. A request whose cookie names an
 // unknown or expired token gets no session; its first change creates one
