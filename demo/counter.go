@@ -18,7 +18,9 @@ type counterReply struct {
 }
 
 // mountCounter registers GET and POST /demo/api/counter: a per-session
-// counter that shows a session surviving moves between nodes.
+// counter that shows a session surviving moves between nodes; and POST
+// /demo/api/counter/rmw, the same counter incremented by read-modify-write,
+// to show what --session-lock is for.
 func (a *App) mountCounter(handle func(string, http.Handler)) {
 	handle("GET /demo/api/counter", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A read never creates a session.
@@ -31,6 +33,19 @@ func (a *App) mountCounter(handle func(string, http.Handler)) {
 		// never stored.
 		n, err := a.Sessions.Incr(r.Context(), counterKey, 1)
 		if err != nil {
+			httpapi.WriteError(w, sessions.StatusFor(err), err.Error())
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, counterReply{Count: n, Node: a.NodeID})
+	}))
+	handle("POST /demo/api/counter/rmw", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The same counter with a plain read, add one, Put: what most
+		// session code does. Concurrent POSTs of one session lose
+		// increments (last writer wins) unless --session-lock is on.
+		ctx := r.Context()
+		n := a.Sessions.GetInt64(ctx, counterKey) + 1
+		a.Sessions.Put(ctx, counterKey, n)
+		if err := a.Sessions.Save(ctx); err != nil {
 			httpapi.WriteError(w, sessions.StatusFor(err), err.Error())
 			return
 		}
