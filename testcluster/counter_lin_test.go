@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -112,49 +111,13 @@ func mountCounterLinHandlers(n *node.Node) {
 // the shared nemesis strikes. COHORT_LIN_SCHEDULES (default 6;
 // COHORT_LONG=1 runs 200) and COHORT_LIN_SEED as for the register check.
 func TestSessionCounterHistoriesAreLinearizableUnderFaults(t *testing.T) {
-	schedules := 6
-	if os.Getenv("COHORT_LONG") != "" {
-		schedules = 200
-	}
-	if v, err := strconv.Atoi(os.Getenv("COHORT_LIN_SCHEDULES")); err == nil && v > 0 {
-		schedules = v
-	}
-	base := uint64(time.Now().UnixNano())
-	if v, err := strconv.ParseUint(os.Getenv("COHORT_LIN_SEED"), 10, 64); err == nil {
-		base, schedules = v, 1
-	}
-	c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk), testcluster.WithNodeSetup(mountLinHandlers))
-	c.WaitLeader(t)
-	cookieName := c.Nodes()[0].Node().Config().SessionCookie
-	violations := 0
-	for s := 0; s < schedules; s++ {
-		seed := base + uint64(s)
-		if !t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runCounterSchedule(t, c, cookieName, seed) }) {
-			violations++
-		}
-	}
-	t.Logf("%d counter schedules, %d failed (base seed %d)", schedules, violations, base)
+	runLinSchedules(t, 6, 200, runCounterSchedule)
 }
 
-func runCounterSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	ck := &sharedCookie{name: cookieName}
-	start := time.Now()
-	now := func() int64 { return int64(time.Since(start)) }
-	if _, err := linDo(context.Background(), c.WaitLeader(t), http.MethodPost, "/lin/put?k=init&v=1", ck); err != nil || ck.get() == "" {
-		t.Fatalf("create session: %v (cookie %q)", err, ck.get())
-	}
-	var mu sync.Mutex
-	var history []porcupine.Operation
-	var unknown []int
-	record := func(op porcupine.Operation, open bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if open {
-			unknown = append(unknown, len(history))
-		}
-		history = append(history, op)
-	}
+func runCounterSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed uint64) porcupine.CheckResult {
+	rng, ck, now := startSchedule(t, c, cookieName, seed)
+	var h linHistory
+	record := h.record
 	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
 	keys := []string{"x", "y"}
@@ -212,13 +175,7 @@ func runCounterSchedule(t *testing.T, c *testcluster.Cluster, cookieName string,
 			}
 		}()
 	}
-	<-time.After(time.Duration(300+rng.IntN(500)) * time.Millisecond)
-	what, undo := c.Strike(rng)
-	<-time.After(time.Duration(500+rng.IntN(700)) * time.Millisecond)
-	undo()
-	wg.Wait()
-	c.Heal()
-	leader := c.WaitLeader(t)
+	what, leader := strikeDuring(t, c, rng, &wg)
 	for _, nd := range c.Nodes() {
 		for _, k := range keys {
 			call := now()
@@ -232,14 +189,8 @@ func runCounterSchedule(t *testing.T, c *testcluster.Cluster, cookieName string,
 			record(porcupine.Operation{ClientId: 99, Input: ctrInput{kind: "get", key: k}, Call: call, Output: ctrOutput{value: v}, Return: now()}, false)
 		}
 	}
-	end := now()
-	mu.Lock()
-	for _, i := range unknown {
-		history[i].Return = end + 1
-	}
-	ops := history
-	mu.Unlock()
-	checkHistory(t, counterModel, ops, unknown, seed, what, leader.ID)
+	ops, unknown := h.close(now())
+	return checkHistory(t, counterModel, ops, unknown, seed, what, leader.ID)
 }
 
 // isMovedRefusal reports the 409 of a commit Apply refused because another

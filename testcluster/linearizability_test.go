@@ -166,9 +166,17 @@ func linDoServed(ctx context.Context, nd *testcluster.Node, method, path string,
 // linearizable; acknowledged writes must survive. Seeds are printed:
 // COHORT_LIN_SEED=N replays one.
 func TestSessionHistoriesAreLinearizableUnderFaults(t *testing.T) {
-	schedules := 20
+	runLinSchedules(t, 20, 500, runSchedule)
+}
+
+// runLinSchedules starts a 3-node cluster with the /lin handlers and a
+// disk the nemesis can fill, and runs schedules of run on it:
+// COHORT_LIN_SCHEDULES of them (default def, long with COHORT_LONG=1), or
+// the one COHORT_LIN_SEED names.
+func runLinSchedules(t *testing.T, def, long int, run func(*testing.T, *testcluster.Cluster, string, uint64) porcupine.CheckResult) {
+	schedules := def
 	if os.Getenv("COHORT_LONG") != "" {
-		schedules = 500
+		schedules = long
 	}
 	if v, err := strconv.Atoi(os.Getenv("COHORT_LIN_SCHEDULES")); err == nil && v > 0 {
 		schedules = v
@@ -184,7 +192,7 @@ func TestSessionHistoriesAreLinearizableUnderFaults(t *testing.T) {
 	for s := 0; s < schedules; s++ {
 		seed := base + uint64(s)
 		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			if runSchedule(t, c, cookieName, seed) == porcupine.Unknown {
+			if run(t, c, cookieName, seed) == porcupine.Unknown {
 				undecided++
 			}
 		})
@@ -195,27 +203,62 @@ func TestSessionHistoriesAreLinearizableUnderFaults(t *testing.T) {
 	t.Logf("%d schedules, %d failed, %d undecided by the checker in 30 s (base seed %d)", schedules, violations, undecided, base)
 }
 
-func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed uint64) porcupine.CheckResult {
+// linHistory collects the operations of a schedule's clients.
+type linHistory struct {
+	mu      sync.Mutex
+	ops     []porcupine.Operation
+	unknown []int // indexes of writes without a known outcome
+}
+
+// record adds op; open marks a write whose outcome is unknown (it may
+// linearize any time after its call: closed at the end of the history).
+func (h *linHistory) record(op porcupine.Operation, open bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if open {
+		h.unknown = append(h.unknown, len(h.ops))
+	}
+	h.ops = append(h.ops, op)
+}
+
+// close ends the open writes after end and returns the history.
+func (h *linHistory) close(end int64) ([]porcupine.Operation, []int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, i := range h.unknown {
+		h.ops[i].Return = end + 1
+	}
+	return h.ops, h.unknown
+}
+
+// startSchedule is the common start of a schedule: its rng, the session
+// every client shares (created here), and the clock of its history.
+func startSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed uint64) (*rand.Rand, *sharedCookie, func() int64) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	ck := &sharedCookie{name: cookieName}
 	start := time.Now()
-	now := func() int64 { return int64(time.Since(start)) }
-	// Create the session so every client shares one.
 	if _, err := linDo(context.Background(), c.WaitLeader(t), http.MethodPost, "/lin/put?k=init&v=1", ck); err != nil || ck.get() == "" {
 		t.Fatalf("create session: %v (cookie %q)", err, ck.get())
 	}
+	return rng, ck, func() int64 { return int64(time.Since(start)) }
+}
 
-	var mu sync.Mutex
-	var history []porcupine.Operation
-	var unknown []int // indexes of puts without a known outcome
-	record := func(op porcupine.Operation, open bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if open {
-			unknown = append(unknown, len(history))
-		}
-		history = append(history, op)
-	}
+// strikeDuring lets the nemesis strike once in the middle of the clients'
+// run, waits for them, heals and returns the fault and the leader after.
+func strikeDuring(t *testing.T, c *testcluster.Cluster, rng *rand.Rand, clients *sync.WaitGroup) (string, *testcluster.Node) {
+	<-time.After(time.Duration(300+rng.IntN(500)) * time.Millisecond) // when the fault starts
+	what, undo := c.Strike(rng)
+	<-time.After(time.Duration(500+rng.IntN(700)) * time.Millisecond) // how long it lasts
+	undo()
+	clients.Wait()
+	c.Heal()
+	return what, c.WaitLeader(t)
+}
+
+func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed uint64) porcupine.CheckResult {
+	rng, ck, now := startSchedule(t, c, cookieName, seed)
+	var h linHistory
+	record := h.record
 	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
 	keys := []string{"a", "b"}
@@ -258,14 +301,7 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 			}
 		}()
 	}
-	// The nemesis strikes once in the middle of the run.
-	<-time.After(time.Duration(300+rng.IntN(500)) * time.Millisecond) // when the fault starts
-	what, undo := c.Strike(rng)
-	<-time.After(time.Duration(500+rng.IntN(700)) * time.Millisecond) // how long it lasts
-	undo()
-	wg.Wait()
-	c.Heal()
-	leader := c.WaitLeader(t)
+	what, leader := strikeDuring(t, c, rng, &wg)
 
 	// Final reads through every node: acknowledged writes must be there.
 	for _, nd := range c.Nodes() {
@@ -280,13 +316,7 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 			record(porcupine.Operation{ClientId: 99, Input: linInput{key: k}, Call: call, Output: linOutput{value: v}, Return: now()}, false)
 		}
 	}
-	end := now()
-	mu.Lock()
-	for _, i := range unknown {
-		history[i].Return = end + 1
-	}
-	ops := history
-	mu.Unlock()
+	ops, unknown := h.close(now())
 	return checkHistory(t, registerModel, ops, unknown, seed, what, leader.ID)
 }
 
