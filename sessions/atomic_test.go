@@ -46,6 +46,7 @@ func TestApplyAtomicOps(t *testing.T) {
 		{"append absent", nil, []op{{kind: opAppend, key: "l", val: []byte(`"a"`)}}, []int64{1}, nil, "l", json.RawMessage(`["a"]`)},
 		{"append twice", []op{{kind: opSet, key: "l", val: enc([]int{1})}}, []op{{kind: opAppend, key: "l", val: []byte(`2`)}, {kind: opAppend, key: "l", val: []byte(`{"x":3}`)}}, []int64{2, 3}, nil, "l", json.RawMessage(`[1,2,{"x":3}]`)},
 		{"append to empty list", []op{{kind: opSet, key: "l", val: enc([]int{})}}, []op{{kind: opAppend, key: "l", val: []byte(`2`)}}, []int64{1}, nil, "l", json.RawMessage(`[2]`)},
+		{"append to a nil slice", []op{{kind: opSet, key: "l", val: enc([]string(nil))}}, []op{{kind: opAppend, key: "l", val: []byte(`2`)}}, []int64{1}, nil, "l", json.RawMessage(`[2]`)},
 		{"append to a string", []op{{kind: opSet, key: "l", val: enc("x")}}, []op{{kind: opAppend, key: "l", val: []byte(`2`)}}, nil, ErrWrongType, "l", "x"},
 		{"append to a JSON object", []op{{kind: opSet, key: "l", val: enc(map[string]int{"a": 1})}}, []op{{kind: opAppend, key: "l", val: []byte(`2`)}}, nil, ErrWrongType, "l", json.RawMessage(`{"a":1}`)},
 		{"set add", nil, []op{{kind: opSetAdd, key: "s", val: []byte("a")}, {kind: opSetAdd, key: "s", val: []byte("b")}, {kind: opSetAdd, key: "s", val: []byte("a")}}, []int64{1, 1, 0}, nil, "s", json.RawMessage(`["a","b"]`)},

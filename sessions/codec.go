@@ -325,6 +325,9 @@ func (l attrList) blob() []byte {
 // (opSetRemove), the new length (opAppend).
 func (l *attrList) atomic(o op) (int64, error) {
 	cur := l.get(o.key)
+	if (o.kind == opAppend || o.kind == opSetAdd || o.kind == opSetRemove) && string(cur) == string(tagJSON)+"null" {
+		cur = nil // a nil slice Put as JSON: an empty list or set
+	}
 	switch o.kind {
 	case opIncr:
 		n, err := incr(o.key, cur, o.n)
