@@ -325,6 +325,9 @@ func (l attrList) blob() []byte {
 // (opSetRemove), the new length (opAppend).
 func (l *attrList) atomic(o op) (int64, error) {
 	cur := l.get(o.key)
+	if len(cur) == 0 {
+		cur = nil // no stored value is empty (it has a tag); a malformed one counts as absent
+	}
 	if (o.kind == opAppend || o.kind == opSetAdd || o.kind == opSetRemove) && string(cur) == string(tagJSON)+"null" {
 		cur = nil // a nil slice Put as JSON: an empty list or set
 	}

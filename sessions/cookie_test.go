@@ -73,6 +73,8 @@ func FuzzParseCookie(f *testing.F) {
 // must refuse, never panic, and re-encode what they accept identically.
 func FuzzDecodeCommit(f *testing.F) {
 	f.Add((&commit{flags: flagCreate, newID: strings.Repeat("i", idLen), maxBytes: 10, ops: []op{{kind: opSet, key: "k", val: []byte("sv")}, {kind: opIdle, n: 5}, {kind: opPrincipal, key: "p"}, {kind: opDelete, key: "x"}, {kind: opClear}}}).encode())
+	f.Add((&commit{id: strings.Repeat("i", idLen), ops: []op{{kind: opIncr, key: "n", n: -3}, {kind: opCAS, key: "k", old: []byte("sa"), val: nil},
+		{kind: opAppend, key: "l", val: []byte(`{"a":1}`)}, {kind: opSetAdd, key: "s", val: []byte("m")}, {kind: opSetRemove, key: "s", val: []byte("m")}}}).encode())
 	f.Add(encodeIDs([]string{"a", "b"}))
 	f.Add(destroyCmd{principal: "p", except: "e"}.encode())
 	f.Add([]byte{1, 0, 0, 0, 0, 200})
@@ -82,6 +84,8 @@ func FuzzDecodeCommit(f *testing.F) {
 			if err != nil || string(again.encode()) != string(c.encode()) {
 				t.Fatalf("commit does not round-trip: %v", err)
 			}
+			// The applier takes any stored blob: p as one must not panic it.
+			_, _, _ = applyOps(p, c.ops)
 		}
 		_, _ = decodeIDs(p)
 		_, _ = decodeDestroy(p)
