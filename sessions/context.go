@@ -492,10 +492,9 @@ func (rs *reqSession) commitLocked(ctx context.Context) ([]int64, error) {
 	return decodeResults(res.Data), nil
 }
 
-// apply proposes one entry; a commit outlives the client's disconnect
-// (it may already be in flight) but not CommitTimeout. An entry whose
-// outcome is unknown is retried: commits are idempotent by design (a
-// retry finds its new id already created).
+// apply proposes one entry and returns its answer (the results of a
+// commit's atomic ops); a commit outlives the client's disconnect (it may
+// already be in flight) but not CommitTimeout.
 func (m *Manager) apply(ctx context.Context, typ string, payload []byte) (raft.Result, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.CommitTimeout)
 	defer cancel()
