@@ -84,7 +84,9 @@ func counterRun(t *testing.T, c *testcluster.Cluster, path string, clients, per 
 		return resp, b, err
 	}
 	// The first increment creates the session.
-	resp, _, err := post(c.WaitLeader(t), "")
+	first := c.WaitLeader(t)
+	creator := first.ID
+	resp, _, err := post(first, "")
 	if err != nil || resp.StatusCode != http.StatusOK || len(resp.Cookies()) == 0 {
 		t.Fatalf("create the session: %v %v", resp, err)
 	}
@@ -118,6 +120,9 @@ func counterRun(t *testing.T, c *testcluster.Cluster, path string, clients, per 
 						tally.mu.Lock()
 						victim, n := tally.last, tally.ok
 						tally.mu.Unlock()
+						if victim == "" { // nothing acknowledged yet: the creator owns it
+							victim = creator
+						}
 						down.Store(victim, true)
 						t.Logf("kill -9 %s, the owner, after %d requests (%d acknowledged)", victim, killAt, n)
 						c.Kill(victim)
