@@ -197,6 +197,9 @@ func (n *Node) registerCapabilityMetrics() error {
 			emit("inflight_requests", float64(n.front.InFlight()))
 		}))
 	}
+	if n.upstream != nil {
+		cs = append(cs, n.appMetrics())
+	}
 	cs = append(cs, n.events)
 	return reg.Register(cs...)
 }
