@@ -27,6 +27,8 @@ var (
 	ErrClosed = errors.New("app supervisor closed")
 	// ErrNotStarted is returned by Restart before Start.
 	ErrNotStarted = errors.New("app supervisor not started")
+
+	errRunning = errors.New("app already running")
 )
 
 // MarkerEnv is the environment variable every supervised process gets; its
@@ -96,6 +98,8 @@ type Supervisor struct {
 	exitLog  []time.Time // unasked exits within the last minute
 	cmd      *exec.Cmd
 	done     chan struct{} // closed when the current process was reaped
+	began    time.Time     // when the current process started
+	asked    chan struct{} // the done of the process stop ended on purpose
 	kick     chan struct{} // Restart asks the loop to start now
 	hold     bool          // Restart: the loop must not start one itself
 	started  bool
@@ -203,6 +207,10 @@ func (s *Supervisor) launch() error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
+	if s.cmd != nil {
+		s.mu.Unlock()
+		return errRunning
+	}
 	if err := cmd.Start(); err != nil {
 		s.mu.Unlock()
 		outR.Close()
@@ -215,6 +223,7 @@ func (s *Supervisor) launch() error {
 	s.cmd = cmd
 	done := make(chan struct{})
 	s.done = done
+	s.began = time.Now()
 	s.st.PID = cmd.Process.Pid
 	s.setState(StateRunning)
 	s.mu.Unlock()
@@ -265,47 +274,52 @@ func (s *Supervisor) pipe(r *os.File, stream string) {
 func (s *Supervisor) loop(ctx context.Context) {
 	defer close(s.loopDone)
 	backoff := s.cfg.MinBackoff
+	var handled chan struct{} // the last process whose exit was handled
 	for {
 		s.mu.Lock()
-		done := s.done
+		done, began := s.done, s.began
 		s.mu.Unlock()
-		var began time.Time
-		if done != nil {
-			began = time.Now()
+		if done == nil || done == handled {
+			// Stopped on purpose (Restart starts the next; Close ends us),
+			// or the last start failed: wait, then start if nobody did.
 			select {
 			case <-ctx.Done():
 				return
-			case <-done:
+			case <-s.kick:
+			case <-time.After(backoff):
+				backoff = min(2*backoff, s.cfg.MaxBackoff)
 			}
-			s.mu.Lock()
-			asked := s.hold
-			if !asked {
-				s.st.Exits++
-				s.exitLog = append(s.exitLog, time.Now())
-				if len(s.exitLog) > 10 {
-					s.exitLog = s.exitLog[1:]
-				}
-				s.setState(StateBackoff)
-			}
-			last := s.st.LastExit
-			s.mu.Unlock()
-			if asked {
-				// Restart stopped it and starts the next one itself.
-				select {
-				case <-ctx.Done():
-					return
-				case <-s.kick:
-				}
-				continue
-			}
-			if s.cfg.OnExit != nil {
-				s.cfg.OnExit(errors.New(last))
-			}
-			if time.Since(began) >= s.cfg.ResetAfter {
-				backoff = s.cfg.MinBackoff
-			}
-			s.log.Warn("app exited; restarting", "exit", last, "after", backoff)
+			s.launchIfIdle()
+			continue
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+		}
+		handled = done
+		s.mu.Lock()
+		asked := s.asked == done
+		if !asked {
+			s.st.Exits++
+			s.exitLog = append(s.exitLog, time.Now())
+			if len(s.exitLog) > 10 {
+				s.exitLog = s.exitLog[1:]
+			}
+			s.setState(StateBackoff)
+		}
+		last := s.st.LastExit
+		s.mu.Unlock()
+		if asked {
+			continue
+		}
+		if s.cfg.OnExit != nil {
+			s.cfg.OnExit(errors.New(last))
+		}
+		if time.Since(began) >= s.cfg.ResetAfter {
+			backoff = s.cfg.MinBackoff
+		}
+		s.log.Warn("app exited; restarting", "exit", last, "after", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -313,22 +327,25 @@ func (s *Supervisor) loop(ctx context.Context) {
 		case <-s.kick:
 		}
 		backoff = min(2*backoff, s.cfg.MaxBackoff)
+		s.launchIfIdle()
+	}
+}
+
+// launchIfIdle starts the process unless one runs, a Restart or Close is
+// under way, or the supervisor is closed.
+func (s *Supervisor) launchIfIdle() {
+	s.mu.Lock()
+	idle := s.cmd == nil && !s.hold && !s.closed
+	s.mu.Unlock()
+	if !idle {
+		return
+	}
+	if err := s.launch(); err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, errRunning) {
+		s.log.Error("app did not start", "err", err)
 		s.mu.Lock()
-		held := s.hold
+		s.exitLog = append(s.exitLog, time.Now())
+		s.st.LastExit = err.Error()
 		s.mu.Unlock()
-		if held {
-			continue
-		}
-		if err := s.launch(); err != nil {
-			if errors.Is(err, ErrClosed) {
-				return
-			}
-			s.log.Error("app did not start", "err", err)
-			s.mu.Lock()
-			s.exitLog = append(s.exitLog, time.Now())
-			s.st.LastExit = err.Error()
-			s.mu.Unlock()
-		}
 	}
 }
 
@@ -362,6 +379,9 @@ func (s *Supervisor) Restart(ctx context.Context) error {
 func (s *Supervisor) stop(ctx context.Context) {
 	s.mu.Lock()
 	cmd, done := s.cmd, s.done
+	if cmd != nil {
+		s.asked = done
+	}
 	s.mu.Unlock()
 	if cmd == nil || done == nil {
 		return

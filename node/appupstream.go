@@ -245,14 +245,14 @@ func (n *Node) RestartApp(ctx context.Context) error {
 		prev = m.State
 	}
 	if prev != membership.StateDisabled {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := n.members.SetState(sctx, self, membership.StateDisabled)
-		cancel()
-		if err != nil {
+		if err := n.setStateRetrying(ctx, membership.StateDisabled); err != nil {
 			return fmt.Errorf("disable %s before restarting its app: %w", self, err)
 		}
 	}
 	n.upstream.Hold("restarting the app")
+	// Whatever happens next, the health check decides again; a node whose
+	// app failed to come back stays disabled for the operator to enable.
+	defer n.upstream.Release()
 	n.waitServing(ctx, n.cfg.Front.DrainTimeout)
 	n.log.Info("restarting the app", "in_flight", n.front.Serving())
 	if err := n.appProc.Restart(ctx); err != nil {
@@ -266,15 +266,35 @@ func (n *Node) RestartApp(ctx context.Context) error {
 	}
 	n.upstream.Release()
 	if prev != membership.StateDisabled {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := n.members.SetState(sctx, self, prev)
-		cancel()
-		if err != nil {
+		if err := n.setStateRetrying(ctx, prev); err != nil {
 			return fmt.Errorf("set %s %s again after restarting its app: %w", self, prev, err)
 		}
 	}
 	n.log.Info("app restarted; node serving again", "state", prev)
 	return nil
+}
+
+// setStateRetrying sets this node's state, retrying for up to 20 s: an
+// election under way, or an outcome lost with a leader change, passes
+// (setting a state is idempotent).
+func (n *Node) setStateRetrying(ctx context.Context, state string) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	backoff := 50 * time.Millisecond
+	for {
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		err := n.members.SetState(sctx, n.cfg.NodeID, state)
+		scancel()
+		if err == nil || errors.Is(err, membership.ErrUnknownNode) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+			backoff = min(2*backoff, time.Second)
+		}
+	}
 }
 
 // waitServing waits until no request runs the application here, at most d.

@@ -155,7 +155,10 @@ func (p *Proxy) WaitHealthy(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("app %s not healthy: %s: %w", p.cfg.Display, p.Reason(), ctx.Err())
+			p.mu.Lock()
+			reason := p.reason // the check's, not a Hold's
+			p.mu.Unlock()
+			return fmt.Errorf("app %s not healthy: %s: %w", p.cfg.Display, reason, ctx.Err())
 		case <-time.After(step):
 		}
 	}

@@ -17,7 +17,14 @@ $files = getenv('COHORT_FILES_DIR') ?: (__DIR__ . '/uploads-' . $node);
 
 switch (true) {
 case $path === '/health':
+    // Take every node out with a file "maintenance" beside this script,
+    // one node with "maintenance-NODE".
     header('Content-Type: text/plain');
+    if (file_exists(__DIR__ . '/maintenance') || file_exists(__DIR__ . "/maintenance-$node")) {
+        http_response_code(503);
+        echo "maintenance\n";
+        break;
+    }
     echo "ok\n";
     break;
 
