@@ -301,15 +301,8 @@ func (n *Node) setStateRetrying(ctx context.Context, state string) error {
 func (n *Node) waitServing(ctx context.Context, d time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for n.front.Serving() > 0 {
-		select {
-		case <-ctx.Done():
-			n.log.Warn("app restart: requests still in flight after --drain-timeout", "serving", n.front.Serving())
-			return
-		case <-t.C:
-		}
+	if !n.front.WaitIdle(ctx) {
+		n.log.Warn("app restart: requests still in flight after --drain-timeout", "serving", n.front.Serving())
 	}
 }
 

@@ -35,6 +35,7 @@ func (n *Node) routes() {
 	n.mux.Handle("DELETE /_cohort/api/nodes/{id}", n.admin(n.handleRemoveNode))
 	n.mux.Handle("POST /_cohort/api/nodes/{id}/{action}", n.admin(n.handleNodeState))
 	n.mux.Handle("POST /_cohort/api/leader/transfer", n.admin(n.handleTransfer))
+	n.localRoutes()
 	n.mux.Handle("/_cohort/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))
