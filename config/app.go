@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -44,6 +45,20 @@ type AppConfig struct {
 	ResponseHeaderTimeout time.Duration
 	// Demo mounts the demo application although Upstream is set.
 	Demo bool
+	// Singletons are --singleton NAME=CMD: processes that run on the
+	// leader only, fenced by its term.
+	Singletons []Singleton
+	// SingletonStopGrace is the time a singleton gets between SIGTERM and
+	// SIGKILL once this node lost the leadership.
+	SingletonStopGrace time.Duration
+
+	singletonErr []error
+}
+
+// Singleton is one --singleton NAME=CMD.
+type Singleton struct {
+	Name    string
+	Command string // run with /bin/sh -c in --app-dir
 }
 
 func defaultApp() AppConfig {
@@ -52,6 +67,8 @@ func defaultApp() AppConfig {
 		HealthTimeout:  2 * time.Second,
 		StopGrace:      10 * time.Second,
 		StartTimeout:   60 * time.Second,
+
+		SingletonStopGrace: 2 * time.Second,
 	}
 }
 
@@ -69,6 +86,8 @@ func (d AppConfig) flags(fs *pflag.FlagSet) {
 	fs.Duration("app-start-timeout", d.StartTimeout, "how long a rolling restart waits for a restarted app to be healthy")
 	fs.Duration("app-response-header-timeout", d.ResponseHeaderTimeout, "bound on the app's time to answer a request's header (0 = none)")
 	fs.Bool("app-demo", d.Demo, "mount the demo application although --app-upstream is set")
+	fs.StringArray("singleton", nil, "NAME=CMD: a process that runs on the leader only, fenced (repeatable)")
+	fs.Duration("singleton-stop-grace", d.SingletonStopGrace, "time a singleton gets between SIGTERM and SIGKILL when this node stops leading")
 }
 
 // load reads the merged flag/env/file values.
@@ -85,7 +104,25 @@ func (c *AppConfig) load(v *viper.Viper) {
 	c.StartTimeout = v.GetDuration("app-start-timeout")
 	c.ResponseHeaderTimeout = v.GetDuration("app-response-header-timeout")
 	c.Demo = v.GetBool("app-demo")
+	c.SingletonStopGrace = v.GetDuration("singleton-stop-grace")
+	c.Singletons, c.singletonErr = nil, nil
+	seen := map[string]bool{}
+	for _, e := range envList(v.Get("singleton")) {
+		name, cmd, ok := strings.Cut(e, "=")
+		name, cmd = strings.TrimSpace(name), strings.TrimSpace(cmd)
+		switch {
+		case !ok || cmd == "" || !singletonNameRe.MatchString(name):
+			c.singletonErr = append(c.singletonErr, problem("singleton", "%q is not NAME=CMD with NAME of [a-z0-9][a-z0-9_-]{0,31}", e))
+		case seen[name]:
+			c.singletonErr = append(c.singletonErr, problem("singleton", "%q named twice", name))
+		default:
+			seen[name] = true
+			c.Singletons = append(c.Singletons, Singleton{Name: name, Command: cmd})
+		}
+	}
 }
+
+var singletonNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 
 // envList reads --app-env: a list (flag, file) or one string (the
 // environment variable, entries separated by newlines). Values may hold
@@ -171,6 +208,12 @@ func (c *AppConfig) validate(add func(error)) {
 		if d.v <= 0 {
 			add(problem(d.key, "%s must be positive", d.v))
 		}
+	}
+	for _, e := range c.singletonErr {
+		add(e)
+	}
+	if c.SingletonStopGrace <= 0 {
+		add(problem("singleton-stop-grace", "%s must be positive", c.SingletonStopGrace))
 	}
 	if c.ResponseHeaderTimeout < 0 {
 		add(problem("app-response-header-timeout", "%s must not be negative", c.ResponseHeaderTimeout))

@@ -261,6 +261,11 @@ func (c *Config) Validate() error {
 	for _, check := range []func(add func(error)){c.Sessions.validate, c.Front.validate, c.Files.validate, c.Jobs.validate, c.DB.validate, c.App.validate} {
 		check(add)
 	}
+	for _, j := range c.Jobs.Specs {
+		if j.HTTP != nil && j.HTTP.Path != "" && c.App.Upstream == "" {
+			add(problem("jobs-file", "%s: job %q calls http.path %s of the local app: set --app-upstream", c.Jobs.File, j.Name, j.HTTP.Path))
+		}
+	}
 	if len(errs) > 0 {
 		return errs
 	}

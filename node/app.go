@@ -18,9 +18,9 @@ import (
 )
 
 // setupApp wires the business database (pool, replicated settings,
-// migrations, the ready check, GET /_cohort/api/db), the app beside the
-// node (--app-upstream) and the demo application unless --no-demo (or,
-// with --app-upstream, unless --app-demo).
+// migrations, the ready check, GET /_cohort/api/db) and the demo
+// application unless --no-demo (or, with --app-upstream, unless
+// --app-demo).
 func (n *Node) setupApp() error {
 	cfg := db.Config{
 		NodeID:          n.cfg.NodeID,
@@ -48,9 +48,6 @@ func (n *Node) setupApp() error {
 		WriteJSON(w, http.StatusOK, d.Status(r.Context()))
 	})
 	n.HandleAdmin("PUT /_cohort/api/db", n.handleSetDSN)
-	if err := n.setupUpstream(); err != nil {
-		return err
-	}
 	if !n.cfg.NoDemo && (n.cfg.App.Upstream == "" || n.cfg.App.Demo) {
 		if err := n.setupDemo(); err != nil {
 			return fmt.Errorf("demo application: %w", err)

@@ -22,8 +22,8 @@ import (
 // setupUpstream wires the upstream mode (docs/apps.md): application
 // requests the Go handlers do not claim go to the app beside this node
 // (package upstream), which cohort starts and supervises when
-// --app-command is set (package appproc). It runs in setupApp, before
-// setupFront, which reads n.upstream for the front's LocalUp.
+// --app-command is set (package appproc). It runs before setupJobs (jobs
+// with an http path call the app) and setupFront (the front's LocalUp).
 func (n *Node) setupUpstream() error {
 	c := n.cfg.App
 	if c.Upstream == "" {

@@ -194,6 +194,8 @@ type Status struct {
 	UptimeSeconds int64          `json:"uptime_seconds"`
 	Members       []MemberStatus `json:"members"`
 	App           *AppStatus     `json:"app,omitempty"` // the app beside the node (--app-upstream)
+	// Singletons are the --singleton processes and whether they run here.
+	Singletons []SingletonStatus `json:"singletons,omitempty"`
 }
 
 // Status returns this node's view of the cluster.
@@ -209,6 +211,7 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	st.Ready, st.ReadyReason = n.Ready(ctx)
 	st.App = n.AppStatus()
+	st.Singletons = n.Singletons()
 	servers, _ := n.cluster.Servers()
 	for _, s := range servers {
 		m, _ := n.members.Get(s.ID)

@@ -200,6 +200,9 @@ func (n *Node) registerCapabilityMetrics() error {
 	if n.upstream != nil {
 		cs = append(cs, n.appMetrics())
 	}
+	if n.singles != nil {
+		cs = append(cs, n.singletonMetrics())
+	}
 	cs = append(cs, n.events)
 	return reg.Register(cs...)
 }

@@ -299,6 +299,21 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	_, _ = fmt.Fprintf(w, "{\"error\":%q}\n", msg)
 }
 
+// URL is the address of path on the app, for Client.
+func (p *Proxy) URL(path string) string { return "http://" + p.hostHeader() + path }
+
+// errRedirect refuses a redirect from the app to anywhere else.
+var errRedirect = errors.New("the app answered with a redirect; a call of cohort's must be answered where it was sent")
+
+// Client calls the app directly (jobs with an http path): over the
+// proxy's connections, refusing redirects.
+func (p *Proxy) Client() *http.Client {
+	return &http.Client{
+		Transport:     p.transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return errRedirect },
+	}
+}
+
 // Errors is the number of requests the app did not answer.
 func (p *Proxy) Errors() int64 { return p.errors.Load() }
 
