@@ -45,6 +45,9 @@ type AppConfig struct {
 	ResponseHeaderTimeout time.Duration
 	// Demo mounts the demo application although Upstream is set.
 	Demo bool
+	// EventsPath is --app-events-path: the app receives cluster events
+	// (broadcasts, leadership, members) as JSON POSTs here.
+	EventsPath string
 	// Singletons are --singleton NAME=CMD: processes that run on the
 	// leader only, fenced by its term.
 	Singletons []Singleton
@@ -86,6 +89,7 @@ func (d AppConfig) flags(fs *pflag.FlagSet) {
 	fs.Duration("app-start-timeout", d.StartTimeout, "how long a rolling restart waits for a restarted app to be healthy")
 	fs.Duration("app-response-header-timeout", d.ResponseHeaderTimeout, "bound on the app's time to answer a request's header (0 = none)")
 	fs.Bool("app-demo", d.Demo, "mount the demo application although --app-upstream is set")
+	fs.String("app-events-path", d.EventsPath, "path of the app that receives cluster events (broadcasts, leadership, members) as JSON POSTs")
 	fs.StringArray("singleton", nil, "NAME=CMD: a process that runs on the leader only, fenced (repeatable)")
 	fs.Duration("singleton-stop-grace", d.SingletonStopGrace, "time a singleton gets between SIGTERM and SIGKILL when this node stops leading")
 }
@@ -104,6 +108,7 @@ func (c *AppConfig) load(v *viper.Viper) {
 	c.StartTimeout = v.GetDuration("app-start-timeout")
 	c.ResponseHeaderTimeout = v.GetDuration("app-response-header-timeout")
 	c.Demo = v.GetBool("app-demo")
+	c.EventsPath = v.GetString("app-events-path")
 	c.SingletonStopGrace = v.GetDuration("singleton-stop-grace")
 	c.Singletons, c.singletonErr = nil, nil
 	seen := map[string]bool{}
@@ -182,7 +187,7 @@ func (c *AppConfig) Port() string {
 // validate reports each problem through add, naming the flag (see problem).
 func (c *AppConfig) validate(add func(error)) {
 	if c.Upstream == "" {
-		for _, f := range []struct{ key, val string }{{"app-command", c.Command}, {"app-session-cookie", c.SessionCookie}, {"app-health", c.Health}} {
+		for _, f := range []struct{ key, val string }{{"app-command", c.Command}, {"app-session-cookie", c.SessionCookie}, {"app-health", c.Health}, {"app-events-path", c.EventsPath}} {
 			if f.val != "" {
 				add(problem(f.key, "needs --app-upstream: the address where the app listens (e.g. http://127.0.0.1:9000)"))
 			}
@@ -195,6 +200,9 @@ func (c *AppConfig) validate(add func(error)) {
 	}
 	if c.Health != "" && !strings.HasPrefix(c.Health, "/") {
 		add(problem("app-health", "%q must be a path starting with /", c.Health))
+	}
+	if c.EventsPath != "" && !strings.HasPrefix(c.EventsPath, "/") {
+		add(problem("app-events-path", "%q must be a path starting with /", c.EventsPath))
 	}
 	for _, e := range c.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" || strings.ContainsAny(k, " \t") {

@@ -119,6 +119,8 @@ type AppStatus struct {
 	Errors     int64           `json:"proxy_errors"`
 	Supervised bool            `json:"supervised"`
 	Process    *appproc.Status `json:"process,omitempty"`
+	// Events is the delivery of cluster events (--app-events-path).
+	Events *AppEventsStatus `json:"events,omitempty"`
 }
 
 // AppStatus returns the state of the app beside this node; nil without
@@ -134,6 +136,7 @@ func (n *Node) AppStatus() *AppStatus {
 		ps := n.appProc.Status()
 		st.Process = &ps
 	}
+	st.Events = n.appEventsStatus()
 	return st
 }
 
@@ -318,6 +321,9 @@ func (n *Node) appMetrics() *metrics.Func {
 		{Name: "process_restarts_total", Help: "Starts of the supervised app after the first.", Counter: true},
 		{Name: "process_exits_total", Help: "Exits of the supervised app cohort did not ask for.", Counter: true},
 		{Name: "process_crash_loop", Help: "1 when the supervised app exited three or more times within a minute."},
+		{Name: "events_delivered_total", Help: "Cluster events delivered to --app-events-path.", Counter: true},
+		{Name: "events_failed_total", Help: "Cluster events given up after retrying.", Counter: true},
+		{Name: "events_pending", Help: "Cluster events waiting for the app."},
 	}, func(emit metrics.Emit) {
 		st := n.AppStatus()
 		emit("healthy", boolFloat(st.Healthy))
@@ -329,6 +335,11 @@ func (n *Node) appMetrics() *metrics.Func {
 			emit("process_restarts_total", float64(p.Restarts))
 			emit("process_exits_total", float64(p.Exits))
 			emit("process_crash_loop", boolFloat(p.CrashLoop))
+		}
+		if e := st.Events; e != nil {
+			emit("events_delivered_total", float64(e.Delivered))
+			emit("events_failed_total", float64(e.Failed+e.Dropped))
+			emit("events_pending", float64(e.Pending))
 		}
 	})
 }

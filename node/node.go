@@ -106,6 +106,7 @@ type Node struct {
 	appProc       *appproc.Supervisor
 	appRestarting atomic.Bool
 	singles       *singletons // --singleton processes (node/singleton.go)
+	appEv         *appEvents  // --app-events-path delivery (node/events.go)
 	publicTLS     *tls.Config // TLS of the public port, set by setupFront's start hook
 
 	// app holds the application routes (the demo, user handlers); the
@@ -156,7 +157,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	n.members = members
 	n.routes()
 	for _, setup := range []func() error{
-		n.setupSessions, n.setupFiles, n.setupUpstream, n.setupSingletons, n.setupJobs, n.setupApp, n.setupFront,
+		n.setupSessions, n.setupFiles, n.setupUpstream, n.setupSingletons, n.setupJobs, n.setupAppEvents, n.setupApp, n.setupFront,
 		n.setupOps,
 	} {
 		if err := setup(); err != nil {
