@@ -61,10 +61,13 @@ func TestAppEventsInLogOrderOnEveryNode(t *testing.T) {
 		if i == 3 {
 			c.Kill(down.ID)
 		}
-		via := c.Running()[i%len(c.Running())]
-		if err := via.Node().Publish(ctx, "orders", []byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
-			t.Fatal(err)
-		}
+		testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+			// An outcome lost to a leader change is retried: a duplicate
+			// right after its original is allowed below.
+			via := c.Running()[i%len(c.Running())]
+			err := via.Node().Publish(ctx, "orders", []byte(fmt.Sprintf(`{"n":%d}`, i)))
+			return err == nil, fmt.Sprint(err)
+		})
 	}
 	c.Restart(down.ID)
 	testcluster.WaitFor(t, 30*time.Second, func() (bool, string) {
@@ -78,7 +81,12 @@ func TestAppEventsInLogOrderOnEveryNode(t *testing.T) {
 				}
 			}
 			if n < 6 {
-				return false, fmt.Sprintf("%s got %d of 6 messages", nd.ID, n)
+				_, b := nd.Do(t, http.MethodGet, "/_cohort/api/app", nil)
+				var seen []string
+				for _, e := range got[nd.ID] {
+					seen = append(seen, fmt.Sprintf("%s/%d/%s", e.Type, e.Seq, e.Body))
+				}
+				return false, fmt.Sprintf("%s got %d of 6 messages %v; app %s", nd.ID, n, seen, b)
 			}
 		}
 		return true, ""
