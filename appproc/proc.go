@@ -80,6 +80,7 @@ type Config struct {
 // Status is what the supervisor reports.
 type Status struct {
 	State     string    `json:"state"`
+	Command   string    `json:"command"`
 	PID       int       `json:"pid,omitempty"`
 	Restarts  int64     `json:"restarts"`            // starts after the first, whatever caused them
 	Exits     int64     `json:"exits"`               // exits not asked for by cohort
@@ -166,6 +167,7 @@ func (s *Supervisor) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.st
+	st.Command = s.cfg.Command
 	cut := time.Now().Add(-time.Minute)
 	n := 0
 	for _, t := range s.exitLog {
@@ -183,7 +185,10 @@ func (s *Supervisor) setState(state string) {
 
 // launch starts one process; the caller holds no lock.
 func (s *Supervisor) launch() error {
-	cmd := exec.Command("/bin/sh", "-c", guardScript, "cohort-app", s.cfg.Command)
+	s.mu.Lock()
+	command := s.cfg.Command
+	s.mu.Unlock()
+	cmd := exec.Command("/bin/sh", "-c", guardScript, "cohort-app", command)
 	cmd.Dir = s.cfg.Dir
 	cmd.Env = append(append(os.Environ(), s.cfg.Env...), MarkerEnv+"="+s.cfg.Instance)
 	cmd.SysProcAttr = sysProcAttr()
@@ -215,7 +220,7 @@ func (s *Supervisor) launch() error {
 		s.mu.Unlock()
 		outR.Close()
 		errR.Close()
-		return fmt.Errorf("start %q: %w", s.cfg.Command, err)
+		return fmt.Errorf("start %q: %w", command, err)
 	}
 	if s.st.PID != 0 || s.st.LastExit != "" {
 		s.st.Restarts++
@@ -227,7 +232,7 @@ func (s *Supervisor) launch() error {
 	s.st.PID = cmd.Process.Pid
 	s.setState(StateRunning)
 	s.mu.Unlock()
-	s.log.Info("app started", "pid", cmd.Process.Pid, "command", s.cfg.Command)
+	s.log.Info("app started", "pid", cmd.Process.Pid, "command", command)
 	go s.pipe(outR, "stdout")
 	go s.pipe(errR, "stderr")
 	go func() {
@@ -347,6 +352,14 @@ func (s *Supervisor) launchIfIdle() {
 		s.st.LastExit = err.Error()
 		s.mu.Unlock()
 	}
+}
+
+// SetCommand replaces the command for the next start (a deploy's new
+// --app-command, applied by Restart).
+func (s *Supervisor) SetCommand(command string) {
+	s.mu.Lock()
+	s.cfg.Command = command
+	s.mu.Unlock()
 }
 
 // Restart stops the running process gracefully (SIGTERM to its group,

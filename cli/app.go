@@ -15,21 +15,27 @@ import (
 // app runs `cohort app SUBCOMMAND`: today only restart.
 func app(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "restart" {
-		fmt.Fprintln(stderr, "Usage: cohort app restart [--addr URL] [--token-file F] [--timeout D] [--json]")
+		fmt.Fprintln(stderr, "Usage: cohort app restart [--addr URL] [--token-file F] [--command CMD] [--timeout D] [--json]")
 		return ExitUsage
 	}
 	var timeout time.Duration
+	var command string
 	return runAPI(ctx, apiCommand{
 		name: "app restart", args: exactly(0),
 		flags: func(fs *pflag.FlagSet) {
 			fs.DurationVar(&timeout, "timeout", 30*time.Minute, "how long the whole rolling restart may take")
+			fs.StringVar(&command, "command", "", "a new --app-command to start from now on (a deploy); also put it in each node's configuration")
 		},
 		run: func(ctx context.Context, a *apiFlags, _ []string, w io.Writer) error {
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			fmt.Fprintln(w, "rolling restart of the app, one node at a time (drain, restart, wait healthy, enable)...")
 			var out node.AppRestartResult
-			err := do(ctx, a, http.MethodPost, "/_cohort/api/app/restart", nil, &out)
+			var body any
+			if command != "" {
+				body = map[string]string{"command": command}
+			}
+			err := do(ctx, a, http.MethodPost, "/_cohort/api/app/restart", body, &out)
 			if a.json && err == nil {
 				printJSON(w, out)
 				return nil

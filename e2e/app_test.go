@@ -108,8 +108,9 @@ func phpCall(ctx context.Context, cl *http.Client, p *proc, method, path string,
 type appState struct {
 	Healthy bool `json:"healthy"`
 	Process *struct {
-		PID      int   `json:"pid"`
-		Restarts int64 `json:"restarts"`
+		PID      int    `json:"pid"`
+		Restarts int64  `json:"restarts"`
+		Command  string `json:"command"`
 	} `json:"process"`
 }
 
@@ -290,8 +291,10 @@ func TestPHPAppOnThreeNodes(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); l.run(lctx, t, c.nodes, "/counter", g) }()
 	}
+	// A deploy: the restart also switches every node to a new command.
+	newCmd := `APP_RELEASE=2 exec php -d session.save_path="$SESS" -S 127.0.0.1:$PORT index.php`
 	out, err := exec.Command(cohortBinary(t), "app", "restart", "--addr", "http://"+c.nodes[1].http,
-		"--token-file", filepath.Join(c.dir, "admin.token")).CombinedOutput()
+		"--token-file", filepath.Join(c.dir, "admin.token"), "--command", newCmd).CombinedOutput()
 	afterRestart := l.ok.Load()
 	waitFor(t, 10*time.Second, func() (bool, string) { return l.ok.Load() > afterRestart+100, "no load after the restart" })
 	lstop()
@@ -307,6 +310,9 @@ func TestPHPAppOnThreeNodes(t *testing.T) {
 		t.Fatalf("nodes not restarted once each in order:\n%s", out)
 	}
 	for _, p := range c.nodes {
+		if cmd := a.app(p).Process.Command; cmd != newCmd {
+			t.Fatalf("%s runs %q after the deploy, want %q", p.id, cmd, newCmd)
+		}
 		if got := a.app(p).Process.Restarts; got != restarts[p.id]+1 {
 			t.Fatalf("%s: app restarts %d, want %d; log in %s", p.id, got, restarts[p.id]+1, keepLog(c, p))
 		}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -159,6 +160,10 @@ type AppRestartResult struct {
 // the first node whose app does not come back healthy; the nodes after it
 // keep their running app.
 func (n *Node) handleAppRestart(w http.ResponseWriter, r *http.Request) {
+	var req appRestartRequest
+	if r.ContentLength != 0 && !decodeJSON(w, r, &req) {
+		return
+	}
 	ids := make([]string, 0, 3)
 	for _, m := range n.members.All() {
 		if m.Address != "" {
@@ -176,7 +181,7 @@ func (n *Node) handleAppRestart(w http.ResponseWriter, r *http.Request) {
 		}
 		start := time.Now()
 		n.log.Info("rolling app restart: restarting", "node", id, "step", i+1, "of", len(ids))
-		err := n.restartAppOn(r.Context(), m.Address)
+		err := n.restartAppOn(r.Context(), m.Address, req)
 		step := AppRestartStep{ID: id, OK: err == nil, Seconds: time.Since(start).Seconds()}
 		if err != nil {
 			step.Error = err.Error()
@@ -193,18 +198,27 @@ func (n *Node) handleAppRestart(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, res)
 }
 
+// appRestartRequest is the optional body of a rolling restart.
+type appRestartRequest struct {
+	// Command, if set, replaces --app-command from this restart on (until
+	// the node's next start, which reads its flags again).
+	Command string `json:"command,omitempty"`
+}
+
 // restartAppOn asks the node at a cluster address to restart its app.
-func (n *Node) restartAppOn(ctx context.Context, addr string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/_internal/app/restart", nil)
+func (n *Node) restartAppOn(ctx context.Context, addr string, body appRestartRequest) error {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/_internal/app/restart", bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Content-Type", "application/json")
 	res, err := n.cluster.Client().Do(req)
 	if err != nil {
 		return fmt.Errorf("no answer: %w", err)
 	}
 	defer res.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	b, _ = io.ReadAll(io.LimitReader(res.Body, 64<<10))
 	if res.StatusCode != http.StatusOK {
 		var e struct {
 			Error string `json:"error"`
@@ -219,7 +233,11 @@ func (n *Node) restartAppOn(ctx context.Context, addr string) error {
 
 // handleLocalAppRestart restarts this node's app (cluster port only).
 func (n *Node) handleLocalAppRestart(w http.ResponseWriter, r *http.Request) {
-	if err := n.RestartApp(r.Context()); err != nil {
+	var req appRestartRequest
+	if r.ContentLength != 0 && !decodeJSON(w, r, &req) {
+		return
+	}
+	if err := n.RestartApp(r.Context(), req.Command); err != nil {
 		WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
@@ -233,8 +251,9 @@ func (n *Node) handleLocalAppRestart(w http.ResponseWriter, r *http.Request) {
 // (SIGTERM, SIGKILL after --app-stop-grace) and started again, and once it
 // passes its health check (at most --app-start-timeout) the node takes
 // its previous state again. If the app does not come back the node stays
-// disabled and RestartApp says why.
-func (n *Node) RestartApp(ctx context.Context) error {
+// disabled and RestartApp says why. A non-empty command replaces
+// --app-command from this start on.
+func (n *Node) RestartApp(ctx context.Context, command string) error {
 	if n.appProc == nil {
 		return errors.New("this node does not start its app (no --app-command)")
 	}
@@ -258,6 +277,9 @@ func (n *Node) RestartApp(ctx context.Context) error {
 	defer n.upstream.Release()
 	n.waitServing(ctx, n.cfg.Front.DrainTimeout)
 	n.log.Info("restarting the app", "in_flight", n.front.Serving())
+	if command != "" {
+		n.appProc.SetCommand(command)
+	}
 	if err := n.appProc.Restart(ctx); err != nil {
 		return fmt.Errorf("restart the app of %s: %w; the node stays disabled", self, err)
 	}
