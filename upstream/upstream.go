@@ -203,8 +203,8 @@ func stripCookie(h http.Header, name string) {
 		parts := strings.Split(line, ";")
 		kept := parts[:0]
 		for _, part := range parts {
-			n, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if n != name {
+			n, _, _ := strings.Cut(part, "=")
+			if strings.TrimSpace(n) != name { // net/http trims names too
 				kept = append(kept, strings.TrimSpace(part))
 			}
 		}
