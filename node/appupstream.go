@@ -60,7 +60,7 @@ func (n *Node) setupUpstream() error {
 			Command:   c.Command,
 			Dir:       c.Dir,
 			Env:       n.appEnvironment(),
-			Instance:  filepath.Clean(n.cfg.DataDir),
+			Instance:  appInstance(n.cfg.DataDir),
 			StopGrace: c.StopGrace,
 			OnExit:    func(err error) { up.Fail("the app exited (" + err.Error() + ")") },
 			Logger:    n.log,
@@ -88,6 +88,16 @@ func (n *Node) setupUpstream() error {
 		WriteJSON(w, http.StatusOK, n.AppStatus())
 	})
 	return nil
+}
+
+// appInstance is the marker of this node's app processes: the absolute
+// data dir, so two nodes on one machine never take each other's app for a
+// leftover, whatever their working directories.
+func appInstance(dataDir string) string {
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		return abs
+	}
+	return filepath.Clean(dataDir)
 }
 
 // appEnvironment is what a supervised app gets besides cohort's own

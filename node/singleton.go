@@ -71,7 +71,7 @@ func (n *Node) runSingleton(ctx context.Context, s config.Singleton, term uint64
 		Dir:     n.cfg.App.Dir,
 		Env: append(append([]string(nil), n.appEnvironment()...),
 			"COHORT_SINGLETON="+s.Name, "COHORT_NODE="+n.cfg.NodeID, "COHORT_FENCE="+strconv.FormatUint(term, 10)),
-		Instance:  filepath.Join(n.cfg.DataDir, "singleton", s.Name),
+		Instance:  filepath.Join(appInstance(n.cfg.DataDir), "singleton", s.Name),
 		StopGrace: n.cfg.App.SingletonStopGrace,
 		Logger:    log,
 	})
