@@ -64,6 +64,15 @@ case str_starts_with($path, '/files/'):
     readfile("$files/$name");
     break;
 
+case $path === '/jobs/tick' && $_SERVER['REQUEST_METHOD'] === 'POST':
+    // A leader-only job of the app (jobs file: http: {path: /jobs/tick}):
+    // cohort calls it on the leader with the run's key and fencing token.
+    $line = sprintf("%s %s %s %s\n", $node, $_SERVER['HTTP_X_COHORT_FENCE'] ?? '-',
+        $_SERVER['HTTP_X_COHORT_RUN_KEY'] ?? '-', $_SERVER['HTTP_X_COHORT_SCHEDULED_AT'] ?? '-');
+    file_put_contents(($files) . '-jobs.log', $line, FILE_APPEND | LOCK_EX);
+    json_out(['ok' => true, 'node' => $node]);
+    break;
+
 case $path === '/headers':
     // What the app received: cohort's headers, and none a client forged.
     $h = [];
