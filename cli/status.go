@@ -63,8 +63,11 @@ func (a *apiFlags) resolveToken() error {
 
 // call performs an API request and decodes a JSON answer into out.
 func (a *apiFlags) call(ctx context.Context, method, path string, body io.Reader, out any) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok { // long calls (app restart) set their own
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
 	req, err := http.NewRequestWithContext(ctx, method, a.addr+path, body)
 	if err != nil {
 		return 0, fmt.Errorf("--addr %s: %w", a.addr, err)

@@ -63,6 +63,7 @@ type Config struct {
 	Files    FilesConfig
 	Jobs     JobsConfig
 	DB       DBConfig
+	App      AppConfig
 
 	// Dev is single-node dev mode: the cluster key and admin token are
 	// generated into the data dir when no file is given.
@@ -91,6 +92,7 @@ func Default() Config {
 	c.Files = defaultFiles()
 	c.Jobs = defaultJobs()
 	c.DB = defaultDB()
+	c.App = defaultApp()
 	return c
 }
 
@@ -256,8 +258,13 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		add(problem("shutdown-timeout", "%s must be positive", c.ShutdownTimeout))
 	}
-	for _, check := range []func(add func(error)){c.Sessions.validate, c.Front.validate, c.Files.validate, c.Jobs.validate, c.DB.validate} {
+	for _, check := range []func(add func(error)){c.Sessions.validate, c.Front.validate, c.Files.validate, c.Jobs.validate, c.DB.validate, c.App.validate} {
 		check(add)
+	}
+	for _, j := range c.Jobs.Specs {
+		if j.HTTP != nil && j.HTTP.Path != "" && c.App.Upstream == "" {
+			add(problem("jobs-file", "%s: job %q calls http.path %s of the local app: set --app-upstream", c.Jobs.File, j.Name, j.HTTP.Path))
+		}
 	}
 	if len(errs) > 0 {
 		return errs

@@ -49,7 +49,10 @@ type JobSpec struct {
 
 // JobHTTP is the HTTP executor of a declared job.
 type JobHTTP struct {
-	URL     string            `mapstructure:"url"`
+	URL string `mapstructure:"url"`
+	// Path, instead of URL, is a path of this node's own app
+	// (--app-upstream): the leader calls its local app.
+	Path    string            `mapstructure:"path"`
 	Method  string            `mapstructure:"method"` // default POST
 	Headers map[string]string `mapstructure:"headers"`
 	Body    string            `mapstructure:"body"`
@@ -124,8 +127,11 @@ func (c *JobsConfig) validate(add func(error)) {
 		if (len(s.Command) > 0) == (s.HTTP != nil) {
 			add(problem("jobs-file", "%s: give exactly one of command (argv list) or http (url)", where))
 		}
-		if s.HTTP != nil && s.HTTP.URL == "" {
-			add(problem("jobs-file", "%s: http.url is required", where))
+		if s.HTTP != nil && (s.HTTP.URL == "") == (s.HTTP.Path == "") {
+			add(problem("jobs-file", "%s: http needs exactly one of url or path (a path of the local app, --app-upstream)", where))
+		}
+		if s.HTTP != nil && s.HTTP.Path != "" && s.HTTP.Path[0] != '/' {
+			add(problem("jobs-file", "%s: http.path %q must start with /", where, s.HTTP.Path))
 		}
 		if s.TimeZone != "" {
 			if _, err := time.LoadLocation(s.TimeZone); err != nil {

@@ -48,6 +48,13 @@ func freeAddr(t *testing.T) string {
 
 func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 	t.Helper()
+	return startProcClusterWith(t, n, func(*proc) []string { return extra })
+}
+
+// startProcClusterWith is startProcCluster with flags of its own for each
+// node (perNode sees the node's id and addresses).
+func startProcClusterWith(t *testing.T, n int, perNode func(p *proc) []string) *procCluster {
+	t.Helper()
 	bin := cohortBinary(t)
 	c := &procCluster{t: t, dir: t.TempDir(), token: "e2e-admin-token-0123456789abcdef"}
 	key := filepath.Join(c.dir, "cluster.key")
@@ -63,7 +70,7 @@ func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 	for _, p := range c.nodes {
 		p.args = append([]string{bin, "serve", "--node-id", p.id, "--data-dir", filepath.Join(c.dir, p.id),
 			"--http-addr", p.http, "--cluster-addr", p.cluster, "--peers", strings.Join(peers, ","),
-			"--cluster-key-file", key, "--admin-token-file", tok, "--shutdown-timeout", "10s"}, extra...)
+			"--cluster-key-file", key, "--admin-token-file", tok, "--shutdown-timeout", "10s"}, perNode(p)...)
 		c.start(p)
 	}
 	t.Cleanup(func() {

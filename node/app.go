@@ -19,7 +19,8 @@ import (
 
 // setupApp wires the business database (pool, replicated settings,
 // migrations, the ready check, GET /_cohort/api/db) and the demo
-// application unless --no-demo.
+// application unless --no-demo (or, with --app-upstream, unless
+// --app-demo).
 func (n *Node) setupApp() error {
 	cfg := db.Config{
 		NodeID:          n.cfg.NodeID,
@@ -47,7 +48,7 @@ func (n *Node) setupApp() error {
 		WriteJSON(w, http.StatusOK, d.Status(r.Context()))
 	})
 	n.HandleAdmin("PUT /_cohort/api/db", n.handleSetDSN)
-	if !n.cfg.NoDemo {
+	if !n.cfg.NoDemo && (n.cfg.App.Upstream == "" || n.cfg.App.Demo) {
 		if err := n.setupDemo(); err != nil {
 			return fmt.Errorf("demo application: %w", err)
 		}

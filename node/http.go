@@ -35,6 +35,7 @@ func (n *Node) routes() {
 	n.mux.Handle("DELETE /_cohort/api/nodes/{id}", n.admin(n.handleRemoveNode))
 	n.mux.Handle("POST /_cohort/api/nodes/{id}/{action}", n.admin(n.handleNodeState))
 	n.mux.Handle("POST /_cohort/api/leader/transfer", n.admin(n.handleTransfer))
+	n.localRoutes()
 	n.mux.Handle("/_cohort/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))
@@ -192,6 +193,9 @@ type Status struct {
 	Version       string         `json:"version"`
 	UptimeSeconds int64          `json:"uptime_seconds"`
 	Members       []MemberStatus `json:"members"`
+	App           *AppStatus     `json:"app,omitempty"` // the app beside the node (--app-upstream)
+	// Singletons are the --singleton processes and whether they run here.
+	Singletons []SingletonStatus `json:"singletons,omitempty"`
 }
 
 // Status returns this node's view of the cluster.
@@ -206,6 +210,8 @@ func (n *Node) Status(ctx context.Context) Status {
 		st.LastContactMS = time.Since(in.LastContact).Milliseconds()
 	}
 	st.Ready, st.ReadyReason = n.Ready(ctx)
+	st.App = n.AppStatus()
+	st.Singletons = n.Singletons()
 	servers, _ := n.cluster.Servers()
 	for _, s := range servers {
 		m, _ := n.members.Get(s.ID)

@@ -69,7 +69,12 @@ func (n *Node) Subscribe(topic string, handler func(broadcast.Message)) (cancel 
 func (n *Node) registerDeclaredJob(name string, s config.JobSpec) error {
 	var fn jobs.Func
 	if s.HTTP != nil {
-		fn = jobs.HTTPAction{URL: s.HTTP.URL, Method: s.HTTP.Method, Headers: s.HTTP.Headers, Body: s.HTTP.Body}.Func()
+		a := jobs.HTTPAction{URL: s.HTTP.URL, Method: s.HTTP.Method, Headers: s.HTTP.Headers, Body: s.HTTP.Body}
+		if s.HTTP.Path != "" && n.upstream != nil {
+			// The leader calls its own app, over --app-upstream.
+			a.URL, a.Client = n.upstream.URL(s.HTTP.Path), n.upstream.Client()
+		}
+		fn = a.Func()
 	} else {
 		fn = jobs.CommandAction{Argv: s.Command, Dir: s.Dir, Env: s.Env, Output: os.Stderr}.Func()
 	}

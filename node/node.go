@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cohortserver/cohort/appproc"
 	"github.com/cohortserver/cohort/broadcast"
 	"github.com/cohortserver/cohort/buildinfo"
 	"github.com/cohortserver/cohort/config"
@@ -27,6 +28,7 @@ import (
 	"github.com/cohortserver/cohort/proxy"
 	"github.com/cohortserver/cohort/raft"
 	"github.com/cohortserver/cohort/sessions"
+	"github.com/cohortserver/cohort/upstream"
 )
 
 // Option adjusts how New builds a node; tests use them to inject
@@ -97,8 +99,15 @@ type Node struct {
 
 	db *db.Database // business database, wired by setupApp (node/app.go)
 
-	front     *proxy.Front // sticky front, wired by setupFront (node/front.go)
-	publicTLS *tls.Config  // TLS of the public port, set by setupFront's start hook
+	front *proxy.Front // sticky front, wired by setupFront (node/front.go)
+	// upstream and appProc are the app beside the node (node/appupstream.go);
+	// nil without --app-upstream / --app-command.
+	upstream      *upstream.Proxy
+	appProc       *appproc.Supervisor
+	appRestarting atomic.Bool
+	singles       *singletons // --singleton processes (node/singleton.go)
+	appEv         *appEvents  // --app-events-path delivery (node/events.go)
+	publicTLS     *tls.Config // TLS of the public port, set by setupFront's start hook
 
 	// app holds the application routes (the demo, user handlers); the
 	// wrappers (sessions middleware, the sticky front) are applied around it
@@ -148,7 +157,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	n.members = members
 	n.routes()
 	for _, setup := range []func() error{
-		n.setupSessions, n.setupFiles, n.setupJobs, n.setupApp, n.setupFront,
+		n.setupSessions, n.setupFiles, n.setupUpstream, n.setupSingletons, n.setupJobs, n.setupAppEvents, n.setupApp, n.setupFront,
 		n.setupOps,
 	} {
 		if err := setup(); err != nil {

@@ -197,6 +197,12 @@ func (n *Node) registerCapabilityMetrics() error {
 			emit("inflight_requests", float64(n.front.InFlight()))
 		}))
 	}
+	if n.upstream != nil {
+		cs = append(cs, n.appMetrics())
+	}
+	if n.singles != nil {
+		cs = append(cs, n.singletonMetrics())
+	}
 	cs = append(cs, n.events)
 	return reg.Register(cs...)
 }

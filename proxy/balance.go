@@ -8,7 +8,7 @@ import (
 
 // plan decides where a request goes first (see DESIGN.md, "Routing").
 func (f *Front) plan(r *http.Request) plan {
-	if f.cfg.Stateless != nil && f.cfg.Stateless.MatchString(r.URL.Path) && f.state(f.cfg.SelfID) != membership.StateDisabled {
+	if f.cfg.Stateless != nil && f.cfg.Stateless.MatchString(r.URL.Path) && !f.selfOut() {
 		return plan{kind: KindLocal, target: f.cfg.SelfID}
 	}
 	v, ok := cookieValue(r.Header, f.cfg.CookieName)
@@ -20,11 +20,12 @@ func (f *Front) plan(r *http.Request) plan {
 func (f *Front) planCookie(v string, has bool) plan {
 	self := f.cfg.SelfID
 	selfState := f.state(self)
+	out := f.selfOut()
 	if has {
 		if route, ok := f.cfg.ParseRoute(v); ok {
 			if id, known := f.lookupRoute(route); known {
 				if id == self {
-					if selfState == membership.StateDisabled {
+					if out {
 						p := plan{kind: KindFailover}
 						p.target = f.fallback(&p, []string{self})
 						return p
@@ -41,11 +42,11 @@ func (f *Front) planCookie(v string, has bool) plan {
 		}
 		// A cookie naming no member we know (a removed node, or garbage):
 		// serve it here; the sessions middleware decides what it is.
-		if selfState != membership.StateDisabled {
+		if !out {
 			return plan{kind: KindLocal, target: self}
 		}
 	}
-	if f.cfg.Balance == BalanceLocal && selfState == membership.StateActive {
+	if f.cfg.Balance == BalanceLocal && selfState == membership.StateActive && !out {
 		return plan{kind: KindLocal, target: self}
 	}
 	p := plan{kind: KindBalanced}
@@ -79,10 +80,16 @@ func (f *Front) fallback(p *plan, excluded []string) string {
 	if p.kind == KindForwarded {
 		p.kind = KindFailover
 	}
-	if p.kind != KindBalanced && f.state(f.cfg.SelfID) != membership.StateDisabled && !contains(excluded, f.cfg.SelfID) {
+	if p.kind != KindBalanced && !f.selfOut() && !contains(excluded, f.cfg.SelfID) {
 		return f.cfg.SelfID
 	}
 	return f.pick(excluded)
+}
+
+// selfOut reports whether this node must not serve the application: it is
+// disabled, or its local app is down (Config.LocalUp).
+func (f *Front) selfOut() bool {
+	return f.state(f.cfg.SelfID) == membership.StateDisabled || (f.cfg.LocalUp != nil && !f.cfg.LocalUp())
 }
 
 // servable reports whether a peer may get a request for a session it owns:
@@ -118,7 +125,7 @@ func (f *Front) pick(excluded []string) string {
 		if m.ID != f.cfg.SelfID && (m.Address == "" || !f.cfg.Members.Healthy(m.ID)) {
 			continue
 		}
-		if contains(excluded, m.ID) {
+		if contains(excluded, m.ID) || (m.ID == f.cfg.SelfID && f.cfg.LocalUp != nil && !f.cfg.LocalUp()) {
 			continue
 		}
 		cands = append(cands, m.ID)

@@ -59,18 +59,27 @@ func (f *Front) Shutdown(ctx context.Context) error {
 			f.log.Info("front state changed for shutdown", "state", st)
 		}
 	}
+	if !f.WaitIdle(ctx) {
+		f.log.Warn("drain timed out with requests in flight", "serving", f.serving.Load())
+		return errors.Join(errs...)
+	}
+	f.log.Info("front drained")
+	return errors.Join(errs...)
+}
+
+// WaitIdle waits until no request runs the application here (Serving is
+// 0) and reports whether that happened before ctx ended.
+func (f *Front) WaitIdle(ctx context.Context) bool {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for f.serving.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			f.log.Warn("drain timed out with requests in flight", "serving", f.serving.Load())
-			return errors.Join(errs...)
+			return false
 		case <-t.C:
 		}
 	}
-	f.log.Info("front drained")
-	return errors.Join(errs...)
+	return true
 }
 
 // restoreState puts back the state Shutdown replaced, once this node is in

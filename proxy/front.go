@@ -47,6 +47,11 @@ var (
 	errUnready = errors.New("upstream front not ready")
 )
 
+// UnreadyHeader marks an answer of a node that did not serve a forwarded
+// request and had sent nothing to its application: the sending front
+// serves the request elsewhere, whatever its method.
+const UnreadyHeader = hdrUnready
+
 // idempotentReplayMax is the largest body buffered so that a request with
 // an Idempotency-Key can be sent again after a failed attempt.
 const idempotentReplayMax = 1 << 20
@@ -98,6 +103,12 @@ type Config struct {
 	// returns false the internal handler answers "unready" and the sender
 	// serves the request elsewhere.
 	Ready func() bool
+	// LocalUp, if set, tells whether this node's application can serve
+	// (package upstream: the app beside cohort passes its health check).
+	// While it returns false the node is routed around as if disabled:
+	// its sessions fail over, it gets no new ones, and requests entering
+	// here are forwarded. Ready should include it.
+	LocalUp func() bool
 	// StateFile, if set, is where Shutdown remembers the state it changed
 	// so that the next Start restores it.
 	StateFile string
@@ -225,6 +236,10 @@ func (f *Front) goRun(fn func()) {
 		fn()
 	}()
 }
+
+// Serving is the number of requests running the application here now
+// (entered here or forwarded by a peer), not those merely forwarded.
+func (f *Front) Serving() int64 { return f.serving.Load() }
 
 // InFlight is the number of requests this front is serving now, entered
 // through the public port or forwarded by a peer.

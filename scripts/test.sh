@@ -9,7 +9,7 @@
 #                                         with ARGS, go test's own 10m default timeout applies
 #                                         unless ARGS has -timeout)
 #
-# Before the tests it makes sure a MariaDB and a headless Chromium are there, installing them
+# Before the tests it makes sure a MariaDB, a headless Chromium and php-cli are there, installing them
 # with apt when missing (root only; as another user install them yourself or skip them):
 #
 #   COHORT_TEST_MYSQL_DSN=DSN  use this MySQL/MariaDB (go-sql-driver DSN, e.g.
@@ -39,6 +39,8 @@ cd "$root"
 source scripts/lib/mariadb.sh
 # shellcheck source=SCRIPTDIR/lib/chromium.sh
 source scripts/lib/chromium.sh
+# shellcheck source=SCRIPTDIR/lib/apps.sh
+source scripts/lib/apps.sh
 
 # Stop only the MariaDB started below (cohort_stop_mariadb ignores any other). Turning INT
 # and TERM into exit makes the EXIT trap run on Ctrl-C and on a CI cancel too.
@@ -105,6 +107,9 @@ else
 	cohort_ensure_chromium || die "no Chromium for the browser tests (set COHORT_CHROMIUM, or COHORT_SKIP_BROWSER=1)"
 	printf 'COHORT_CHROMIUM=%s\n' "$COHORT_CHROMIUM" >&2
 fi
+
+step "php-cli (example apps of the upstream mode)"
+cohort_ensure_app_runtimes || printf 'test.sh: no php-cli: the PHP app tests skip (fail under CI)\n' >&2
 
 if [ "$#" -gt 0 ]; then
 	args=("$@")

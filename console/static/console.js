@@ -312,6 +312,30 @@
     refreshMembers();
   });
 
+  // The app beside the nodes (--app-command): a rolling restart, and its
+  // state on this node (a crash loop shows on the button).
+  async function refreshApp() {
+    try {
+      const a = await api("GET", "/_cohort/api/app");
+      const b = $("app-restart");
+      b.hidden = !a.supervised;
+      const p = a.process || {};
+      b.textContent = p.crash_loop ? "Restart app (crash loop here!)" : (a.healthy ? "Restart app (rolling)" : "Restart app (unhealthy here)");
+      b.title = `app ${a.upstream}: ${a.healthy ? "healthy" : a.reason}; ${p.state || "not supervised"}, ${p.restarts || 0} restarts`;
+    } catch (e) { /* no --app-upstream: the button stays hidden */ }
+  }
+  $("app-restart").addEventListener("click", async () => {
+    if (!(await confirmAction("Restart app", "Restart the app on every node, one at a time: drain, restart, wait healthy, enable. No request fails.", "Restart"))) return;
+    toast("rolling restart of the app under way…");
+    try {
+      const r = await api("POST", "/_cohort/api/app/restart");
+      toast("app restarted on " + r.nodes.filter((n) => n.ok).map((n) => n.id).join(", "));
+    } catch (e) { toast("app restart stopped: " + e.message, true); }
+    refreshMembers(); refreshApp();
+  });
+  refreshApp();
+  setInterval(refreshApp, 5000);
+
   setInterval(() => {
     $("live").className = Date.now() - lastOK > 5000 ? "live stale" : "live";
     $("live").textContent = Date.now() - lastOK > 5000 ? "● stale" : "● live";
