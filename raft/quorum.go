@@ -215,9 +215,9 @@ func (c *Cluster) within(ctx context.Context, mk *budgetMark, what string, wait 
 		return c.refuse(mk, what, err.(*QuorumError))
 	}
 	if !time.Now().Before(mk.deadline) {
-		return c.refuse(mk, what, c.spent(mk))
+		return c.refuse(mk, what, c.spent(mk, what))
 	}
-	wctx, cancelDeadline := context.WithDeadlineCause(ctx, mk.deadline, c.spent(mk))
+	wctx, cancelDeadline := context.WithDeadlineCause(ctx, mk.deadline, c.spent(mk, what))
 	defer cancelDeadline()
 	wctx, cancel := context.WithCancelCause(wctx)
 	defer cancel(nil)
@@ -237,9 +237,9 @@ func (c *Cluster) within(ctx context.Context, mk *budgetMark, what string, wait 
 	return err
 }
 
-// spent is the error of a request whose wait budget ran out.
-func (c *Cluster) spent(mk *budgetMark) *QuorumError {
-	return &QuorumError{Reason: fmt.Sprintf("the cluster did not answer within the wait budget of %s", mk.budget)}
+// spent is the error of a request whose wait budget ran out in what.
+func (c *Cluster) spent(mk *budgetMark, what string) *QuorumError {
+	return &QuorumError{Reason: fmt.Sprintf("the cluster did not answer within the wait budget of %s (%s)", mk.budget, what)}
 }
 
 func (c *Cluster) refuse(mk *budgetMark, what string, qe *QuorumError) error {

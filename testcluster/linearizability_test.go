@@ -176,7 +176,7 @@ func TestSessionHistoriesAreLinearizableUnderFaults(t *testing.T) {
 	if v, err := strconv.ParseUint(os.Getenv("COHORT_LIN_SEED"), 10, 64); err == nil {
 		base, schedules = v, 1
 	}
-	c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk), testcluster.WithNodeSetup(mountLinHandlers))
+	c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk), testcluster.WithNodeSetup(mountLinHandlers), derivedBudget)
 	c.WaitLeader(t)
 	cookieName := c.Nodes()[0].Node().Config().SessionCookie
 	violations, undecided := 0, 0
@@ -215,6 +215,12 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 		}
 		history = append(history, op)
 	}
+	// Every operation's latency, by the node it went through: the nemesis'
+	// partition and pause faults must leave the cut-off side answering
+	// within the wait budget (cutOffTooSlow).
+	var lats []opLatency
+	budget := c.Nodes()[0].Node().Cluster().WaitBudget()
+	_, election, _ := raft.Timing(c.Nodes()[0].Node().Config().RaftTimeoutScale)
 	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
 	keys := []string{"a", "b"}
@@ -228,7 +234,9 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 				nodes := c.Nodes()
 				nd := nodes[crng.IntN(len(nodes))]
 				in := linInput{key: keys[crng.IntN(len(keys))], put: crng.IntN(2) == 0}
-				rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+				// The client waits longer than the budget, so that a node
+				// holding a request past it is seen.
+				rctx, rcancel := context.WithTimeout(context.Background(), budget+3*time.Second)
 				call := now()
 				var out, served string
 				var err error
@@ -241,6 +249,9 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 				meta := "via " + nd.ID + " served by " + served
 				ret := now()
 				rcancel()
+				mu.Lock()
+				lats = append(lats, opLatency{via: nd.ID, call: call, ret: ret, what: fmt.Sprintf("%s %v", meta, err)})
+				mu.Unlock()
 				switch {
 				case err == nil:
 					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: linOutput{value: out}, Return: ret, Metadata: meta}, false)
@@ -259,10 +270,18 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 	}
 	// The nemesis strikes once in the middle of the run.
 	<-time.After(time.Duration(300+rng.IntN(500)) * time.Millisecond) // when the fault starts
+	struck := now()
 	what, undo := c.Strike(rng)
 	<-time.After(time.Duration(500+rng.IntN(700)) * time.Millisecond) // how long it lasts
 	undo()
+	undone := now()
 	wg.Wait()
+	mu.Lock()
+	slow := cutOffTooSlow(lats, cutOffVictim(what), struck, undone, budget+election)
+	mu.Unlock()
+	for _, s := range slow {
+		t.Errorf("seed %d (nemesis %q): %s", seed, what, s)
+	}
 	c.Heal()
 	leader := c.WaitLeader(t)
 
@@ -352,5 +371,46 @@ func errorHistogram(ops []porcupine.Operation, idx []int) string {
 func refusedBeforeCommit(err error) bool {
 	m := err.Error()
 	return strings.Contains(m, "read session: ") ||
+		// A refusal for lack of quorum says when a write's outcome is
+		// unknown (raft.RefusalMessage); without that, nothing was proposed.
+		strings.Contains(m, raft.ErrNoQuorum.Error()) && !strings.Contains(m, "outcome is unknown") ||
 		strings.Contains(m, "apply sessions.commit: "+raft.ErrLogUnwritable.Error())
+}
+
+// opLatency is one operation of a schedule: the node it entered, when it
+// was called and returned (nanoseconds since the schedule began).
+type opLatency struct {
+	via       string
+	call, ret int64
+	what      string
+}
+
+// cutOffVictim names the node a partition or pause fault cut off ("" for
+// the other faults): "isolate leader n1", "pause leader n1", "isolate n2".
+func cutOffVictim(what string) string {
+	if !strings.HasPrefix(what, "isolate ") && !strings.HasPrefix(what, "pause leader ") {
+		return ""
+	}
+	f := strings.Fields(what)
+	return f[len(f)-1]
+}
+
+// cutOffTooSlow lists the operations through victim that ran while it was
+// cut off (between struck and undone) and took longer than limit (the wait
+// budget, plus one election timeout for scheduling): a node cut off from
+// its quorum must answer, not hold requests until the client gives up.
+func cutOffTooSlow(ops []opLatency, victim string, struck, undone int64, limit time.Duration) []string {
+	if victim == "" {
+		return nil
+	}
+	var out []string
+	for _, op := range ops {
+		if op.via != victim || op.call >= undone || op.ret <= struck {
+			continue
+		}
+		if took := time.Duration(op.ret - op.call); took > limit {
+			out = append(out, fmt.Sprintf("an operation through cut-off %s took %s, longer than the wait budget (%s with slack): %s", victim, took.Round(time.Millisecond), limit, op.what))
+		}
+	}
+	return out
 }

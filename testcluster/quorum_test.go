@@ -10,9 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortserver/cohort/config"
 	"github.com/cohortserver/cohort/raft"
 	"github.com/cohortserver/cohort/testcluster"
 )
+
+// derivedBudget runs a test cluster with the wait budget of production:
+// derived from the Raft timers (four election timeouts, 4 s at the test
+// scale), not testcluster's 10 s.
+var derivedBudget = testcluster.WithConfig(func(cfg *config.Config) { cfg.ClusterWaitBudget = 0 })
 
 // quorumAnswer is what one request through a node got.
 type quorumAnswer struct {
@@ -55,7 +61,7 @@ func quorumDo(nd *testcluster.Node, method, path string, ck *sharedCookie, budge
 // serves the session after the election, without a stale read, and after
 // the heal every node reads the last acknowledged write.
 func TestCutOffNodeAnswersAtOnce(t *testing.T) {
-	c := testcluster.New(t, 3, testcluster.WithNodeSetup(mountLinHandlers))
+	c := testcluster.New(t, 3, testcluster.WithNodeSetup(mountLinHandlers), derivedBudget)
 	c.WaitLeader(t)
 	c.WaitReady(t)
 	cookieName := c.Nodes()[0].Node().Config().SessionCookie
