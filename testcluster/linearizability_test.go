@@ -221,7 +221,7 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 	var lats []opLatency
 	budget := c.Nodes()[0].Node().Cluster().WaitBudget()
 	_, election, _ := raft.Timing(c.Nodes()[0].Node().Config().RaftTimeoutScale)
-	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	keys := []string{"a", "b"}
 	var wg sync.WaitGroup
@@ -272,9 +272,19 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 	<-time.After(time.Duration(300+rng.IntN(500)) * time.Millisecond) // when the fault starts
 	struck := now()
 	what, undo := c.Strike(rng)
-	<-time.After(time.Duration(500+rng.IntN(700)) * time.Millisecond) // how long it lasts
+	hold := time.Duration(500+rng.IntN(700)) * time.Millisecond // how long it lasts
+	if cutOffVictim(what) != "" && rng.IntN(3) == 0 {
+		// Longer than the wait budget, so that a cut-off node holding
+		// requests until the heal would fail the latency check.
+		hold = budget + election + 500*time.Millisecond
+	}
+	<-time.After(hold)
 	undo()
 	undone := now()
+	if rest := 2500*time.Millisecond - time.Since(start); rest > 0 {
+		<-time.After(rest) // the clients run 2.5 s at least
+	}
+	cancel()
 	wg.Wait()
 	mu.Lock()
 	slow := cutOffTooSlow(lats, cutOffVictim(what), struck, undone, budget+election)
@@ -306,7 +316,7 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 	ops := history
 	mu.Unlock()
 	res, info := porcupine.CheckOperationsVerbose(registerModel, ops, 30*time.Second)
-	t.Logf("seed %d: nemesis %q, %d operations (%d with unknown outcome), leader now %s: %s", seed, what, len(ops), len(unknown), leader.ID, res)
+	t.Logf("seed %d: nemesis %q for %s, %d operations (%d with unknown outcome), leader now %s: %s", seed, what, hold.Round(time.Millisecond), len(ops), len(unknown), leader.ID, res)
 	if len(unknown) > 0 {
 		t.Logf("seed %d: unknown outcomes by answer: %s", seed, errorHistogram(ops, unknown))
 	}
