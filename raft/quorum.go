@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	hraft "github.com/hashicorp/raft"
@@ -167,19 +168,21 @@ func (c *Cluster) CutOff() error {
 
 type budgetKey struct{}
 
-// budgetMark is what Bounded puts in a context.
+// budgetMark is what Bounded puts in a context: the budget and how much
+// of it the request's waits used (nanoseconds; concurrent waits add up).
 type budgetMark struct {
-	deadline time.Time
-	budget   time.Duration
-	route    string
+	budget time.Duration
+	route  string
+	waited atomic.Int64
 }
 
 // Bounded returns ctx marked for the wait budget. Every wait on this
 // cluster made with it (Apply, ReadIndex, Within) then fails at once with
 // a *QuorumError while this node is cut off, ends with one the moment it
-// becomes cut off, and ends with one at the latest WaitBudget after this
-// call: one budget for the whole request, whatever it waits on. A mark
-// already on ctx is kept. route names the entry for the refusal metric
+// becomes cut off, and ends with one once the waits made with it took
+// WaitBudget in all: one budget for the whole request, whatever it waits
+// on, not counting the time it spends elsewhere (reading an upload,
+// querying a database). A mark already on ctx is kept. route names the entry for the refusal metric
 // (OnRefused): "app" for the HTTP front, "redis", "memcached", "files-mount"
 // for other listeners. Waits made with an unmarked context are not
 // bounded (background work keeps its own timeouts).
@@ -187,8 +190,7 @@ func (c *Cluster) Bounded(ctx context.Context, route string) context.Context {
 	if _, ok := ctx.Value(budgetKey{}).(*budgetMark); ok {
 		return ctx
 	}
-	b := c.WaitBudget()
-	return context.WithValue(ctx, budgetKey{}, &budgetMark{deadline: time.Now().Add(b), budget: b, route: route})
+	return context.WithValue(ctx, budgetKey{}, &budgetMark{budget: c.WaitBudget(), route: route})
 }
 
 // Within runs wait, a wait on the cluster named what ("catch-up"), under
@@ -214,10 +216,12 @@ func (c *Cluster) within(ctx context.Context, mk *budgetMark, what string, wait 
 	if err := c.CutOff(); err != nil {
 		return c.refuse(mk, what, err.(*QuorumError))
 	}
-	if !time.Now().Before(mk.deadline) {
+	left := mk.budget - time.Duration(mk.waited.Load())
+	if left <= 0 {
 		return c.refuse(mk, what, c.spent(mk, what))
 	}
-	wctx, cancelDeadline := context.WithDeadlineCause(ctx, mk.deadline, c.spent(mk, what))
+	start := time.Now()
+	wctx, cancelDeadline := context.WithDeadlineCause(ctx, start.Add(left), c.spent(mk, what))
 	defer cancelDeadline()
 	wctx, cancel := context.WithCancelCause(wctx)
 	defer cancel(nil)
@@ -225,6 +229,7 @@ func (c *Cluster) within(ctx context.Context, mk *budgetMark, what string, wait 
 	err := wait(wctx)
 	cause := context.Cause(wctx)
 	c.quorum.remove(w)
+	mk.waited.Add(int64(time.Since(start)))
 	if err == nil || ctx.Err() != nil {
 		return err
 	}

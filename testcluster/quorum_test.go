@@ -3,6 +3,7 @@ package testcluster_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -208,5 +209,63 @@ func TestCutOffNodeAnswersAtOnce(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestBoundedWaitsOnACutOffNode checks the raft API other listeners use
+// (kv, the files mount, the Go API): with a context marked by Bounded, a
+// write through an isolated follower is refused with ErrNoQuorum once the
+// node knows it is cut off, before anything is proposed (the key never
+// appears), and counted in the metrics; an unmarked context keeps the old
+// behaviour (wait for a leader until it ends); after the heal the node
+// writes again.
+func TestBoundedWaitsOnACutOffNode(t *testing.T) {
+	kvOpt, kvs := testcluster.WithKV()
+	c := testcluster.New(t, 3, kvOpt, derivedBudget)
+	leader := c.WaitLeader(t)
+	f := c.Followers()[0]
+	cl := f.Node().Cluster()
+	if _, err := testcluster.Put(cl.Bounded(context.Background(), "test"), f.Node(), "before", "1"); err != nil {
+		t.Fatalf("bounded put through healthy %s: %v", f.ID, err)
+	}
+	c.Isolate(f.ID)
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		qc := cl.QuorumContact()
+		return qc.CutOff, fmt.Sprintf("%+v", qc)
+	})
+	if err := cl.CutOff(); !errors.Is(err, raft.ErrNoQuorum) || !strings.HasPrefix(err.Error(), "this node cannot reach a quorum") {
+		t.Fatalf("CutOff on isolated %s: %v", f.ID, err)
+	}
+	_, err := testcluster.Put(cl.Bounded(context.Background(), "test"), f.Node(), "cut", "1")
+	if !errors.Is(err, raft.ErrNoQuorum) || errors.Is(err, raft.ErrOutcomeUnknown) {
+		t.Fatalf("bounded put through cut-off %s: %v, want a refusal before anything was proposed", f.ID, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err = testcluster.Put(ctx, f.Node(), "unbounded", "1")
+	cancel()
+	if err == nil || errors.Is(err, raft.ErrNoQuorum) {
+		t.Fatalf("unbounded put through cut-off %s: %v, want it to wait for a leader until its context ends", f.ID, err)
+	}
+	code, body := f.Do(t, http.MethodGet, "/_cohort/metrics", nil)
+	if code != http.StatusOK || !strings.Contains(string(body), `cohort_cluster_quorum_refused_total{route="test",wait="apply test.kv.put"} 1`) {
+		t.Fatalf("metrics of %s do not count the refusal: %d\n%s", f.ID, code, body)
+	}
+	c.Heal()
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		return cl.CutOff() == nil, fmt.Sprint(cl.CutOff())
+	})
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		_, err := testcluster.Put(cl.Bounded(context.Background(), "test"), f.Node(), "after", "1")
+		return err == nil, fmt.Sprint(err)
+	})
+	testcluster.MustPut(t, leader.Node(), "barrier", "1")
+	for _, nd := range c.Nodes() {
+		testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+			_, ok := kvs.On(nd.ID).Get("barrier")
+			return ok, nd.ID + " has not applied the barrier"
+		})
+		if _, ok := kvs.On(nd.ID).Get("cut"); ok {
+			t.Fatalf("%s holds the refused write", nd.ID)
+		}
 	}
 }
