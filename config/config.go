@@ -56,7 +56,7 @@ type Config struct {
 	// ClusterWaitBudget bounds how long an application request waits on
 	// the cluster (catch-up, read index, commit, claim, a forward) before
 	// it is answered 503 with Retry-After; 0 derives it from the Raft
-	// timers (raft.DefaultWaitBudget: four election timeouts, 2 s at
+	// timers (raft.DefaultWaitBudget: ten election timeouts, 5 s at
 	// scale 1).
 	ClusterWaitBudget time.Duration
 	// ShutdownTimeout bounds a graceful shutdown.

@@ -48,7 +48,7 @@ func Flags(dev bool) *pflag.FlagSet {
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error; per component too: raft=warn,front=debug,info")
 	fs.String("log-format", d.LogFormat, "text or json")
 	fs.Float64("raft-timeout-scale", d.RaftTimeoutScale, "multiply every Raft timer (1 = LAN: failover under 2 s)")
-	fs.Duration("cluster-wait-budget", d.ClusterWaitBudget, "how long an application request may wait on the cluster before a 503 (0: four election timeouts, 2 s at scale 1); a node cut off from its quorum answers at once")
+	fs.Duration("cluster-wait-budget", d.ClusterWaitBudget, "how long an application request may wait on the cluster before a 503 (0: ten election timeouts, 5 s at scale 1); a node cut off from its quorum answers at once")
 	fs.Duration("shutdown-timeout", d.ShutdownTimeout, "how long a graceful shutdown may take")
 	d.Sessions.flags(fs)
 	d.Front.flags(fs)

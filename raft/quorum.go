@@ -66,14 +66,18 @@ func RefusalMessage(err error) (string, bool) {
 // refused for lack of quorum.
 const RetryAfter = "1"
 
-// DefaultWaitBudget is the wait budget for a Raft timer scale: four
-// election timeouts (2 s at scale 1). That leaves a node that still hears
-// a quorum time for an election (a new leader about 1 s after the old one
-// died, at scale 1), while a cut-off node knows it is cut off after one to
-// two election timeouts and answers at once from then on.
+// DefaultWaitBudget is the wait budget for a Raft timer scale: ten
+// election timeouts (5 s at scale 1). A node cut off from its quorum does
+// not wait that long: it knows it is cut off one to two election timeouts
+// after the cut and then answers at once, cutting short the waits in
+// flight. The budget bounds the rest — a node that still hears a quorum
+// waits out an election and a session's claim (about 1 s at scale 1 on an
+// idle machine, but up to 2–4 s measured with -race binaries on a loaded
+// 2-core machine, where four election timeouts failed a failover that
+// must fail no request), a link that stalls one way only.
 func DefaultWaitBudget(scale float64) time.Duration {
 	_, election, _ := Timing(scale)
-	return 4 * election
+	return 10 * election
 }
 
 // WaitBudget is how long one request may wait on the cluster in all

@@ -176,7 +176,7 @@ func TestSessionHistoriesAreLinearizableUnderFaults(t *testing.T) {
 	if v, err := strconv.ParseUint(os.Getenv("COHORT_LIN_SEED"), 10, 64); err == nil {
 		base, schedules = v, 1
 	}
-	c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk), testcluster.WithNodeSetup(mountLinHandlers), derivedBudget)
+	c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk), testcluster.WithNodeSetup(mountLinHandlers), shortBudget)
 	c.WaitLeader(t)
 	cookieName := c.Nodes()[0].Node().Config().SessionCookie
 	violations, undecided := 0, 0

@@ -16,10 +16,14 @@ import (
 	"github.com/cohortserver/cohort/testcluster"
 )
 
-// derivedBudget runs a test cluster with the wait budget of production:
-// derived from the Raft timers (four election timeouts, 4 s at the test
-// scale), not testcluster's 10 s.
-var derivedBudget = testcluster.WithConfig(func(cfg *config.Config) { cfg.ClusterWaitBudget = 0 })
+// shortBudget runs a test cluster with a wait budget of four election
+// timeouts (4 s at the test scale) instead of testcluster's 10 s, so that
+// the latency checks bound the cut-off side tightly and their faults need
+// not last long.
+var shortBudget = testcluster.WithConfig(func(cfg *config.Config) {
+	_, election, _ := raft.Timing(cfg.RaftTimeoutScale)
+	cfg.ClusterWaitBudget = 4 * election
+})
 
 // quorumAnswer is what one request through a node got.
 type quorumAnswer struct {
@@ -62,7 +66,7 @@ func quorumDo(nd *testcluster.Node, method, path string, ck *sharedCookie, budge
 // serves the session after the election, without a stale read, and after
 // the heal every node reads the last acknowledged write.
 func TestCutOffNodeAnswersAtOnce(t *testing.T) {
-	c := testcluster.New(t, 3, testcluster.WithNodeSetup(mountLinHandlers), derivedBudget)
+	c := testcluster.New(t, 3, testcluster.WithNodeSetup(mountLinHandlers), shortBudget)
 	c.WaitLeader(t)
 	c.WaitReady(t)
 	cookieName := c.Nodes()[0].Node().Config().SessionCookie
@@ -221,7 +225,7 @@ func TestCutOffNodeAnswersAtOnce(t *testing.T) {
 // writes again.
 func TestBoundedWaitsOnACutOffNode(t *testing.T) {
 	kvOpt, kvs := testcluster.WithKV()
-	c := testcluster.New(t, 3, kvOpt, derivedBudget)
+	c := testcluster.New(t, 3, kvOpt, shortBudget)
 	leader := c.WaitLeader(t)
 	f := c.Followers()[0]
 	cl := f.Node().Cluster()
