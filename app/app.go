@@ -98,6 +98,24 @@ func (a *App) Subscribe(topic string, fn func(Message)) (cancel func()) {
 	return a.n.Subscribe(topic, fn)
 }
 
+// Bounded returns ctx bounded by the cluster wait budget
+// (--cluster-wait-budget): the session, files and broadcast calls made
+// with it (Sessions().Save, Files().Create, Publish, ...) fail at once
+// with an error wrapping raft.ErrNoQuorum while this node is cut off from
+// its quorum, and after the budget at the latest, instead of waiting for
+// a leader as long as ctx lasts. Handlers need not call it: their request
+// context is bounded already. raft.RefusalMessage gives the answer for
+// such an error.
+func (a *App) Bounded(ctx context.Context) context.Context {
+	return a.n.Cluster().Bounded(ctx, "go-api")
+}
+
+// CutOff returns an error wrapping raft.ErrNoQuorum while this node knows
+// it is cut off from its quorum (no leader heard for an election timeout
+// and too few voters reachable), nil otherwise. It is cheap: call it
+// before work that needs the cluster to refuse at once.
+func (a *App) CutOff() error { return a.n.Cluster().CutOff() }
+
 // ID is this node's id.
 func (a *App) ID() string { return a.n.ID() }
 

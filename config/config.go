@@ -53,6 +53,12 @@ type Config struct {
 
 	// RaftTimeoutScale multiplies every Raft timer (1 = LAN defaults).
 	RaftTimeoutScale float64
+	// ClusterWaitBudget bounds how long an application request waits on
+	// the cluster (catch-up, read index, commit, claim, a forward) before
+	// it is answered 503 with Retry-After; 0 derives it from the Raft
+	// timers (raft.DefaultWaitBudget: ten election timeouts, 5 s at
+	// scale 1).
+	ClusterWaitBudget time.Duration
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration
 
@@ -254,6 +260,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RaftTimeoutScale < 0.1 || c.RaftTimeoutScale > 20 {
 		add(problem("raft-timeout-scale", "%g must be between 0.1 and 20", c.RaftTimeoutScale))
+	}
+	if c.ClusterWaitBudget < 0 || c.ClusterWaitBudget > 10*time.Minute {
+		add(problem("cluster-wait-budget", "%s must be between 0 (derived from the Raft timers) and 10m", c.ClusterWaitBudget))
 	}
 	if c.ShutdownTimeout <= 0 {
 		add(problem("shutdown-timeout", "%s must be positive", c.ShutdownTimeout))

@@ -48,6 +48,7 @@ func Flags(dev bool) *pflag.FlagSet {
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error; per component too: raft=warn,front=debug,info")
 	fs.String("log-format", d.LogFormat, "text or json")
 	fs.Float64("raft-timeout-scale", d.RaftTimeoutScale, "multiply every Raft timer (1 = LAN: failover under 2 s)")
+	fs.Duration("cluster-wait-budget", d.ClusterWaitBudget, "how long an application request may wait on the cluster before a 503 (0: ten election timeouts, 5 s at scale 1); a node cut off from its quorum answers at once")
 	fs.Duration("shutdown-timeout", d.ShutdownTimeout, "how long a graceful shutdown may take")
 	d.Sessions.flags(fs)
 	d.Front.flags(fs)
@@ -133,6 +134,7 @@ func Load(dev bool, args []string, usage io.Writer) (Config, error) {
 	c.LogLevel = v.GetString("log-level")
 	c.LogFormat = v.GetString("log-format")
 	c.RaftTimeoutScale = v.GetFloat64("raft-timeout-scale")
+	c.ClusterWaitBudget = v.GetDuration("cluster-wait-budget")
 	c.ShutdownTimeout = v.GetDuration("shutdown-timeout")
 	if c.DataDir == "" && c.NodeID != "" {
 		c.DataDir = filepath.Join("data", c.NodeID)

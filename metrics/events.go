@@ -17,6 +17,7 @@ type Events struct {
 	frontRetries  *prometheus.CounterVec
 	jobRuns       *prometheus.CounterVec
 	jobDuration   *prometheus.HistogramVec
+	quorumRefused *prometheus.CounterVec
 }
 
 // NewEvents returns the collectors, not yet registered.
@@ -44,6 +45,10 @@ func NewEvents() *Events {
 			Help:    "Duration of job runs this node executed.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"job"}),
+		quorumRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "cluster", Name: "quorum_refused_total",
+			Help: "Requests answered at once or cut short because this node could not reach a quorum, by route kind (app, api, redis, ...) and what they waited for (catch-up, read index, apply TYPE).",
+		}, []string{"route", "wait"}),
 	}
 }
 
@@ -62,6 +67,12 @@ func (e *Events) JobFinished(job, status string, took time.Duration) {
 	e.jobDuration.WithLabelValues(job).Observe(took.Seconds())
 }
 
+// QuorumRefused records one wait refused for lack of quorum
+// (raft.Cluster.OnRefused).
+func (e *Events) QuorumRefused(route, wait string) {
+	e.quorumRefused.WithLabelValues(route, wait).Inc()
+}
+
 // Describe implements prometheus.Collector.
 func (e *Events) Describe(ch chan<- *prometheus.Desc) {
 	e.frontRequests.Describe(ch)
@@ -69,6 +80,7 @@ func (e *Events) Describe(ch chan<- *prometheus.Desc) {
 	e.frontRetries.Describe(ch)
 	e.jobRuns.Describe(ch)
 	e.jobDuration.Describe(ch)
+	e.quorumRefused.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -78,4 +90,5 @@ func (e *Events) Collect(ch chan<- prometheus.Metric) {
 	e.frontRetries.Collect(ch)
 	e.jobRuns.Collect(ch)
 	e.jobDuration.Collect(ch)
+	e.quorumRefused.Collect(ch)
 }

@@ -2,14 +2,13 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
-)
 
-// catchUpWait bounds how long an application request waits for a freshly
-// started node to catch up with the cluster before it is refused.
-const catchUpWait = 10 * time.Second
+	"github.com/cohortserver/cohort/raft"
+)
 
 // watchCatchUp closes n.caughtUp once the node is ready for the first time
 // since Start: it knows a leader and has applied the leader's commit index.
@@ -57,7 +56,10 @@ func (n *Node) isCaughtUp() bool {
 
 // catchUpGate holds application requests until the node has caught up
 // once since start, so a restarted node never answers from stale state.
-// The admin surface (/_cohort/) is not behind it.
+// The wait is one of the request's waits on the cluster (raft.Bounded):
+// a node cut off from its quorum refuses at once, any other gives up when
+// the wait budget is spent; either answers 503 with Retry-After. The admin
+// surface (/_cohort/) is not behind it.
 func (n *Node) catchUpGate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -66,17 +68,47 @@ func (n *Node) catchUpGate(next http.Handler) http.Handler {
 			return
 		default:
 		}
-		t := time.NewTimer(catchUpWait)
-		defer t.Stop()
-		select {
-		case <-n.caughtUp:
-			next.ServeHTTP(w, r)
-		case <-t.C:
-			w.Header().Set("Retry-After", "1")
-			WriteError(w, http.StatusServiceUnavailable, "this node has not caught up with the cluster yet (no leader or still applying the log); retry or use another node")
-		case <-r.Context().Done():
+		ctx := n.cluster.Bounded(r.Context(), "app")
+		err := n.cluster.Within(ctx, "catch-up", func(ctx context.Context) error {
+			select {
+			case <-n.caughtUp:
+				return nil
+			case <-ctx.Done():
+				return fmt.Errorf("this node has not caught up with the cluster yet (no leader, or still applying the log): %w", ctx.Err())
+			}
+		})
+		switch {
+		case err == nil:
+			next.ServeHTTP(w, r.WithContext(ctx))
+		case r.Context().Err() != nil: // the client left
+		default:
+			writeUnavailable(w, err)
 		}
 	})
+}
+
+// boundRequests marks every application request for the wait budget
+// (raft.Cluster.Bounded): whatever it waits on in the cluster (a session's
+// read index or claim, a commit) is refused at once while this node is cut
+// off from its quorum, and ends within the budget. It sits inside the
+// sticky front, so requests forwarded here from another node are bounded
+// here too.
+func (n *Node) boundRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(n.cluster.Bounded(r.Context(), "app")))
+	})
+}
+
+// writeUnavailable answers a request the cluster could not serve: 503 with
+// Retry-After, and for a refusal for lack of quorum the message that says
+// so (and whether a write's outcome is unknown).
+func writeUnavailable(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", raft.RetryAfter)
+	msg, ok := raft.RefusalMessage(err)
+	if !ok {
+		msg = err.Error()
+	}
+	WriteError(w, http.StatusServiceUnavailable, msg)
 }
 
 // drainGraceMax bounds how long a draining node keeps answering with

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"path/filepath"
 
 	"github.com/cohortserver/cohort/config"
@@ -34,7 +35,7 @@ func (n *Node) setupFront() error {
 		DrainTimeout:   n.cfg.Front.DrainTimeout,
 		AccessLog:      n.cfg.Front.AccessLog,
 		PeerID:         raft.PeerID,
-		Dial:           n.cluster.DialHTTP,
+		Dial:           n.dialPeer,
 		Ready:          func() bool { return n.isCaughtUp() && n.appUp() },
 		LocalUp:        n.appUp,
 		Observe:        n.events.FrontRequest,
@@ -45,6 +46,7 @@ func (n *Node) setupFront() error {
 		return fmt.Errorf("front: %w", err)
 	}
 	n.front = f
+	n.WrapApp(n.boundRequests) // inside the front: forwarded requests too (catchup.go)
 	n.WrapApp(f.Wrap)
 	n.cluster.HandleInternal("/_internal/front/", f.InternalHandler())
 	n.OnStart(func(ctx context.Context) error {
@@ -69,6 +71,16 @@ func (n *Node) setupFront() error {
 		return nil
 	})
 	return nil
+}
+
+// dialPeer opens a hop connection to a peer for the front, within the
+// wait budget: a peer behind a partition drops the SYN, and a request
+// should fail over (or be refused) within the budget, not after the
+// front's own 5 s dial bound.
+func (n *Node) dialPeer(ctx context.Context, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cluster.WaitBudget())
+	defer cancel()
+	return n.cluster.DialHTTP(ctx, addr)
 }
 
 // Front returns the node's sticky front.

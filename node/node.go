@@ -145,11 +145,13 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 		Advertise:    cfg.AdvertiseAddr,
 		Peers:        toRaftPeers(cfg.Peers),
 		TimeoutScale: cfg.RaftTimeoutScale,
+		WaitBudget:   cfg.ClusterWaitBudget,
 		Logger:       logger,
 		Faults:       o.faults,
 		Listener:     o.clusterLn,
 		Now:          o.now,
 	})
+	n.cluster.OnRefused(n.events.QuorumRefused)
 	members, err := membership.New(n.cluster, cfg.NodeID, logger)
 	if err != nil {
 		return nil, fmt.Errorf("member table: %w", err)

@@ -61,6 +61,9 @@ type Config struct {
 	// TimeoutScale multiplies every Raft timer. 1 (the default when 0) is
 	// tuned for a LAN: a leader's death is noticed in 0.5–1 s.
 	TimeoutScale float64
+	// WaitBudget bounds a request's waits on the cluster (Bounded); 0 is
+	// DefaultWaitBudget(TimeoutScale).
+	WaitBudget time.Duration
 	// SnapshotThreshold and TrailingLogs override hashicorp/raft's
 	// defaults when non-zero.
 	SnapshotThreshold uint64
@@ -104,6 +107,7 @@ type Cluster struct {
 	leaderFns []func(ctx context.Context, term uint64)
 	changeFns []func(leaderID string)
 	applyFn   func(typ string, took time.Duration) // see OnApply
+	quorum    quorumWatch                          // bounded waits (quorum.go)
 
 	mu        sync.Mutex
 	started   bool
@@ -483,11 +487,8 @@ type Result struct {
 	Data  []byte // what the state machine returned
 }
 
-// Apply proposes a command of type typ and waits until it is committed and
-// applied on this node (read-your-writes on the serving node). A follower
-// forwards the command to the leader over the cluster port. An error of the
-// state machine comes back as *ApplyError.
-func (c *Cluster) Apply(ctx context.Context, typ string, payload []byte) (Result, error) {
+// apply is Apply without the wait budget (quorum.go).
+func (c *Cluster) apply(ctx context.Context, typ string, payload []byte) (Result, error) {
 	r, err := c.running()
 	if err != nil {
 		return Result{}, err

@@ -21,6 +21,13 @@
 //     leadership handed over on graceful Close; crash-like Abort for tests.
 //   - A fault seam (Faults) that cuts links between nodes for partition
 //     tests.
+//   - Knowing when this node is cut off from its quorum (QuorumContact,
+//     CutOff) and bounding a request's waits on the cluster by one budget
+//     (Bounded, Within; Apply and ReadIndex honour it): a cut-off node
+//     answers at once with a *QuorumError (ErrNoQuorum) instead of waiting
+//     for a leader. Other listeners (Redis, memcached, the files mount)
+//     call CutOff, or Bounded once per command, and answer such errors
+//     with their protocol's retryable error; see DESIGN.md.
 //
 // It does not own what the commands mean (sessions, files, jobs, members
 // do), nor the public HTTP front (node and proxy do). See DESIGN.md.

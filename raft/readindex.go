@@ -19,14 +19,8 @@ func (c *Cluster) ReadLease() time.Duration {
 	return lease
 }
 
-// ReadIndex makes a linearizable read possible on this node: it asks the
-// leader for the index of the last command the leader applied (every
-// acknowledged write was applied on the leader before it was acknowledged),
-// after the leader confirmed with a quorum that it still leads, and waits
-// until this node applied that index. It fails with ErrNoLeader when no
-// leader can be reached before ctx ends, and at once with ErrLogUnwritable
-// when this node cannot write its log (it could not catch up).
-func (c *Cluster) ReadIndex(ctx context.Context) error {
+// readIndex is ReadIndex without the wait budget (quorum.go).
+func (c *Cluster) readIndex(ctx context.Context) error {
 	if _, err := c.running(); err != nil {
 		return err
 	}

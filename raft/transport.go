@@ -56,6 +56,12 @@ type Transport struct {
 	conns  map[*authConn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+
+	// heard is when a byte last arrived from each peer (node id →
+	// *atomic.Int64 of Unix nanoseconds), on any channel: what QuorumContact
+	// counts while no leader is known (quorum.go).
+	heard   sync.Map
+	started time.Time
 }
 
 // TransportConfig configures a Transport.
@@ -95,13 +101,14 @@ func Listen(addr string, cfg TransportConfig) (*Transport, error) {
 		}
 	}
 	t := &Transport{
-		nodeID: cfg.NodeID,
-		key:    cfg.Key,
-		accept: append([][]byte{cfg.Key}, cfg.AcceptKeys...),
-		log:    cfg.Logger,
-		faults: cfg.Faults,
-		ln:     ln,
-		conns:  make(map[*authConn]struct{}),
+		nodeID:  cfg.NodeID,
+		key:     cfg.Key,
+		accept:  append([][]byte{cfg.Key}, cfg.AcceptKeys...),
+		log:     cfg.Logger,
+		faults:  cfg.Faults,
+		ln:      ln,
+		conns:   make(map[*authConn]struct{}),
+		started: time.Now(),
 	}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
@@ -256,7 +263,7 @@ func (t *Transport) track(c net.Conn, peer string, ch byte) (*authConn, error) {
 	if t.faults != nil && t.faults.blocked(t.nodeID, peer) {
 		return nil, errBlocked
 	}
-	ac := &authConn{Conn: c, peer: peer, ch: ch, t: t, closed: make(chan struct{})}
+	ac := &authConn{Conn: c, peer: peer, ch: ch, t: t, closed: make(chan struct{}), heard: t.peerHeard(peer)}
 	t.conns[ac] = struct{}{}
 	return ac, nil
 }
@@ -324,6 +331,7 @@ type authConn struct {
 	// read or write stalled by the fault seam times out as the socket's
 	// own would.
 	readBy, writeBy atomic.Int64
+	heard           *atomic.Int64 // the transport's last-heard time of peer
 }
 
 // Read passes through the fault seam when there is one.
@@ -333,7 +341,34 @@ func (c *authConn) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.heard.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// peerHeard returns the last-heard clock of peer, created on first use.
+func (t *Transport) peerHeard(peer string) *atomic.Int64 {
+	if v, ok := t.heard.Load(peer); ok {
+		return v.(*atomic.Int64)
+	}
+	v, _ := t.heard.LoadOrStore(peer, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
+// lastHeard is when a byte last came from peer over an authenticated
+// connection (zero when never).
+func (t *Transport) lastHeard(peer string) time.Time {
+	v, ok := t.heard.Load(peer)
+	if !ok {
+		return time.Time{}
+	}
+	ns := v.(*atomic.Int64).Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // Write passes through the fault seam when there is one.

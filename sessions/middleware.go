@@ -10,6 +10,7 @@ import (
 	"net/http"
 
 	"github.com/cohortserver/cohort/httpapi"
+	"github.com/cohortserver/cohort/raft"
 )
 
 // Middleware loads the request's session from its cookie and commits the
@@ -41,6 +42,12 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 		defer rs.release()
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
+			if qe := (*raft.QuorumError)(nil); errors.As(err, &qe) {
+				// The request was not served; what the load waited for
+				// (a claim) is not the request's write.
+				httpapi.WriteError(w, http.StatusServiceUnavailable, qe.Error())
+				return
+			}
 			writeError(w, err)
 			return
 		}
@@ -230,5 +237,16 @@ func StatusFor(err error) int {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	httpapi.WriteError(w, StatusFor(err), err.Error())
+	if msg, ok := raft.RefusalMessage(err); ok {
+		// This node cannot reach a quorum: answered at once, retryable
+		// elsewhere; an unknown outcome is said.
+		w.Header().Set("Retry-After", raft.RetryAfter)
+		httpapi.WriteError(w, http.StatusServiceUnavailable, msg)
+		return
+	}
+	code := StatusFor(err)
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", raft.RetryAfter)
+	}
+	httpapi.WriteError(w, code, err.Error())
 }

@@ -118,7 +118,10 @@ func runCounterSchedule(t *testing.T, c *testcluster.Cluster, cookieName string,
 	rng, ck, now := startSchedule(t, c, cookieName, seed)
 	var h linHistory
 	record := h.record
-	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	// The clients run until strikeDuring stops them; each waits longer than
+	// the wait budget, so that a node holding a request past it is seen.
+	timeout := c.Nodes()[0].Node().Cluster().WaitBudget() + 3*time.Second
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	keys := []string{"x", "y"}
 	var wg sync.WaitGroup
@@ -143,12 +146,13 @@ func runCounterSchedule(t *testing.T, c *testcluster.Cluster, cookieName string,
 				default:
 					in.kind, method, path = "get", http.MethodGet, "/lin/geti?k="+in.key
 				}
-				rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+				rctx, rcancel := context.WithTimeout(context.Background(), timeout)
 				call := now()
 				body, served, err := linDoServed(rctx, nd, method, path, ck)
 				ret := now()
 				rcancel()
 				meta := "via " + nd.ID + " served by " + served
+				h.latency(opLatency{via: nd.ID, call: call, ret: ret, what: fmt.Sprintf("%s %v", meta, err)})
 				var out ctrOutput
 				if err == nil {
 					switch in.kind {
@@ -175,7 +179,7 @@ func runCounterSchedule(t *testing.T, c *testcluster.Cluster, cookieName string,
 			}
 		}()
 	}
-	what, leader := strikeDuring(t, c, rng, &wg)
+	what, leader := strikeDuring(t, c, rng, &h, now, cancel, &wg)
 	for _, nd := range c.Nodes() {
 		for _, k := range keys {
 			call := now()

@@ -185,7 +185,7 @@ func runLinSchedules(t *testing.T, def, long int, run func(*testing.T, *testclus
 	if v, err := strconv.ParseUint(os.Getenv("COHORT_LIN_SEED"), 10, 64); err == nil {
 		base, schedules = v, 1
 	}
-	c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk), testcluster.WithNodeSetup(mountLinHandlers))
+	c := testcluster.New(t, 3, testcluster.WithDiskLimit(testcluster.NemesisDisk), testcluster.WithNodeSetup(mountLinHandlers), shortBudget)
 	c.WaitLeader(t)
 	cookieName := c.Nodes()[0].Node().Config().SessionCookie
 	violations, undecided := 0, 0
@@ -207,7 +207,17 @@ func runLinSchedules(t *testing.T, def, long int, run func(*testing.T, *testclus
 type linHistory struct {
 	mu      sync.Mutex
 	ops     []porcupine.Operation
-	unknown []int // indexes of writes without a known outcome
+	unknown []int       // indexes of writes without a known outcome
+	lats    []opLatency // every request's latency, by the node it went through
+}
+
+// latency records how long one request through a node took, answered or
+// not: the nemesis' partition and pause faults must leave the cut-off side
+// answering within the wait budget (cutOffTooSlow).
+func (h *linHistory) latency(l opLatency) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lats = append(h.lats, l)
 }
 
 // record adds op; open marks a write whose outcome is unknown (it may
@@ -244,22 +254,47 @@ func startSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed
 }
 
 // strikeDuring lets the nemesis strike once in the middle of the clients'
-// run, waits for them, heals and returns the fault and the leader after.
-func strikeDuring(t *testing.T, c *testcluster.Cluster, rng *rand.Rand, clients *sync.WaitGroup) (string, *testcluster.Node) {
+// run, stops them (after 2.5 s at least), checks that the side the fault
+// cut off answered within the wait budget, heals and returns the fault
+// and the leader after. A third of the partition and pause faults last
+// longer than the budget, so that a cut-off node holding requests until
+// the heal fails the latency check.
+func strikeDuring(t *testing.T, c *testcluster.Cluster, rng *rand.Rand, h *linHistory, now func() int64, stop context.CancelFunc, clients *sync.WaitGroup) (string, *testcluster.Node) {
+	budget := c.Nodes()[0].Node().Cluster().WaitBudget()
+	_, election, _ := raft.Timing(c.Nodes()[0].Node().Config().RaftTimeoutScale)
 	<-time.After(time.Duration(300+rng.IntN(500)) * time.Millisecond) // when the fault starts
+	struck := now()
 	what, undo := c.Strike(rng)
-	<-time.After(time.Duration(500+rng.IntN(700)) * time.Millisecond) // how long it lasts
+	hold := time.Duration(500+rng.IntN(700)) * time.Millisecond // how long it lasts
+	if cutOffVictim(what) != "" && rng.IntN(3) == 0 {
+		hold = budget + election + 500*time.Millisecond
+	}
+	<-time.After(hold)
 	undo()
+	undone := now()
+	if rest := 2500*time.Millisecond - time.Duration(now()); rest > 0 {
+		<-time.After(rest) // the clients run 2.5 s at least
+	}
+	stop()
 	clients.Wait()
+	h.mu.Lock()
+	slow := cutOffTooSlow(h.lats, cutOffVictim(what), struck, undone, budget+election)
+	h.mu.Unlock()
+	for _, s := range slow {
+		t.Errorf("nemesis %q: %s", what, s)
+	}
 	c.Heal()
-	return what, c.WaitLeader(t)
+	return fmt.Sprintf("%s for %s", what, hold.Round(time.Millisecond)), c.WaitLeader(t)
 }
 
 func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed uint64) porcupine.CheckResult {
 	rng, ck, now := startSchedule(t, c, cookieName, seed)
 	var h linHistory
 	record := h.record
-	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	// The clients run until strikeDuring stops them; each waits longer than
+	// the wait budget, so that a node holding a request past it is seen.
+	timeout := c.Nodes()[0].Node().Cluster().WaitBudget() + 3*time.Second
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	keys := []string{"a", "b"}
 	var wg sync.WaitGroup
@@ -272,7 +307,7 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 				nodes := c.Nodes()
 				nd := nodes[crng.IntN(len(nodes))]
 				in := linInput{key: keys[crng.IntN(len(keys))], put: crng.IntN(2) == 0}
-				rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+				rctx, rcancel := context.WithTimeout(context.Background(), timeout)
 				call := now()
 				var out, served string
 				var err error
@@ -285,6 +320,7 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 				meta := "via " + nd.ID + " served by " + served
 				ret := now()
 				rcancel()
+				h.latency(opLatency{via: nd.ID, call: call, ret: ret, what: fmt.Sprintf("%s %v", meta, err)})
 				switch {
 				case err == nil:
 					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: linOutput{value: out}, Return: ret, Metadata: meta}, false)
@@ -301,7 +337,7 @@ func runSchedule(t *testing.T, c *testcluster.Cluster, cookieName string, seed u
 			}
 		}()
 	}
-	what, leader := strikeDuring(t, c, rng, &wg)
+	what, leader := strikeDuring(t, c, rng, &h, now, cancel, &wg)
 
 	// Final reads through every node: acknowledged writes must be there.
 	for _, nd := range c.Nodes() {
@@ -392,4 +428,41 @@ func refusedBeforeCommit(err error) bool {
 	m := err.Error()
 	return strings.Contains(m, "read session: ") ||
 		strings.Contains(m, "apply sessions.commit: "+raft.ErrLogUnwritable.Error())
+}
+// opLatency is one operation of a schedule: the node it entered, when it
+// was called and returned (nanoseconds since the schedule began).
+type opLatency struct {
+	via       string
+	call, ret int64
+	what      string
+}
+
+// cutOffVictim names the node a partition or pause fault cut off ("" for
+// the other faults): "isolate leader n1", "pause leader n1", "isolate n2".
+func cutOffVictim(what string) string {
+	if !strings.HasPrefix(what, "isolate ") && !strings.HasPrefix(what, "pause leader ") {
+		return ""
+	}
+	f := strings.Fields(what)
+	return f[len(f)-1]
+}
+
+// cutOffTooSlow lists the operations through victim that ran while it was
+// cut off (between struck and undone) and took longer than limit (the wait
+// budget, plus one election timeout for scheduling): a node cut off from
+// its quorum must answer, not hold requests until the client gives up.
+func cutOffTooSlow(ops []opLatency, victim string, struck, undone int64, limit time.Duration) []string {
+	if victim == "" {
+		return nil
+	}
+	var out []string
+	for _, op := range ops {
+		if op.via != victim || op.call >= undone || op.ret <= struck {
+			continue
+		}
+		if took := time.Duration(op.ret - op.call); took > limit {
+			out = append(out, fmt.Sprintf("an operation through cut-off %s took %s, longer than the wait budget (%s with slack): %s", victim, took.Round(time.Millisecond), limit, op.what))
+		}
+	}
+	return out
 }

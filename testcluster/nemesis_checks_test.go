@@ -3,6 +3,7 @@ package testcluster_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cohortserver/cohort/jobs"
 )
@@ -119,4 +120,30 @@ func checkFound(t *testing.T, bad []string, want string) {
 		}
 	}
 	t.Errorf("no violation containing %q; got:\n  %s", want, strings.Join(bad, "\n  "))
+}
+
+func TestCutOffLatencyCheckCatchesSlowOperations(t *testing.T) {
+	ms := int64(time.Millisecond)
+	ops := []opLatency{
+		{via: "n1", call: 100 * ms, ret: 150 * ms},   // before the fault
+		{via: "n1", call: 1100 * ms, ret: 1200 * ms}, // through the victim, quick
+		{via: "n2", call: 1100 * ms, ret: 9000 * ms}, // the majority side is not checked
+		{via: "n1", call: 5000 * ms, ret: 9000 * ms}, // after the heal
+	}
+	slow := append(ops[:4:4], opLatency{via: "n1", call: 900 * ms, ret: 7000 * ms, what: "held"}) // began before, held past the budget
+	tests := []struct {
+		name, what string
+		ops        []opLatency
+		want       string
+	}{
+		{"clean", "isolate leader n1", ops, ""},
+		{"held past the budget", "isolate leader n1", slow, "longer than the wait budget"},
+		{"paused", "pause leader n1", slow, "cut-off n1 took 6.1s"},
+		{"not a cut-off fault", "kill n1", slow, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFound(t, cutOffTooSlow(tt.ops, cutOffVictim(tt.what), 1000*ms, 4000*ms, 3*time.Second), tt.want)
+		})
+	}
 }

@@ -161,6 +161,12 @@ func (c *Cluster) newNode(id string) *Node {
 	cfg.JoinTimeout = 30 * time.Second
 	cfg.Logger = c.logger
 	cfg.RaftTimeoutScale = testTimeoutScale()
+	// A request's waits on the cluster end after 10 s (the commit timeout
+	// of the sessions) whatever the scale: a 2-core machine running -race
+	// tests of several packages at once stalled 48 concurrent commits of
+	// one session past 4 s. Tests of the cut-off behaviour set a shorter
+	// budget with WithConfig.
+	cfg.ClusterWaitBudget = 10 * time.Second
 	nd.cfg = cfg
 	c.mountDisk(nd)
 	c.mu.Lock()
