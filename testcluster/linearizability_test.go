@@ -429,6 +429,7 @@ func refusedBeforeCommit(err error) bool {
 	return strings.Contains(m, "read session: ") ||
 		strings.Contains(m, "apply sessions.commit: "+raft.ErrLogUnwritable.Error())
 }
+
 // opLatency is one operation of a schedule: the node it entered, when it
 // was called and returned (nanoseconds since the schedule began).
 type opLatency struct {
