@@ -60,6 +60,9 @@ type putCmd struct {
 	// (see InlineMax); each node writes its blob when it applies.
 	Data   []byte `json:"data,omitempty"`
 	Inline bool   `json:"inline,omitempty"` // Data holds the content (even when empty)
+	// MTime, when set, is the file's modification time chosen by the
+	// writer (utimens through the mount); otherwise the commit time.
+	MTime *time.Time `json:"set_mtime,omitempty"`
 }
 
 type deleteCmd struct {
@@ -167,6 +170,9 @@ func (s *state) put(e raft.Entry, c putCmd) ([]Info, error) {
 	in := &Info{
 		Path: c.Path, Size: c.Size, SHA256: c.SHA256, Mode: fs.FileMode(c.Mode).Perm(),
 		ModTime: e.Time, Version: e.Index, Writer: e.Origin, Holders: c.Holders,
+	}
+	if c.MTime != nil {
+		in.ModTime = *c.MTime
 	}
 	s.set(in)
 	if c.Inline && s.inline != nil {

@@ -110,6 +110,9 @@ type WriteOptions struct {
 	// file over the limits before reading it.
 	Size      int64
 	SizeKnown bool
+	// ModTime, when not zero, is recorded as the file's modification time
+	// instead of the commit time (utimens through the mount).
+	ModTime time.Time
 }
 
 // Version returns a pointer to v, for WriteOptions.IfVersion.
@@ -282,6 +285,9 @@ func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *Writ
 		mode = 0o644
 	}
 	cmd := putCmd{Path: p, Mode: uint32(mode), IfVersion: o.IfVersion, MaxBytes: s.cfg.MaxBytes}
+	if !o.ModTime.IsZero() {
+		cmd.MTime = &o.ModTime
+	}
 	// A small file travels in the Raft log itself: one replicated,
 	// batched fsync instead of a blob push and several fsyncs per copy.
 	head := make([]byte, 0, min(InlineMax+1, max(o.Size+1, 512)))

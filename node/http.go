@@ -16,6 +16,7 @@ import (
 
 	"github.com/cohortserver/cohort/buildinfo"
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/files/mount"
 	"github.com/cohortserver/cohort/httpapi"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/raft"
@@ -192,6 +193,8 @@ type Status struct {
 	Version       string         `json:"version"`
 	UptimeSeconds int64          `json:"uptime_seconds"`
 	Members       []MemberStatus `json:"members"`
+	// FilesMount is the state of --files-mount, when set.
+	FilesMount *mount.Status `json:"files_mount,omitempty"`
 }
 
 // Status returns this node's view of the cluster.
@@ -206,6 +209,10 @@ func (n *Node) Status(ctx context.Context) Status {
 		st.LastContactMS = time.Since(in.LastContact).Milliseconds()
 	}
 	st.Ready, st.ReadyReason = n.Ready(ctx)
+	if n.filesMount != nil {
+		ms := n.filesMount.Status()
+		st.FilesMount = &ms
+	}
 	servers, _ := n.cluster.Servers()
 	for _, s := range servers {
 		m, _ := n.members.Get(s.ID)
