@@ -28,13 +28,16 @@ func mountDir(cfg *config.Config) string { return cfg.DataDir + ".mnt" }
 
 // mountedCluster starts n nodes, each mounting the tree, and waits until
 // every mount is there.
-func mountedCluster(t *testing.T, n int, opts ...testcluster.Option) (*testcluster.Cluster, map[string]string) {
+func mountedCluster(t *testing.T, n int, tweak func(*config.Config), opts ...testcluster.Option) (*testcluster.Cluster, map[string]string) {
 	t.Helper()
 	needFUSE(t)
 	dirs := map[string]string{}
-	opts = append([]testcluster.Option{testcluster.WithConfig(func(cfg *config.Config) {
+	opts = append(opts, testcluster.WithConfig(func(cfg *config.Config) {
 		cfg.Files.Mount = mountDir(cfg)
-	})}, opts...)
+		if tweak != nil {
+			tweak(cfg)
+		}
+	}))
 	c := testcluster.New(t, n, opts...)
 	for _, nd := range c.Nodes() {
 		dirs[nd.ID] = filepath.Join(c.Dir(), nd.ID+".mnt")
