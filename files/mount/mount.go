@@ -119,7 +119,7 @@ func (m *Mount) Prepare() error {
 	if err := Available(); err != nil {
 		return err
 	}
-	if err := clearStale(m.cfg.Dir, m.log); err != nil {
+	if err := ClearStale(m.cfg.Dir, m.log); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(m.cfg.Dir, 0o755); err != nil {
@@ -268,10 +268,10 @@ func (m *Mount) Close() error {
 	return err
 }
 
-// clearStale detaches a cohort FUSE mount left at dir by a process that
+// ClearStale detaches a cohort FUSE mount left at dir by a process that
 // was killed (its mount point answers ENOTCONN). Another file system
-// mounted there is an error.
-func clearStale(dir string, log *slog.Logger) error {
+// mounted there is an error (ErrBusy).
+func ClearStale(dir string, log *slog.Logger) error {
 	fstype, ok, err := mountedAt(dir)
 	if err != nil || !ok {
 		return err

@@ -33,6 +33,12 @@ func setupCluster(t *testing.T) (*testcluster.Cluster, map[string]string) {
 func TestMount(t *testing.T) {
 	c, dirs := setupCluster(t)
 	a, b, cc := dirs["n1"], dirs["n2"], dirs["n3"]
+	c.WaitReady(t)
+	for _, nd := range c.Nodes() {
+		if st := nd.Status(t); st.FilesMount == nil || !st.FilesMount.Mounted || st.FilesMount.Dir != dirs[nd.ID] || !st.Ready {
+			t.Fatalf("%s status: ready %v, files_mount %+v; want mounted at %s", nd.ID, st.Ready, st.FilesMount, dirs[nd.ID])
+		}
+	}
 
 	t.Run("close-to-open across nodes", func(t *testing.T) {
 		big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB, a pushed blob
