@@ -113,6 +113,11 @@ type WriteOptions struct {
 	// ModTime, when not zero, is recorded as the file's modification time
 	// instead of the commit time (utimens through the mount).
 	ModTime time.Time
+	// NoBarrier skips the read barrier before a conditional write: the
+	// precheck then uses this node's applied state, which may refuse a
+	// valid write with ErrVersionMismatch; for callers that catch up and
+	// retry on it (the mount), saving a round trip to the leader.
+	NoBarrier bool
 }
 
 // Version returns a pointer to v, for WriteOptions.IfVersion.
@@ -267,7 +272,7 @@ func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *Writ
 	if err != nil {
 		return Info{}, err
 	}
-	if o.IfVersion != nil || s.cfg.MaxBytes > 0 {
+	if (o.IfVersion != nil || s.cfg.MaxBytes > 0) && !o.NoBarrier {
 		s.barrier(ctx) // a stale local view must not refuse a valid write
 	}
 	if err := s.precheck(p, o); err != nil {

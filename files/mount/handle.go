@@ -58,6 +58,17 @@ func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 	return 0
 }
 
+// sharedReader reads a file created on this node and not closed yet
+// through its writer's temp file.
+type sharedReader struct{ w *writeHandle }
+
+var _ gofs.FileReader = (*sharedReader)(nil)
+
+// Read implements fs.FileReader.
+func (r *sharedReader) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return r.w.Read(ctx, dest, off)
+}
+
 // writeHandle is a file open for writing: its content lives in a private
 // temp file (already unlinked, so a crash leaves nothing behind) and is
 // committed as a new version at close and fsync.
@@ -161,6 +172,9 @@ func (w *writeHandle) drop() {
 func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.tmp == nil {
+		return fuse.ReadResultData(nil), 0 // its writer closed
+	}
 	n, err := w.tmp.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, toErrno(err)
@@ -247,7 +261,7 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 		if live {
 			want = cur.Version
 		}
-		info, err := m.store.Create(ctx, p, io.NewSectionReader(w.tmp, 0, size), &files.WriteOptions{
+		info, err := m.put(ctx, p, func() io.Reader { return io.NewSectionReader(w.tmp, 0, size) }, files.WriteOptions{
 			IfVersion: &want, Mode: w.mode, Size: size, SizeKnown: true, ModTime: w.mtime,
 		})
 		if errors.Is(err, files.ErrVersionMismatch) && attempt < 5 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"path"
 	"strings"
@@ -39,6 +40,9 @@ type fileNode struct {
 	mu      sync.Mutex
 	info    files.Info // the last committed version seen
 	writers map[*writeHandle]struct{}
+	// pending is a file created here (without O_EXCL) whose first version
+	// is not committed yet: it exists on this node only, until a close.
+	pending bool
 }
 
 var (
@@ -115,6 +119,21 @@ func (m *Mount) commitCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), m.cfg.CommitTimeout)
 }
 
+// put stores r() at p: first without the leader round trip before the
+// conditional check (this node's applied state is usually current), and
+// once more after catching up when that state refused it.
+func (m *Mount) put(ctx context.Context, p string, r func() io.Reader, o files.WriteOptions) (files.Info, error) {
+	o.NoBarrier = true
+	info, err := m.store.Create(ctx, p, r(), &o)
+	if errors.Is(err, files.ErrVersionMismatch) || errors.Is(err, files.ErrQuotaExceeded) {
+		o.NoBarrier = false
+		info, err = m.store.Create(ctx, p, r(), &o)
+	}
+	return info, err
+}
+
+func empty() io.Reader { return bytes.NewReader(nil) }
+
 // errno maps the store's errors to what a program understands.
 func (m *Mount) errno(op, p string, err error) syscall.Errno {
 	var e syscall.Errno
@@ -180,6 +199,12 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if errno != 0 {
 		return nil, syscall.ENOENT
 	}
+	if ch := d.GetChild(name); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.isPending() {
+			fn.attr(&out.Attr)
+			return ch, 0
+		}
+	}
 	for attempt := 0; attempt < 2; attempt++ {
 		if in, ok := d.m.store.Local(p); ok && !in.Deleted {
 			return d.fileChild(ctx, name, in, &out.Attr), 0
@@ -234,12 +259,21 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	for _, name := range dirs {
 		list = append(list, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR})
 	}
+	for name, ch := range d.Children() {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.isPending() {
+			if in, ok := d.m.store.Local(join(dir, name)); !ok || in.Deleted {
+				list = append(list, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG})
+			}
+		}
+	}
 	return gofs.NewListDirStream(list), 0
 }
 
-// Create makes an empty file, committed at once so the name exists on
-// every node; with O_EXCL the commit is conditional on the name being
-// free cluster-wide. The content written follows at close.
+// Create makes a file. With O_EXCL an empty file is committed at once,
+// conditional on the name being free cluster-wide. Without it the new
+// file exists on this node only until its first close commits it (the
+// kernel holds the directory locked during a create, so a commit there
+// would serialize every create in the directory).
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	p, errno := d.childPath(name)
 	if errno != 0 {
@@ -251,25 +285,35 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	cctx, cancel := d.m.commitCtx()
 	defer cancel()
 	perm := fs.FileMode(mode).Perm()
-	info, err := d.m.store.Create(cctx, p, bytes.NewReader(nil), &files.WriteOptions{IfVersion: files.Version(0), Mode: perm, SizeKnown: true})
-	existed := false
-	if errors.Is(err, files.ErrVersionMismatch) && flags&syscall.O_EXCL == 0 {
-		// Created elsewhere meanwhile: open that file as it is.
-		info, err = d.m.store.Stat(cctx, p)
-		existed = true
+	cur, _ := d.m.store.Local(p)
+	fn := &fileNode{m: d.m}
+	var w *writeHandle
+	switch {
+	case flags&syscall.O_EXCL != 0:
+		info, err := d.m.put(cctx, p, empty, files.WriteOptions{IfVersion: files.Version(0), Mode: perm, SizeKnown: true})
+		if err != nil {
+			return nil, nil, 0, d.m.errno("create", p, err)
+		}
+		fn.info = info
+		w, errno = fn.openWriter(cctx, p, info, true)
+	case !cur.Deleted && cur.Version != 0:
+		// It exists (created elsewhere since the kernel looked): open it.
+		fn.info = cur
+		w, errno = fn.openWriter(cctx, p, cur, flags&syscall.O_TRUNC != 0)
+	default:
+		fn.info = files.Info{Path: p, Mode: perm, ModTime: time.Now(), Version: cur.Version, Deleted: true}
+		fn.pending = true
+		w, errno = fn.openWriter(cctx, p, fn.info, true)
+		if w != nil {
+			w.dirty = true // even an empty new file is committed at close
+		}
 	}
-	if err != nil {
-		return nil, nil, 0, d.m.errno("create", p, err)
-	}
-	fn := &fileNode{m: d.m, info: info}
-	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
-	trunc := flags&syscall.O_TRUNC != 0
-	wh, errno := fn.openWriter(cctx, p, info, trunc || !existed)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
+	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
 	fn.attr(&out.Attr)
-	return ch, wh, 0, 0
+	return ch, w, 0, 0
 }
 
 // Mkdir records the directory with a marker file, conditional on the name
@@ -285,7 +329,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	}
 	cctx, cancel := d.m.commitCtx()
 	defer cancel()
-	_, err := d.m.store.Create(cctx, join(p, marker), bytes.NewReader(nil), &files.WriteOptions{IfVersion: files.Version(0), Mode: fs.FileMode(mode).Perm(), SizeKnown: true})
+	_, err := d.m.put(cctx, join(p, marker), empty, files.WriteOptions{IfVersion: files.Version(0), Mode: fs.FileMode(mode).Perm(), SizeKnown: true})
 	if err != nil {
 		if errors.Is(err, files.ErrConflict) {
 			return nil, syscall.EEXIST // a file has that name
@@ -336,13 +380,15 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	cctx, cancel := d.m.commitCtx()
 	defer cancel()
-	if _, err := d.m.store.Remove(cctx, p, nil); err != nil {
+	var fn *fileNode
+	if ch := d.GetChild(name); ch != nil {
+		fn, _ = ch.Operations().(*fileNode)
+	}
+	if _, err := d.m.store.Remove(cctx, p, nil); err != nil && !(errors.Is(err, files.ErrNotFound) && fn != nil && fn.isPending()) {
 		return d.m.errno("unlink", p, err)
 	}
-	if ch := d.GetChild(name); ch != nil {
-		if fn, ok := ch.Operations().(*fileNode); ok {
-			fn.unlinked()
-		}
+	if fn != nil {
+		fn.unlinked()
 	}
 	return 0
 }
@@ -371,6 +417,14 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	}
 	cctx, cancel := d.m.commitCtx()
 	defer cancel()
+	if ch := d.GetChild(name); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.isPending() {
+			// renamed before its first close: commit it so it can move
+			if errno := fn.commitWriters(cctx); errno != 0 {
+				return errno
+			}
+		}
+	}
 	if _, err := d.m.store.Rename(cctx, src, dst, nil); err != nil {
 		return d.m.errno("rename", dst, err)
 	}
@@ -419,7 +473,7 @@ func (d *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 				if setMode {
 					m = fs.FileMode(mode)
 				}
-				_, err = d.m.store.Create(cctx, mp, bytes.NewReader(nil), &files.WriteOptions{IfVersion: files.Version(0), Mode: m, SizeKnown: true, ModTime: mtime})
+				_, err = d.m.put(cctx, mp, empty, files.WriteOptions{IfVersion: files.Version(0), Mode: m, SizeKnown: true, ModTime: mtime})
 			}
 			if errors.Is(err, files.ErrVersionMismatch) && attempt < 3 {
 				d.m.store.Barrier(cctx)
@@ -482,23 +536,55 @@ func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint3
 func (fn *fileNode) observe(in files.Info) bool {
 	fn.mu.Lock()
 	changed := fn.info.Version != in.Version
-	fn.info = in
+	if !in.Deleted {
+		fn.info, fn.pending = in, false
+	}
 	fn.mu.Unlock()
 	return changed
 }
 
-// attr fills the attributes: a writer open on this node shows its size.
-func (fn *fileNode) attr(out *fuse.Attr) {
+// isPending reports a file created here that no close committed yet and
+// that a handle still holds open.
+func (fn *fileNode) isPending() bool {
 	fn.mu.Lock()
-	in := fn.info
+	defer fn.mu.Unlock()
+	return fn.pending && len(fn.writers) > 0
+}
+
+// commitWriters commits what the open writers hold (the first with
+// content wins; the others commit at their close as usual).
+func (fn *fileNode) commitWriters(ctx context.Context) syscall.Errno {
+	fn.mu.Lock()
+	ws := make([]*writeHandle, 0, len(fn.writers))
+	for h := range fn.writers {
+		ws = append(ws, h)
+	}
+	fn.mu.Unlock()
+	for _, w := range ws {
+		if errno := w.commit(ctx); errno != 0 {
+			return errno
+		}
+	}
+	return 0
+}
+
+// writer returns an open writer of the file, a dirty one if any.
+func (fn *fileNode) writer() *writeHandle {
+	fn.mu.Lock()
+	defer fn.mu.Unlock()
 	var w *writeHandle
 	for h := range fn.writers {
 		if w == nil || h.isDirty() {
 			w = h
 		}
 	}
-	fn.mu.Unlock()
-	fn.m.fileAttr(in, out)
+	return w
+}
+
+// attr fills the attributes: a writer open on this node shows its size.
+func (fn *fileNode) attr(out *fuse.Attr) {
+	w := fn.writer()
+	fn.m.fileAttr(fn.current(), out)
 	if w != nil {
 		w.attr(out)
 	}
@@ -626,6 +712,22 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	p, ok := fn.m.pathOf(&fn.Inode)
 	if !ok {
 		return nil, 0, syscall.ESTALE
+	}
+	if fn.isPending() {
+		// Created here and not closed yet: a reader on this node reads
+		// what the writer wrote so far; another writer starts empty.
+		if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+			if w := fn.writer(); w != nil {
+				return &sharedReader{w: w}, 0, 0
+			}
+		}
+		cctx, cancel := fn.m.commitCtx()
+		defer cancel()
+		w, errno := fn.openWriter(cctx, p, fn.current(), true)
+		if errno == 0 {
+			w.dirty = true
+		}
+		return w, 0, errno
 	}
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		f, err := fn.m.store.Open(ctx, p)

@@ -149,6 +149,18 @@ var posixCases = []posixCase{
 		out = append(out, errName(syscall.Rmdir(d)), errName(os.Remove(filepath.Join(d, "f"))), names(t, d))
 		return append(out, errName(syscall.Rmdir(d)), names(t, dir), names(t, other))
 	}},
+	{"open-for-writing-on-this-node", func(t *testing.T, dir, other string) []string {
+		p := filepath.Join(dir, "f")
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		must(t, err)
+		_, err = f.WriteString("abc")
+		must(t, err)
+		fi, err := os.Stat(p)
+		must(t, err)
+		out := []string{fmt.Sprint(fi.Size()), names(t, dir), content(p)}
+		must(t, f.Close())
+		return append(out, content(filepath.Join(other, "f")), names(t, other))
+	}},
 	{"sparse-and-append", func(t *testing.T, dir, other string) []string {
 		p := filepath.Join(dir, "f")
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
