@@ -109,6 +109,10 @@ func New(cfg Config) (*Mount, error) {
 // (tests of quorum loss).
 func (m *Mount) SetCommitTimeout(d time.Duration) { m.cfg.CommitTimeout = d }
 
+// SetCacheTimeout changes Config.CacheTimeout; call it before Start
+// (tests of the invalidation: with an hour, only it refreshes the kernel).
+func (m *Mount) SetCacheTimeout(d time.Duration) { m.cfg.CacheTimeout = d }
+
 // Dir is the mount point.
 func (m *Mount) Dir() string { return m.cfg.Dir }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -24,7 +25,12 @@ const quota = 24 << 20
 
 func setupCluster(t *testing.T) (*testcluster.Cluster, map[string]string) {
 	return mountedCluster(t, 3, func(cfg *config.Config) { cfg.Files.MaxBytes = quota },
-		testcluster.WithNodeSetup(func(n *node.Node) { n.FilesMount().SetCommitTimeout(8 * time.Second) }),
+		testcluster.WithNodeSetup(func(n *node.Node) {
+			n.FilesMount().SetCommitTimeout(8 * time.Second)
+			// Kernel caches that never expire: only the invalidation on
+			// apply (and at open) can refresh what a mount shows.
+			n.FilesMount().SetCacheTimeout(time.Hour)
+		}),
 	)
 }
 
@@ -63,6 +69,67 @@ func TestMount(t *testing.T) {
 			if old != nil {
 				old.Close()
 			}
+		}
+	})
+
+	t.Run("close-to-open with a lagging node", func(t *testing.T) {
+		leader := c.WaitLeader(t)
+		var lag, writer string
+		for _, nd := range c.Nodes() {
+			if nd.ID == leader.ID {
+				continue
+			}
+			if lag == "" {
+				lag = nd.ID
+			} else {
+				writer = nd.ID
+			}
+		}
+		// The lagging node hears of every commit 100 ms late: only the
+		// catch-up before lookup and open makes it see a close at once.
+		c.Delay(leader.ID, lag, 100*time.Millisecond)
+		defer c.Faults().MendAll()
+		for i := range 3 {
+			p := fmt.Sprintf("lag-%d.txt", i)
+			writeFile(t, filepath.Join(dirs[writer], p), []byte(p))
+			if got, err := os.ReadFile(filepath.Join(dirs[lag], p)); err != nil || string(got) != p {
+				t.Fatalf("lagging %s read %q, %v right after the close on %s", lag, got, err, writer)
+			}
+			writeFile(t, filepath.Join(dirs[writer], p), []byte(p+" v2"))
+			if got, err := os.ReadFile(filepath.Join(dirs[lag], p)); err != nil || string(got) != p+" v2" {
+				t.Fatalf("lagging %s read %q, %v right after the second close on %s", lag, got, err, writer)
+			}
+		}
+	})
+
+	t.Run("changes through other nodes and the Go API show without an open", func(t *testing.T) {
+		p := filepath.Join(cc, "watched.txt")
+		writeFile(t, filepath.Join(a, "watched.txt"), []byte("1"))
+		statSize := func(want int64) {
+			t.Helper()
+			testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+				fi, err := os.Stat(p)
+				if want < 0 {
+					return errors.Is(err, fs.ErrNotExist), fmt.Sprintf("stat on n3: %v %v", fi, err)
+				}
+				return err == nil && fi.Size() == want, fmt.Sprintf("stat on n3: %v %v", fi, err)
+			})
+		}
+		statSize(1)
+		if _, err := c.Node("n2").Node().Files().Create(t.Context(), "watched.txt", bytes.NewReader([]byte("1234")), nil); err != nil {
+			t.Fatal(err)
+		}
+		statSize(4)
+		if _, err := c.Node("n1").Node().Files().Remove(t.Context(), "watched.txt", nil); err != nil {
+			t.Fatal(err)
+		}
+		statSize(-1)
+		if _, err := c.Node("n2").Node().Files().Create(t.Context(), "watched.txt", bytes.NewReader([]byte("12345")), nil); err != nil {
+			t.Fatal(err)
+		}
+		statSize(5)
+		if ents, err := os.ReadDir(cc); err != nil || !slices.ContainsFunc(ents, func(e fs.DirEntry) bool { return e.Name() == "watched.txt" }) {
+			t.Fatalf("readdir on n3: %v %v", ents, err)
 		}
 	})
 

@@ -43,6 +43,8 @@ type fileNode struct {
 	// pending is a file created here (without O_EXCL) whose first version
 	// is not committed yet: it exists on this node only, until a close.
 	pending bool
+	// told is the version whose attributes the kernel was last given.
+	told uint64
 }
 
 var (
@@ -584,9 +586,24 @@ func (fn *fileNode) writer() *writeHandle {
 // attr fills the attributes: a writer open on this node shows its size.
 func (fn *fileNode) attr(out *fuse.Attr) {
 	w := fn.writer()
-	fn.m.fileAttr(fn.current(), out)
+	fn.mu.Lock()
+	in := fn.info
+	fn.told = in.Version
+	fn.mu.Unlock()
+	fn.m.fileAttr(in, out)
 	if w != nil {
 		w.attr(out)
+	}
+}
+
+// refreshKernel drops the kernel's cached attributes when they are not
+// those of version v (an open of v must not read with an older size).
+func (fn *fileNode) refreshKernel(v uint64) {
+	fn.mu.Lock()
+	stale := fn.told != v
+	fn.mu.Unlock()
+	if stale {
+		fn.NotifyContent(-1, 0)
 	}
 }
 
@@ -734,10 +751,8 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		if err != nil {
 			return nil, 0, fn.m.errno("open", p, err)
 		}
-		if fn.observe(f.Info()) {
-			// The kernel may hold the size of an older version.
-			fn.NotifyContent(-1, 0)
-		}
+		fn.observe(f.Info())
+		fn.refreshKernel(f.Info().Version)
 		return &readHandle{f: f}, 0, 0
 	}
 	cctx, cancel := fn.m.commitCtx()
@@ -746,9 +761,8 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if err != nil {
 		return nil, 0, fn.m.errno("open", p, err)
 	}
-	if fn.observe(cur) {
-		fn.NotifyContent(-1, 0)
-	}
+	fn.observe(cur)
+	fn.refreshKernel(cur.Version)
 	w, errno := fn.openWriter(cctx, p, cur, flags&syscall.O_TRUNC != 0)
 	if errno != 0 {
 		return nil, 0, errno
