@@ -281,6 +281,24 @@ func TestMount(t *testing.T) {
 		}
 	})
 
+	t.Run("a corrupt local copy is repaired before a read returns it", func(t *testing.T) {
+		content := bytes.Repeat([]byte("good bytes "), 10<<10)
+		writeFile(t, filepath.Join(a, "scrubbed.bin"), content)
+		sum := fmt.Sprintf("%x", sha256.Sum256(content))
+		blob := filepath.Join(c.Dir(), "n3", "files", "blobs", sum[:2], sum)
+		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+			_, err := os.Stat(blob)
+			return err == nil, fmt.Sprintf("n3's blob: %v", err)
+		})
+		f, err := os.OpenFile(blob, os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteAt([]byte("BAD"), 1000)
+		must(t, errors.Join(err, f.Close()))
+		if got := readFile(t, filepath.Join(cc, "scrubbed.bin")); !bytes.Equal(got, content) {
+			t.Fatalf("n3 read %d bytes that differ from what was written", len(got))
+		}
+	})
+
 	t.Run("errors a program understands", func(t *testing.T) {
 		expectErrno(t, "symlink", os.Symlink("x", filepath.Join(a, "link")), syscall.EPERM)
 		expectErrno(t, "hard link", os.Link(filepath.Join(a, "c2o.txt"), filepath.Join(a, "hard")), syscall.EPERM)

@@ -131,6 +131,18 @@ var posixCases = []posixCase{
 		must(t, err)
 		return append(out, fmt.Sprint(fi.ModTime().After(t0)), fi.Mode().String(), content(p))
 	}},
+	{"fchmod-before-write", func(t *testing.T, dir, other string) []string {
+		p := filepath.Join(dir, "f")
+		must(t, os.WriteFile(p, []byte("x"), 0o644))
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		must(t, f.Chmod(0o600))
+		_, err = f.WriteString("y")
+		must(t, err)
+		must(t, f.Close())
+		fi := fstat(t, filepath.Join(other, "f"))
+		return []string{fi.Mode().String(), content(filepath.Join(other, "f"))}
+	}},
 	{"readdir-after-changes-elsewhere", func(t *testing.T, dir, other string) []string {
 		out := []string{names(t, dir)}
 		must(t, os.WriteFile(filepath.Join(other, "x"), []byte("1"), 0o644))
