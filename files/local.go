@@ -18,6 +18,14 @@ import (
 // local view answers afterwards includes every acknowledged write.
 func (s *Store) Barrier(ctx context.Context) { s.barrier(ctx) }
 
+// CatchUp is Barrier bounded by limit instead of 2 s, and it says why it
+// could not confirm that this node is current (then the local view may
+// be stale). On a loaded node the 2 s of Barrier can pass before an apply
+// that is on its way.
+func (s *Store) CatchUp(ctx context.Context, limit time.Duration) error {
+	return s.catchUp(ctx, limit)
+}
+
 // Local returns this node's applied metadata of path (tombstones
 // included) without a read barrier. path must be clean (see CleanPath).
 func (s *Store) Local(path string) (Info, bool) { return s.state.get(path) }

@@ -2,6 +2,8 @@ package mount
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/cohortserver/cohort/files"
+	"github.com/cohortserver/cohort/raft"
 )
 
 // readHandle reads the version that was current at open, from the local
@@ -268,6 +271,17 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 			m.store.Barrier(ctx)
 			continue
 		}
+		if errors.Is(err, raft.ErrOutcomeUnknown) && attempt < 5 && ctx.Err() == nil {
+			// Leadership changed in flight: the put may have landed. Catch
+			// up; if the file holds exactly this content it did, else the
+			// compare-and-set makes a second try safe.
+			m.store.Barrier(ctx)
+			if in, ok := m.store.Local(p); ok && !in.Deleted && in.Size == size && in.SHA256 == sumOf(w.tmp, size) {
+				info, err = in, nil
+			} else {
+				continue
+			}
+		}
 		if err != nil {
 			return m.errno("close", p, err)
 		}
@@ -293,6 +307,15 @@ func (w *writeHandle) release() {
 		w.tmp = nil
 	}
 	w.mu.Unlock()
+}
+
+// sumOf returns the hex SHA-256 of the first size bytes of f ("" on error).
+func sumOf(f *os.File, size int64) string {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size)); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func toErrno(err error) syscall.Errno {

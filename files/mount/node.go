@@ -16,6 +16,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/cohortserver/cohort/files"
+	"github.com/cohortserver/cohort/raft"
 )
 
 // marker is the empty file that records a directory made with mkdir, so
@@ -136,6 +137,19 @@ func (m *Mount) put(ctx context.Context, p string, r func() io.Reader, o files.W
 
 func empty() io.Reader { return bytes.NewReader(nil) }
 
+// catchUpLimit bounds the catch-up with the leader before a lookup that
+// missed, a readdir or an open (longer than the store's 2 s default, which a
+// loaded node can overrun while the apply is on its way).
+const catchUpLimit = 5 * time.Second
+
+// catchUp makes this node's view current before answering a program
+// (close-to-open); when it cannot, the local state is served.
+func (m *Mount) catchUp(ctx context.Context) {
+	if err := m.store.CatchUp(ctx, catchUpLimit); err != nil {
+		m.log.Debug("files mount: serving the local state", "err", err)
+	}
+}
+
 // errno maps the store's errors to what a program understands.
 func (m *Mount) errno(op, p string, err error) syscall.Errno {
 	var e syscall.Errno
@@ -215,7 +229,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 			return d.dirChild(ctx, name, p, &out.Attr), 0
 		}
 		if attempt == 0 {
-			d.m.store.Barrier(ctx)
+			d.m.catchUp(ctx)
 		}
 	}
 	return nil, syscall.ENOENT
@@ -250,7 +264,7 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	d.m.store.Barrier(ctx)
+	d.m.catchUp(ctx)
 	fs, dirs := d.m.store.Children(dir)
 	list := make([]fuse.DirEntry, 0, len(fs)+len(dirs))
 	for _, in := range fs {
@@ -293,6 +307,14 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	switch {
 	case flags&syscall.O_EXCL != 0:
 		info, err := d.m.put(cctx, p, empty, files.WriteOptions{IfVersion: files.Version(0), Mode: perm, SizeKnown: true})
+		if errors.Is(err, raft.ErrOutcomeUnknown) {
+			// Did this node's create land? (Creates in one directory of
+			// one node are serialized by the kernel, so it was ours.)
+			d.m.store.Barrier(cctx)
+			if in, ok := d.m.store.Local(p); ok && !in.Deleted && in.Writer == d.m.store.Status().Node && in.Size == 0 {
+				info, err = in, nil
+			}
+		}
 		if err != nil {
 			return nil, nil, 0, d.m.errno("create", p, err)
 		}
@@ -325,7 +347,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	if errno != 0 {
 		return nil, errno
 	}
-	d.m.store.Barrier(ctx)
+	d.m.catchUp(ctx)
 	if in, ok := d.m.store.Local(p); (ok && !in.Deleted) || d.m.store.IsDir(p) {
 		return nil, syscall.EEXIST
 	}
@@ -347,7 +369,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return syscall.ENOENT
 	}
-	d.m.store.Barrier(ctx)
+	d.m.catchUp(ctx)
 	fs, dirs := d.m.store.Children(p)
 	var mk *files.Info
 	for i := range fs {
@@ -553,16 +575,21 @@ func (fn *fileNode) isPending() bool {
 	return fn.pending && len(fn.writers) > 0
 }
 
-// commitWriters commits what the open writers hold (the first with
-// content wins; the others commit at their close as usual).
-func (fn *fileNode) commitWriters(ctx context.Context) syscall.Errno {
+// allWriters returns the write handles open on the file.
+func (fn *fileNode) allWriters() []*writeHandle {
 	fn.mu.Lock()
+	defer fn.mu.Unlock()
 	ws := make([]*writeHandle, 0, len(fn.writers))
 	for h := range fn.writers {
 		ws = append(ws, h)
 	}
-	fn.mu.Unlock()
-	for _, w := range ws {
+	return ws
+}
+
+// commitWriters commits what the open writers hold (the first with
+// content wins; the others commit at their close as usual).
+func (fn *fileNode) commitWriters(ctx context.Context) syscall.Errno {
+	for _, w := range fn.allWriters() {
 		if errno := w.commit(ctx); errno != 0 {
 			return errno
 		}
@@ -608,13 +635,7 @@ func (fn *fileNode) refreshKernel(v uint64) {
 }
 
 func (fn *fileNode) unlinked() {
-	fn.mu.Lock()
-	ws := make([]*writeHandle, 0, len(fn.writers))
-	for h := range fn.writers {
-		ws = append(ws, h)
-	}
-	fn.mu.Unlock()
-	for _, h := range ws {
+	for _, h := range fn.allWriters() {
 		h.drop()
 	}
 }
@@ -651,14 +672,14 @@ func (fn *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Set
 		fn.attr(&out.Attr)
 		return 0 // unlinked: nothing to keep
 	}
+	// The handle the call came through (ftruncate), else a writer of
+	// this node with unclosed writes; a closed handle may still be
+	// registered until its release arrives, so it does not count.
 	w, _ := f.(*writeHandle)
 	if w == nil {
-		fn.mu.Lock()
-		for h := range fn.writers {
+		if h := fn.writer(); h != nil && h.isDirty() {
 			w = h
-			break
 		}
-		fn.mu.Unlock()
 	}
 	size, setSize := in.GetSize()
 	mode, setMode := in.GetMode()
@@ -688,10 +709,18 @@ func (fn *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Set
 		}
 	}
 	if setMode || setTime {
-		if w != nil && w.isDirty() {
-			w.setAttr(setMode, fs.FileMode(mode), setTime, mtime)
-		} else if errno := fn.setAttr(cctx, p, setMode, fs.FileMode(mode), mtime); errno != 0 {
-			return errno
+		// Every writer's next commit keeps the mode; an mtime set before
+		// a handle's first write is overtaken by the write, as locally.
+		dirty := false
+		for _, h := range fn.allWriters() {
+			d := h.isDirty()
+			h.setAttr(setMode, fs.FileMode(mode), setTime && d, mtime)
+			dirty = dirty || d
+		}
+		if !dirty {
+			if errno := fn.setAttr(cctx, p, setMode, fs.FileMode(mode), mtime); errno != 0 {
+				return errno
+			}
 		}
 	}
 	fn.attr(&out.Attr)
@@ -746,6 +775,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		}
 		return w, 0, errno
 	}
+	fn.m.catchUp(ctx)
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		f, err := fn.m.store.Open(ctx, p)
 		if err != nil {
