@@ -219,7 +219,9 @@ func (s *state) rename(e raft.Entry, c renameCmd) ([]Info, error) {
 		return nil, err
 	}
 	moved := *cur
-	moved.Path, moved.Version, moved.ModTime, moved.Writer = c.To, e.Index, e.Time, e.Origin
+	// A rename keeps the file's mtime, as rename(2) does (rsync and tar
+	// set it on a temp file before renaming it into place).
+	moved.Path, moved.Version, moved.Writer = c.To, e.Index, e.Origin
 	s.set(&moved)
 	return []Info{*old, moved}, nil
 }

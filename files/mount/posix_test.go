@@ -85,9 +85,12 @@ var posixCases = []posixCase{
 	{"rename-over", func(t *testing.T, dir, other string) []string {
 		must(t, os.WriteFile(filepath.Join(dir, "a"), []byte("A"), 0o644))
 		must(t, os.WriteFile(filepath.Join(dir, "b"), []byte("B"), 0o644))
+		t0 := time.Date(2021, 5, 6, 7, 8, 9, 0, time.UTC) // rename keeps the mtime (rsync sets it on its temp file)
+		must(t, os.Chtimes(filepath.Join(dir, "a"), t0, t0))
 		err := os.Rename(filepath.Join(dir, "a"), filepath.Join(dir, "b"))
 		_, serr := os.Stat(filepath.Join(dir, "a"))
-		return []string{errName(err), content(filepath.Join(dir, "b")), errName(serr), content(filepath.Join(other, "b")), names(t, other)}
+		return []string{errName(err), content(filepath.Join(dir, "b")), errName(serr), content(filepath.Join(other, "b")), names(t, other),
+			fstat(t, filepath.Join(other, "b")).ModTime().UTC().String()}
 	}},
 	{"unlink-open-file", func(t *testing.T, dir, other string) []string {
 		p := filepath.Join(dir, "f")
