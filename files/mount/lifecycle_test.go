@@ -46,6 +46,7 @@ func TestStaleMountIsClearedAtStart(t *testing.T) {
 	out, err := cmd.StdoutPipe()
 	must(t, err)
 	must(t, cmd.Start())
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) }) // if the test fails halfway
 	line, _ := bufio.NewReader(out).ReadString('\n')
 	if !strings.Contains(line, "mounted") {
 		cmd.Process.Kill()
