@@ -13,6 +13,8 @@ require (
 
 require github.com/anishathalye/porcupine v1.3.1
 
+require github.com/hanwen/go-fuse/v2 v2.12.1
+
 require (
 	codeberg.org/go-fonts/liberation v0.4.1 // indirect
 	codeberg.org/go-latex/latex v0.0.1 // indirect

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,9 @@ type FilesConfig struct {
 	ScrubInterval time.Duration
 	// ScrubRate bounds the scrubber's reads in bytes per second; 0 = no limit.
 	ScrubRate int64
+	// Mount, when set, is where the shared files are mounted (FUSE),
+	// readable and writable by any program.
+	Mount string
 
 	bad []error // sizes that did not parse, reported by validate
 }
@@ -42,6 +46,7 @@ func (d FilesConfig) flags(fs *pflag.FlagSet) {
 	fs.String("files-max-bytes", FormatBytes(d.MaxBytes), "total size of the shared files, e.g. 50GiB (0 = no limit)")
 	fs.String("files-max-file-bytes", FormatBytes(d.MaxFileBytes), "largest shared file, e.g. 2GiB (0 = no limit)")
 	fs.String("files-mirror-dir", d.MirrorDir, "keep a read-only copy of the shared files in this directory")
+	fs.String("files-mount", d.Mount, "mount the shared files at this directory (FUSE), readable and writable by any program")
 	fs.Duration("files-gc-grace", d.GCGrace, "how long unreferenced blobs and temp files stay before removal")
 	fs.Duration("files-scrub-interval", d.ScrubInterval, "pause between two background re-hashes of every blob (0 = off)")
 	fs.String("files-scrub-rate", FormatBytes(d.ScrubRate), "bytes per second the scrubber may read (0 = no limit)")
@@ -65,6 +70,7 @@ func (c *FilesConfig) load(v *viper.Viper) {
 	size("files-max-file-bytes", &c.MaxFileBytes)
 	size("files-scrub-rate", &c.ScrubRate)
 	c.MirrorDir = v.GetString("files-mirror-dir")
+	c.Mount = v.GetString("files-mount")
 	if v.IsSet("files-gc-grace") {
 		c.GCGrace = v.GetDuration("files-gc-grace")
 	}
@@ -92,6 +98,9 @@ func (c *FilesConfig) validate(add func(error)) {
 	}
 	if c.ScrubRate < 0 {
 		add(problem("files-scrub-rate", "%d must not be negative", c.ScrubRate))
+	}
+	if c.Mount != "" && c.MirrorDir != "" && filepath.Clean(c.Mount) == filepath.Clean(c.MirrorDir) {
+		add(problem("files-mount", "%s is also --files-mirror-dir; the mount needs a directory of its own", c.Mount))
 	}
 }
 

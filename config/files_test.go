@@ -65,3 +65,21 @@ func TestFilesFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestFilesMountFlag(t *testing.T) {
+	key := writeFile(t, "key", "0123456789abcdef0123")
+	base := []string{"--node-id", "n1", "--cluster-key-file", key, "--cluster-addr", "127.0.0.1:1"}
+	t.Setenv("COHORT_FILES_MOUNT", "/srv/env")
+	c, err := Load(false, base, io.Discard)
+	if err != nil || c.Files.Mount != "/srv/env" {
+		t.Fatalf("from the environment: %q, %v", c.Files.Mount, err)
+	}
+	c, err = Load(false, append(base, "--files-mount", "/srv/shared"), io.Discard)
+	if err != nil || c.Files.Mount != "/srv/shared" {
+		t.Fatalf("flag over env: %q, %v", c.Files.Mount, err)
+	}
+	_, err = Load(false, append(base, "--files-mount", "/srv/shared", "--files-mirror-dir", "/srv/shared/"), io.Discard)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--files-mount") {
+		t.Fatalf("mount = mirror dir: %v, want invalid naming --files-mount", err)
+	}
+}

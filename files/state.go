@@ -60,6 +60,9 @@ type putCmd struct {
 	// (see InlineMax); each node writes its blob when it applies.
 	Data   []byte `json:"data,omitempty"`
 	Inline bool   `json:"inline,omitempty"` // Data holds the content (even when empty)
+	// MTime, when set, is the file's modification time chosen by the
+	// writer (utimens through the mount); otherwise the commit time.
+	MTime *time.Time `json:"set_mtime,omitempty"`
 }
 
 type deleteCmd struct {
@@ -168,6 +171,9 @@ func (s *state) put(e raft.Entry, c putCmd) ([]Info, error) {
 		Path: c.Path, Size: c.Size, SHA256: c.SHA256, Mode: fs.FileMode(c.Mode).Perm(),
 		ModTime: e.Time, Version: e.Index, Writer: e.Origin, Holders: c.Holders,
 	}
+	if c.MTime != nil {
+		in.ModTime = *c.MTime
+	}
 	s.set(in)
 	if c.Inline && s.inline != nil {
 		s.inline.add(c.SHA256, c.Data)
@@ -213,7 +219,9 @@ func (s *state) rename(e raft.Entry, c renameCmd) ([]Info, error) {
 		return nil, err
 	}
 	moved := *cur
-	moved.Path, moved.Version, moved.ModTime, moved.Writer = c.To, e.Index, e.Time, e.Origin
+	// A rename keeps the file's mtime, as rename(2) does (rsync and tar
+	// set it on a temp file before renaming it into place).
+	moved.Path, moved.Version, moved.Writer = c.To, e.Index, e.Origin
 	s.set(&moved)
 	return []Info{*old, moved}, nil
 }

@@ -110,6 +110,14 @@ type WriteOptions struct {
 	// file over the limits before reading it.
 	Size      int64
 	SizeKnown bool
+	// ModTime, when not zero, is recorded as the file's modification time
+	// instead of the commit time (utimens through the mount).
+	ModTime time.Time
+	// NoBarrier skips the read barrier before a conditional write: the
+	// precheck then uses this node's applied state, which may refuse a
+	// valid write with ErrVersionMismatch; for callers that catch up and
+	// retry on it (the mount), saving a round trip to the leader.
+	NoBarrier bool
 }
 
 // Version returns a pointer to v, for WriteOptions.IfVersion.
@@ -264,7 +272,7 @@ func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *Writ
 	if err != nil {
 		return Info{}, err
 	}
-	if o.IfVersion != nil || s.cfg.MaxBytes > 0 {
+	if (o.IfVersion != nil || s.cfg.MaxBytes > 0) && !o.NoBarrier {
 		s.barrier(ctx) // a stale local view must not refuse a valid write
 	}
 	if err := s.precheck(p, o); err != nil {
@@ -282,6 +290,9 @@ func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *Writ
 		mode = 0o644
 	}
 	cmd := putCmd{Path: p, Mode: uint32(mode), IfVersion: o.IfVersion, MaxBytes: s.cfg.MaxBytes}
+	if !o.ModTime.IsZero() {
+		cmd.MTime = &o.ModTime
+	}
 	// A small file travels in the Raft log itself: one replicated,
 	// batched fsync instead of a blob push and several fsyncs per copy.
 	head := make([]byte, 0, min(InlineMax+1, max(o.Size+1, 512)))
@@ -536,36 +547,42 @@ func (s *Store) ReadFile(ctx context.Context, path string) ([]byte, error) {
 // barrier waits until this node applied the leader's commit index, so a
 // read sees every acknowledged write. Without a reachable leader it
 // returns at once and the read is served from the local state.
-func (s *Store) barrier(ctx context.Context) {
+func (s *Store) barrier(ctx context.Context) { _ = s.catchUp(ctx, 2*time.Second) }
+
+// catchUp is the barrier, bounded by limit; the error says why this node
+// could not confirm it is current (nil on the leader).
+func (s *Store) catchUp(ctx context.Context, limit time.Duration) error {
 	if s.cfg.Log.IsLeader() {
-		return
+		return nil
 	}
 	_, addr := s.cfg.Log.Leader()
 	client := s.cfg.Log.Client()
 	if addr == "" || client == nil {
-		return
+		return errors.New("no leader known")
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/_internal/files/commit", nil)
 	if err != nil {
-		return
+		return fmt.Errorf("read barrier: %w", err)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
 		s.log.Debug("read barrier: leader unreachable, reading local state", "err", err)
-		return
+		return fmt.Errorf("read barrier: leader unreachable: %w", err)
 	}
 	defer resp.Body.Close()
 	var ans struct {
 		Index uint64 `json:"index"`
 	}
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&ans) != nil {
-		return
+		return fmt.Errorf("read barrier: leader answered %s", resp.Status)
 	}
 	if err := s.cfg.Log.WaitApplied(ctx, ans.Index); err != nil {
 		s.log.Debug("read barrier: not caught up in time, reading local state", "err", err)
+		return fmt.Errorf("read barrier: not caught up in time: %w", err)
 	}
+	return nil
 }
 
 // peer is another node of the cluster.

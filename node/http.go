@@ -16,6 +16,7 @@ import (
 
 	"github.com/cohortserver/cohort/buildinfo"
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/files/mount"
 	"github.com/cohortserver/cohort/httpapi"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/raft"
@@ -196,6 +197,8 @@ type Status struct {
 	App           *AppStatus     `json:"app,omitempty"` // the app beside the node (--app-upstream)
 	// Singletons are the --singleton processes and whether they run here.
 	Singletons []SingletonStatus `json:"singletons,omitempty"`
+	// FilesMount is the state of --files-mount, when set.
+	FilesMount *mount.Status `json:"files_mount,omitempty"`
 }
 
 // Status returns this node's view of the cluster.
@@ -212,6 +215,10 @@ func (n *Node) Status(ctx context.Context) Status {
 	st.Ready, st.ReadyReason = n.Ready(ctx)
 	st.App = n.AppStatus()
 	st.Singletons = n.Singletons()
+	if n.filesMount != nil {
+		ms := n.filesMount.Status()
+		st.FilesMount = &ms
+	}
 	servers, _ := n.cluster.Servers()
 	for _, s := range servers {
 		m, _ := n.members.Get(s.ID)

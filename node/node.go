@@ -22,6 +22,7 @@ import (
 	"github.com/cohortserver/cohort/config"
 	"github.com/cohortserver/cohort/db"
 	"github.com/cohortserver/cohort/files"
+	"github.com/cohortserver/cohort/files/mount"
 	"github.com/cohortserver/cohort/jobs"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/metrics"
@@ -89,6 +90,7 @@ type Node struct {
 	syncStart   atomic.Int64      // start of the last successful read index (readguard.go)
 	readDemand  atomic.Int64      // when a session read last needed the sync (readguard.go)
 	files       *files.Store      // shared files (files.go)
+	filesMount  *mount.Mount      // --files-mount, nil when off (files.go)
 	jobs        *jobs.Runner      // master-only jobs (jobs.go)
 	bus         *broadcast.Bus    // cluster broadcast (jobs.go)
 	sessions    *sessions.Manager // replicated HTTP sessions (sessions.go)
@@ -159,7 +161,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	n.members = members
 	n.routes()
 	for _, setup := range []func() error{
-		n.setupSessions, n.setupFiles, n.setupUpstream, n.setupSingletons, n.setupJobs, n.setupAppEvents, n.setupApp, n.setupFront,
+		n.setupSessions, n.setupFiles, n.setupFilesMount, n.setupUpstream, n.setupSingletons, n.setupJobs, n.setupAppEvents, n.setupApp, n.setupFront,
 		n.setupOps,
 	} {
 		if err := setup(); err != nil {

@@ -41,6 +41,8 @@ source scripts/lib/mariadb.sh
 source scripts/lib/chromium.sh
 # shellcheck source=SCRIPTDIR/lib/apps.sh
 source scripts/lib/apps.sh
+# shellcheck source=SCRIPTDIR/lib/fuse.sh
+source scripts/lib/fuse.sh
 
 # Stop only the MariaDB started below (cohort_stop_mariadb ignores any other). Turning INT
 # and TERM into exit makes the EXIT trap run on Ctrl-C and on a CI cancel too.
@@ -98,6 +100,9 @@ else
 	step "MariaDB: starting a private server"
 	cohort_ensure_mariadb || die "no MariaDB for the tests (set COHORT_TEST_MYSQL_DSN, or COHORT_SKIP_MYSQL=1)"
 fi
+
+step "FUSE (fuse3) for the files mount tests"
+cohort_ensure_fuse || die "no fuse3 for the files mount tests (apt-get install fuse3)"
 
 if [ "${COHORT_SKIP_BROWSER:-}" = 1 ]; then
 	step "Chromium: skipped (COHORT_SKIP_BROWSER=1)"

@@ -1,0 +1,82 @@
+package files
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+)
+
+// This file is the local view a file system mount (package files/mount)
+// needs: answers from this node's applied state without a read barrier,
+// the barrier itself, and an attribute change that re-commits the
+// current content without sending it again.
+
+// Barrier waits until this node applied the leader's commit index (at
+// most 2 s; without a reachable leader it returns at once), so what the
+// local view answers afterwards includes every acknowledged write.
+func (s *Store) Barrier(ctx context.Context) { s.barrier(ctx) }
+
+// CatchUp is Barrier bounded by limit instead of 2 s, and it says why it
+// could not confirm that this node is current (then the local view may
+// be stale). On a loaded node the 2 s of Barrier can pass before an apply
+// that is on its way.
+func (s *Store) CatchUp(ctx context.Context, limit time.Duration) error {
+	return s.catchUp(ctx, limit)
+}
+
+// Local returns this node's applied metadata of path (tombstones
+// included) without a read barrier. path must be clean (see CleanPath).
+func (s *Store) Local(path string) (Info, bool) { return s.state.get(path) }
+
+// IsDir reports whether dir ("" is the root) holds at least one live file
+// in this node's applied state.
+func (s *Store) IsDir(dir string) bool {
+	if dir == "" {
+		return true
+	}
+	s.state.mu.RLock()
+	defer s.state.mu.RUnlock()
+	return s.state.dirs[dir] > 0
+}
+
+// Children returns the live files directly in dir ("" is the root) and
+// the names of its subdirectories, from this node's applied state.
+func (s *Store) Children(dir string) (files []Info, dirs []string) {
+	prefix := ""
+	if dir != "" {
+		prefix = dir + "/"
+	}
+	s.state.mu.RLock()
+	defer s.state.mu.RUnlock()
+	for p, in := range s.state.files {
+		if in.Deleted || !strings.HasPrefix(p, prefix) || strings.Contains(p[len(prefix):], "/") {
+			continue
+		}
+		files = append(files, *in)
+	}
+	for d := range s.state.dirs {
+		if strings.HasPrefix(d, prefix) && !strings.Contains(d[len(prefix):], "/") {
+			dirs = append(dirs, d[len(prefix):])
+		}
+	}
+	return files, dirs
+}
+
+// SetAttr commits a new mode and modification time for path, keeping its
+// content: the command names the current blob and holders, so nothing is
+// sent again. It is a compare-and-set on the version in cur (the caller's
+// view of the file); a zero mtime keeps the current one.
+func (s *Store) SetAttr(ctx context.Context, cur Info, mode fs.FileMode, mtime time.Time) (Info, error) {
+	if cur.Deleted || cur.SHA256 == "" {
+		return Info{}, fmt.Errorf("%w: %s", ErrNotFound, cur.Path)
+	}
+	if mtime.IsZero() {
+		mtime = cur.ModTime
+	}
+	v := cur.Version
+	cmd := putCmd{Path: cur.Path, SHA256: cur.SHA256, Size: cur.Size, Mode: uint32(mode.Perm()),
+		IfVersion: &v, Holders: cur.Holders, MaxBytes: s.cfg.MaxBytes, MTime: &mtime}
+	return s.apply(ctx, cmdPut, cmd)
+}

@@ -1,0 +1,20 @@
+// Package mount serves the shared files tree (package files) as a FUSE
+// file system at --files-mount, so any program can read and write it with
+// open, write, rename and close, with NFS's close-to-open promise: once
+// close(2) or fsync(2) of a written file returns on one node, an open(2)
+// on any node sees the new content, and no reader ever sees a partial file.
+//
+// It owns: the FUSE server and its lifecycle (mount after the node caught
+// up, unmount at Close, clearing a stale mount left by a killed process),
+// the translation of file system calls into the store's operations and of
+// its errors into errno values, the temp files of handles open for writing,
+// and the invalidation of the kernel's caches when a change is applied on
+// this node.
+//
+// It does not own: the replicated manifest, the blobs and their
+// replication (package files), flags (config) or the wiring and readiness
+// (node).
+//
+// See DESIGN.md for the consistency model, how directories are
+// represented and what is not supported.
+package mount

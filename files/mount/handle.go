@@ -1,0 +1,367 @@
+package mount
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/cohortserver/cohort/files"
+	"github.com/cohortserver/cohort/raft"
+)
+
+// readHandle reads the version that was current at open, from the local
+// blob (fetched and verified first when missing).
+type readHandle struct {
+	mu  sync.Mutex
+	f   *files.File
+	pos int64
+}
+
+var (
+	_ gofs.FileReader   = (*readHandle)(nil)
+	_ gofs.FileReleaser = (*readHandle)(nil)
+)
+
+// Read implements fs.FileReader.
+func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off != h.pos {
+		if _, err := h.f.Seek(off, io.SeekStart); err != nil {
+			return nil, syscall.EINVAL
+		}
+		h.pos = off
+	}
+	n, err := io.ReadFull(h.f, dest)
+	h.pos += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		// A corrupt blob: the store queued its repair; never hand out
+		// bytes that failed their hash.
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Release implements fs.FileReleaser.
+func (h *readHandle) Release(ctx context.Context) syscall.Errno {
+	h.f.Close()
+	return 0
+}
+
+// sharedReader reads a file created on this node and not closed yet
+// through its writer's temp file.
+type sharedReader struct{ w *writeHandle }
+
+var _ gofs.FileReader = (*sharedReader)(nil)
+
+// Read implements fs.FileReader.
+func (r *sharedReader) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return r.w.Read(ctx, dest, off)
+}
+
+// writeHandle is a file open for writing: its content lives in a private
+// temp file (already unlinked, so a crash leaves nothing behind) and is
+// committed as a new version at close and fsync.
+type writeHandle struct {
+	n *fileNode
+
+	mu      sync.Mutex
+	tmp     *os.File
+	base    uint64 // the version the content started from
+	mode    fs.FileMode
+	mtime   time.Time // set by utimens while dirty; zero: commit time
+	dirty   bool
+	gone    bool // unlinked or replaced: writes go nowhere
+	written time.Time
+}
+
+var (
+	_ gofs.FileReader   = (*writeHandle)(nil)
+	_ gofs.FileWriter   = (*writeHandle)(nil)
+	_ gofs.FileFlusher  = (*writeHandle)(nil)
+	_ gofs.FileFsyncer  = (*writeHandle)(nil)
+	_ gofs.FileReleaser = (*writeHandle)(nil)
+)
+
+// openWriter makes a write handle on version cur of p: an empty temp file
+// when empty is set (O_TRUNC, a new file), else a copy of the content.
+func (fn *fileNode) openWriter(ctx context.Context, p string, cur files.Info, empty bool) (*writeHandle, syscall.Errno) {
+	tmp, err := os.CreateTemp(fn.m.cfg.TempDir, "w-*")
+	if err != nil {
+		return nil, fn.m.errno("open", p, fmt.Errorf("temp file: %w", err))
+	}
+	_ = os.Remove(tmp.Name())
+	w := &writeHandle{n: fn, tmp: tmp, base: cur.Version, mode: cur.Mode, dirty: empty && cur.Size > 0, written: time.Now()}
+	if !empty && cur.Size > 0 {
+		f, err := fn.m.store.Open(ctx, p)
+		if err == nil {
+			_, err = io.Copy(tmp, f)
+			f.Close()
+		}
+		if err != nil {
+			tmp.Close()
+			return nil, fn.m.errno("open", p, err)
+		}
+		w.base = f.Info().Version
+	}
+	fn.mu.Lock()
+	if fn.writers == nil {
+		fn.writers = make(map[*writeHandle]struct{})
+	}
+	fn.writers[w] = struct{}{}
+	fn.mu.Unlock()
+	return w, 0
+}
+
+func (w *writeHandle) isDirty() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dirty
+}
+
+// attr overlays the temp file's size and time on out.
+func (w *writeHandle) attr(out *fuse.Attr) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.tmp == nil {
+		return
+	}
+	if fi, err := w.tmp.Stat(); err == nil {
+		out.Size = uint64(fi.Size())
+		out.Blocks = (out.Size + 511) / 512
+		mt := w.written
+		if !w.mtime.IsZero() {
+			mt = w.mtime
+		}
+		if w.dirty {
+			out.SetTimes(&mt, &mt, &mt)
+		}
+	}
+	out.Mode = syscall.S_IFREG | uint32(w.mode.Perm())
+}
+
+func (w *writeHandle) setAttr(setMode bool, mode fs.FileMode, setTime bool, mtime time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if setMode {
+		w.mode = mode.Perm()
+	}
+	if setTime {
+		w.mtime = mtime
+	}
+}
+
+// drop marks the handle's file as gone: nothing it holds is committed.
+func (w *writeHandle) drop() {
+	w.mu.Lock()
+	w.gone = true
+	w.mu.Unlock()
+}
+
+// Read implements fs.FileReader (O_RDWR reads the handle's own content).
+func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.tmp == nil {
+		return fuse.ReadResultData(nil), 0 // its writer closed
+	}
+	n, err := w.tmp.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, toErrno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Write implements fs.FileWriter: into the temp file, nothing committed.
+func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.tmp.WriteAt(data, off)
+	if n > 0 {
+		w.dirty, w.written = true, time.Now()
+	}
+	if err != nil {
+		return uint32(n), toErrno(err)
+	}
+	return uint32(n), 0
+}
+
+func (w *writeHandle) truncate(size int64) syscall.Errno {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.tmp.Truncate(size); err != nil {
+		return toErrno(err)
+	}
+	w.dirty, w.written = true, time.Now()
+	return 0
+}
+
+// Flush implements fs.FileFlusher: close(2) commits. A flush from a
+// process being killed by a signal commits nothing, so a writer killed
+// mid-write leaves the previous version.
+func (w *writeHandle) Flush(ctx context.Context) syscall.Errno {
+	if killed(ctx) {
+		if w.isDirty() {
+			w.n.m.log.Info("files mount: writer killed by a signal; its unfinished content is discarded", "pid", callerPid(ctx))
+		}
+		return 0
+	}
+	cctx, cancel := w.n.m.commitCtx()
+	defer cancel()
+	return w.commit(cctx)
+}
+
+// Fsync implements fs.FileFsyncer: fsync(2) commits too.
+func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	cctx, cancel := w.n.m.commitCtx()
+	defer cancel()
+	return w.commit(cctx)
+}
+
+// commit stores the temp file's content as the file's new version: its
+// blob on a quorum, then the metadata through Raft. The commit is a
+// compare-and-set on the version seen, so a file deleted elsewhere
+// meanwhile is not brought back (ESTALE, as NFS answers).
+func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.gone || !w.dirty {
+		return 0
+	}
+	m := w.n.m
+	p, ok := m.pathOf(&w.n.Inode)
+	if !ok {
+		w.gone = true
+		return 0
+	}
+	fi, err := w.tmp.Stat()
+	if err != nil {
+		return toErrno(err)
+	}
+	size := fi.Size()
+	for attempt := 0; ; attempt++ {
+		cur, ok := m.store.Local(p)
+		live := ok && !cur.Deleted
+		if ok && !live && cur.Version > w.base {
+			m.log.Warn("files mount: file deleted on another node while open for writing; content dropped", "path", p)
+			w.gone = true
+			return syscall.ESTALE
+		}
+		var want uint64
+		if live {
+			want = cur.Version
+		}
+		info, err := m.put(ctx, p, func() io.Reader { return io.NewSectionReader(w.tmp, 0, size) }, files.WriteOptions{
+			IfVersion: &want, Mode: w.mode, Size: size, SizeKnown: true, ModTime: w.mtime,
+		})
+		if errors.Is(err, files.ErrVersionMismatch) && attempt < 5 {
+			m.store.Barrier(ctx)
+			continue
+		}
+		if errors.Is(err, raft.ErrOutcomeUnknown) && attempt < 5 && ctx.Err() == nil {
+			// Leadership changed in flight: the put may have landed. Catch
+			// up; if the file holds exactly this content it did, else the
+			// compare-and-set makes a second try safe.
+			m.store.Barrier(ctx)
+			if in, ok := m.store.Local(p); ok && !in.Deleted && in.Size == size && in.SHA256 == sumOf(w.tmp, size) {
+				info, err = in, nil
+			} else {
+				continue
+			}
+		}
+		if err != nil {
+			return m.errno("close", p, err)
+		}
+		w.base, w.dirty, w.mtime = info.Version, false, time.Time{}
+		w.n.observe(info)
+		return 0
+	}
+}
+
+// Release implements fs.FileReleaser.
+func (w *writeHandle) Release(ctx context.Context) syscall.Errno {
+	w.release()
+	return 0
+}
+
+func (w *writeHandle) release() {
+	w.n.mu.Lock()
+	delete(w.n.writers, w)
+	w.n.mu.Unlock()
+	w.mu.Lock()
+	if w.tmp != nil {
+		w.tmp.Close()
+		w.tmp = nil
+	}
+	w.mu.Unlock()
+}
+
+// sumOf returns the hex SHA-256 of the first size bytes of f ("" on error).
+func sumOf(f *os.File, size int64) string {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size)); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func toErrno(err error) syscall.Errno {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return syscall.EIO
+}
+
+func callerPid(ctx context.Context) uint32 {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Pid
+	}
+	return 0
+}
+
+// pfExiting is the kernel's PF_EXITING task flag (set once do_exit began).
+const pfExiting = 0x4
+
+// killed reports whether the caller is a process exiting because of a
+// signal: the kernel closes its files in do_exit after it set PF_EXITING
+// and the exit code (/proc/PID/stat fields 9 and 52). A normal exit
+// (exit(2) without close) still commits.
+func killed(ctx context.Context) bool {
+	pid := callerPid(ctx)
+	if pid == 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 50 {
+		return false
+	}
+	flags, err1 := strconv.ParseUint(f[6], 10, 64)
+	code, err2 := strconv.ParseInt(f[49], 10, 64)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return flags&pfExiting != 0 && code&0x7f != 0
+}

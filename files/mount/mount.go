@@ -1,0 +1,357 @@
+package mount
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/cohortserver/cohort/files"
+)
+
+// Errors of the mount.
+var (
+	// ErrNoFUSE is a host without /dev/fuse (or without the rights to
+	// mount): the error names what to do.
+	ErrNoFUSE = errors.New("FUSE is not available")
+	// ErrBusy is a mount point where something other than a cohort mount
+	// is mounted.
+	ErrBusy = errors.New("mount point is in use")
+)
+
+// fsName is the file system type the kernel shows ("fuse.cohort").
+const fsName = "cohort"
+
+// Config configures a Mount.
+type Config struct {
+	// Dir is the mount point; created when missing. Required.
+	Dir string
+	// Store is this node's shared files. Required.
+	Store *files.Store
+	// TempDir holds the files being written (one temp file per open
+	// handle). Required; emptied at Start.
+	TempDir string
+	// Logger receives the mount's logs. If nil, logs are discarded.
+	Logger *slog.Logger
+	// CommitTimeout bounds each commit (close, fsync, create, rename,
+	// unlink...); when it expires without a quorum the call fails with
+	// EIO and nothing changes. If 0, 15 s.
+	CommitTimeout time.Duration
+	// CacheTimeout is how long the kernel may cache names and attributes
+	// before asking again; changes applied on this node invalidate them
+	// at once. If 0, 1 s.
+	CacheTimeout time.Duration
+}
+
+// Status is the state of the mount, for /_cohort/status.
+type Status struct {
+	Dir     string `json:"dir"`
+	Mounted bool   `json:"mounted"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Mount is the shared files tree mounted as a FUSE file system.
+type Mount struct {
+	cfg   Config
+	log   *slog.Logger
+	store *files.Store
+	root  *dirNode
+	uid   uint32
+	gid   uint32
+	start time.Time
+
+	mu      sync.Mutex
+	server  *fuse.Server
+	err     error
+	closed  bool
+	cancel  context.CancelFunc
+	watchWG sync.WaitGroup
+}
+
+// New returns a Mount. It does no I/O.
+func New(cfg Config) (*Mount, error) {
+	if cfg.Dir == "" || cfg.Store == nil || cfg.TempDir == "" {
+		return nil, errors.New("files mount: Dir, Store and TempDir are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.CommitTimeout <= 0 {
+		cfg.CommitTimeout = 15 * time.Second
+	}
+	if cfg.CacheTimeout <= 0 {
+		cfg.CacheTimeout = time.Second
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("--files-mount %s: %w", cfg.Dir, err)
+	}
+	cfg.Dir = dir
+	m := &Mount{cfg: cfg, log: cfg.Logger.With("component", "files-mount"), store: cfg.Store,
+		uid: uint32(os.Getuid()), gid: uint32(os.Getgid())}
+	m.root = &dirNode{m: m}
+	return m, nil
+}
+
+// SetCommitTimeout changes Config.CommitTimeout; call it before Start
+// (tests of quorum loss).
+func (m *Mount) SetCommitTimeout(d time.Duration) { m.cfg.CommitTimeout = d }
+
+// SetCacheTimeout changes Config.CacheTimeout; call it before Start
+// (tests of the invalidation: with an hour, only it refreshes the kernel).
+func (m *Mount) SetCacheTimeout(d time.Duration) { m.cfg.CacheTimeout = d }
+
+// Dir is the mount point.
+func (m *Mount) Dir() string { return m.cfg.Dir }
+
+// Prepare checks that FUSE is usable, clears a stale mount left at Dir by
+// a killed process, creates Dir and empties TempDir. It fails with a
+// message naming what to do when /dev/fuse is missing.
+func (m *Mount) Prepare() error {
+	if err := Available(); err != nil {
+		return err
+	}
+	if err := ClearStale(m.cfg.Dir, m.log); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(m.cfg.Dir, 0o755); err != nil {
+		return fmt.Errorf("--files-mount %s: %w", m.cfg.Dir, err)
+	}
+	if err := os.RemoveAll(m.cfg.TempDir); err != nil {
+		return fmt.Errorf("files mount: empty %s: %w", m.cfg.TempDir, err)
+	}
+	if err := os.MkdirAll(m.cfg.TempDir, 0o700); err != nil {
+		return fmt.Errorf("files mount: %w", err)
+	}
+	return nil
+}
+
+// Available reports whether this process can mount FUSE file systems; the
+// error says what is missing and how to provide it.
+func Available() error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("%w: /dev/fuse is missing (%w); --files-mount needs the kernel's FUSE device: on a host load it (modprobe fuse) and install fuse3; in Docker run the container with --device /dev/fuse --cap-add SYS_ADMIN (some hosts also need --security-opt apparmor:unconfined)", ErrNoFUSE, err)
+	}
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			return fmt.Errorf("%w: not running as root and fusermount3 is not on PATH; install fuse3 or run cohort as root", ErrNoFUSE)
+		}
+	}
+	return nil
+}
+
+// Start mounts the tree at Dir (call Prepare first) and starts following
+// the changes applied on this node to invalidate the kernel's caches.
+func (m *Mount) Start(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return files.ErrClosed
+	}
+	if m.server != nil {
+		return nil
+	}
+	m.start = time.Now()
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.cancel = cancel
+	changes, err := m.store.Watch(wctx, "")
+	if err != nil {
+		cancel()
+		return fmt.Errorf("files mount: watch changes: %w", err)
+	}
+	root := os.Geteuid() == 0
+	zero := time.Duration(0)
+	cache := m.cfg.CacheTimeout
+	opts := &fs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:      fsName,
+			Name:        fsName,
+			DirectMount: root,
+			// Any local user may use the mount, as with a shared NFS
+			// directory; permission bits are shown, not enforced
+			// (DESIGN.md).
+			AllowOther:    root,
+			MaxWrite:      1 << 20,
+			DisableXAttrs: true,
+			// open(O_TRUNC) arrives as one OPEN, so a truncating writer
+			// never publishes an empty file before its close.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+		},
+		EntryTimeout:    &cache,
+		AttrTimeout:     &cache,
+		NegativeTimeout: &zero,
+		UID:             m.uid,
+		GID:             m.gid,
+	}
+	server, err := fs.Mount(m.cfg.Dir, m.root, opts)
+	if err != nil {
+		cancel()
+		m.err = fmt.Errorf("--files-mount %s: mount: %w", m.cfg.Dir, err)
+		return m.err
+	}
+	m.server, m.err = server, nil
+	m.watchWG.Add(1)
+	go func() {
+		defer m.watchWG.Done()
+		m.invalidateLoop(changes)
+	}()
+	m.log.Info("shared files mounted", "dir", m.cfg.Dir)
+	return nil
+}
+
+// Fail records err as the reason the mount is not there (Status, ready).
+func (m *Mount) Fail(err error) {
+	m.mu.Lock()
+	m.err = err
+	m.mu.Unlock()
+}
+
+// Status reports whether the tree is mounted.
+func (m *Mount) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := Status{Dir: m.cfg.Dir, Mounted: m.server != nil}
+	if m.err != nil {
+		st.Error = m.err.Error()
+	}
+	return st
+}
+
+// Ready returns nil once the tree is mounted, else why not.
+func (m *Mount) Ready() error {
+	st := m.Status()
+	switch {
+	case st.Mounted:
+		return nil
+	case st.Error != "":
+		return fmt.Errorf("files mount %s: %s", st.Dir, st.Error)
+	default:
+		return fmt.Errorf("files mount %s: not mounted yet (waiting until the node caught up)", st.Dir)
+	}
+}
+
+// Close unmounts the tree (lazily when a process still uses it, so
+// shutdown never hangs) and waits for the server. It is idempotent.
+func (m *Mount) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	server, cancel := m.server, m.cancel
+	m.server = nil
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	var err error
+	if server != nil {
+		if uerr := server.Unmount(); uerr != nil {
+			m.log.Warn("files mount busy; detaching it lazily", "dir", m.cfg.Dir, "err", uerr)
+			if derr := detach(m.cfg.Dir); derr != nil {
+				err = fmt.Errorf("unmount %s: %w", m.cfg.Dir, errors.Join(uerr, derr))
+			}
+		}
+		server.Wait()
+		m.log.Info("shared files unmounted", "dir", m.cfg.Dir)
+	}
+	m.watchWG.Wait()
+	return err
+}
+
+// ClearStale detaches a cohort FUSE mount left at dir by a process that
+// was killed (its mount point answers ENOTCONN). Another file system
+// mounted there is an error (ErrBusy).
+func ClearStale(dir string, log *slog.Logger) error {
+	fstype, ok, err := mountedAt(dir)
+	if err != nil || !ok {
+		return err
+	}
+	if fstype != "fuse."+fsName && fstype != "fuse" {
+		return fmt.Errorf("%w: --files-mount %s already has a %s file system mounted; choose an empty directory", ErrBusy, dir, fstype)
+	}
+	log.Warn("clearing a stale files mount left by an earlier process", "dir", dir)
+	if err := detach(dir); err != nil {
+		return fmt.Errorf("--files-mount %s: clear the stale mount: %w; run fusermount3 -u -z %s", dir, err, dir)
+	}
+	return nil
+}
+
+// detach unmounts dir lazily: umount2(MNT_DETACH) as root, else
+// fusermount3 -u -z.
+func detach(dir string) error {
+	if os.Geteuid() == 0 {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+			return fmt.Errorf("umount2 %s: %w", dir, err)
+		}
+		return nil
+	}
+	out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("fusermount3 -u -z %s: %w: %s", dir, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// mountedAt reports the file system type mounted at dir, if any, from
+// /proc/self/mountinfo.
+func mountedAt(dir string) (string, bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false, fmt.Errorf("read mount table: %w", err)
+	}
+	defer f.Close()
+	found, fstype := false, ""
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source super
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != dir {
+			continue
+		}
+		for i := 5; i < len(fields)-1; i++ {
+			if fields[i] == "-" {
+				found, fstype = true, fields[i+1] // the last one is on top
+				break
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", false, fmt.Errorf("read mount table: %w", err)
+	}
+	return fstype, found, nil
+}
+
+// unescapeMountinfo decodes the octal escapes (\040 for a space) of a
+// mountinfo field.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,457 @@
+package mount_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/node"
+	"github.com/cohortserver/cohort/testcluster"
+)
+
+// quota is --files-max-bytes of the test clusters.
+const quota = 24 << 20
+
+func setupCluster(t *testing.T) (*testcluster.Cluster, map[string]string) {
+	return mountedCluster(t, 3, func(cfg *config.Config) { cfg.Files.MaxBytes = quota },
+		testcluster.WithNodeSetup(func(n *node.Node) {
+			n.FilesMount().SetCommitTimeout(8 * time.Second)
+			// Kernel caches that never expire: only the invalidation on
+			// apply (and at open) can refresh what a mount shows.
+			n.FilesMount().SetCacheTimeout(time.Hour)
+		}),
+	)
+}
+
+// TestMount runs the mount's acceptance on one three-node cluster; the
+// subtests that stop nodes come last.
+func TestMount(t *testing.T) {
+	c, dirs := setupCluster(t)
+	a, b, cc := dirs["n1"], dirs["n2"], dirs["n3"]
+	c.WaitReady(t)
+	for _, nd := range c.Nodes() {
+		if st := nd.Status(t); st.FilesMount == nil || !st.FilesMount.Mounted || st.FilesMount.Dir != dirs[nd.ID] || !st.Ready {
+			t.Fatalf("%s status: ready %v, files_mount %+v; want mounted at %s", nd.ID, st.Ready, st.FilesMount, dirs[nd.ID])
+		}
+	}
+
+	t.Run("close-to-open across nodes", func(t *testing.T) {
+		big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB, a pushed blob
+		for i, content := range [][]byte{[]byte("v1\n"), big, []byte("v3, shorter\n"), append(big, 'x')} {
+			p := "c2o.txt"
+			// a reader on n3 holds the previous version open meanwhile
+			var old *os.File
+			if i > 0 {
+				var err error
+				if old, err = os.Open(filepath.Join(cc, p)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writeFile(t, filepath.Join(a, p), content)
+			got, err := os.ReadFile(filepath.Join(cc, p))
+			if err != nil || !bytes.Equal(got, content) {
+				t.Fatalf("round %d: n3 read %d bytes (err %v) right after close on n1; want %d", i, len(got), err, len(content))
+			}
+			if fi, err := os.Stat(filepath.Join(cc, p)); err != nil || fi.Size() != int64(len(content)) {
+				t.Fatalf("round %d: stat on n3 after open: %v %v", i, fi, err)
+			}
+			if old != nil {
+				old.Close()
+			}
+		}
+	})
+
+	t.Run("close-to-open with a lagging node", func(t *testing.T) {
+		leader := c.WaitLeader(t)
+		var lag, writer string
+		for _, nd := range c.Nodes() {
+			if nd.ID == leader.ID {
+				continue
+			}
+			if lag == "" {
+				lag = nd.ID
+			} else {
+				writer = nd.ID
+			}
+		}
+		// The lagging node hears of every commit 100 ms late: only the
+		// catch-up before lookup and open makes it see a close at once.
+		c.Delay(leader.ID, lag, 100*time.Millisecond)
+		defer c.Faults().MendAll()
+		for i := range 3 {
+			p := fmt.Sprintf("lag-%d.txt", i)
+			writeFile(t, filepath.Join(dirs[writer], p), []byte(p))
+			if got, err := os.ReadFile(filepath.Join(dirs[lag], p)); err != nil || string(got) != p {
+				t.Fatalf("lagging %s read %q, %v right after the close on %s", lag, got, err, writer)
+			}
+			writeFile(t, filepath.Join(dirs[writer], p), []byte(p+" v2"))
+			if got, err := os.ReadFile(filepath.Join(dirs[lag], p)); err != nil || string(got) != p+" v2" {
+				t.Fatalf("lagging %s read %q, %v right after the second close on %s", lag, got, err, writer)
+			}
+		}
+	})
+
+	t.Run("changes through other nodes and the Go API show without an open", func(t *testing.T) {
+		p := filepath.Join(cc, "watched.txt")
+		writeFile(t, filepath.Join(a, "watched.txt"), []byte("1"))
+		statSize := func(want int64) {
+			t.Helper()
+			testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+				fi, err := os.Stat(p)
+				if want < 0 {
+					return errors.Is(err, fs.ErrNotExist), fmt.Sprintf("stat on n3: %v %v", fi, err)
+				}
+				return err == nil && fi.Size() == want, fmt.Sprintf("stat on n3: %v %v", fi, err)
+			})
+		}
+		statSize(1)
+		if _, err := c.Node("n2").Node().Files().Create(t.Context(), "watched.txt", bytes.NewReader([]byte("1234")), nil); err != nil {
+			t.Fatal(err)
+		}
+		statSize(4)
+		if _, err := c.Node("n1").Node().Files().Remove(t.Context(), "watched.txt", nil); err != nil {
+			t.Fatal(err)
+		}
+		statSize(-1)
+		if _, err := c.Node("n2").Node().Files().Create(t.Context(), "watched.txt", bytes.NewReader([]byte("12345")), nil); err != nil {
+			t.Fatal(err)
+		}
+		statSize(5)
+		if ents, err := os.ReadDir(cc); err != nil || !slices.ContainsFunc(ents, func(e fs.DirEntry) bool { return e.Name() == "watched.txt" }) {
+			t.Fatalf("readdir on n3: %v %v", ents, err)
+		}
+	})
+
+	t.Run("posix behaviour matches a local directory", func(t *testing.T) {
+		local := t.TempDir()
+		if err := os.Mkdir(filepath.Join(a, "posix"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range posixCases {
+			t.Run(tc.name, func(t *testing.T) {
+				ld := filepath.Join(local, tc.name)
+				md := filepath.Join(a, "posix", tc.name)
+				od := filepath.Join(b, "posix", tc.name)
+				for _, d := range []string{ld, md} {
+					if err := os.Mkdir(d, 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want := tc.run(t, ld, ld)
+				got := tc.run(t, md, od)
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("mount answered\n  %q\nthe kernel's local directory\n  %q", got, want)
+				}
+			})
+		}
+	})
+
+	t.Run("O_EXCL create race across nodes", func(t *testing.T) {
+		for round := range 8 {
+			p := fmt.Sprintf("excl-%d", round)
+			var wg sync.WaitGroup
+			errs := make([]error, 2)
+			for i, d := range []string{a, b} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					f, err := os.OpenFile(filepath.Join(d, p), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+					if err == nil {
+						_, err = fmt.Fprintf(f, "winner %d", i)
+						err = errors.Join(err, f.Close())
+					}
+					errs[i] = err
+				}()
+			}
+			wg.Wait()
+			won := 0
+			for _, err := range errs {
+				switch {
+				case err == nil:
+					won++
+				case !errors.Is(err, fs.ErrExist):
+					t.Fatalf("round %d: loser got %v, want EEXIST", round, err)
+				}
+			}
+			if won != 1 {
+				t.Fatalf("round %d: %d creators won (errors %v), want exactly 1", round, won, errs)
+			}
+		}
+	})
+
+	t.Run("rename over from two nodes, readers see whole versions", func(t *testing.T) {
+		const size = 96 << 10 // over the inline limit: blobs
+		target := "renamed.dat"
+		writeFile(t, filepath.Join(a, target), version("init", size))
+		stop := make(chan struct{})
+		var readers sync.WaitGroup
+		var mu sync.Mutex
+		reads, bad := 0, ""
+		for _, d := range []string{cc, a} {
+			readers.Add(1)
+			go func() {
+				defer readers.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					got, err := os.ReadFile(filepath.Join(d, target))
+					mu.Lock()
+					reads++
+					if err != nil {
+						bad = fmt.Sprintf("read: %v", err)
+					} else if !whole(got, size) {
+						bad = fmt.Sprintf("a mixed or partial version: %d bytes starting %q", len(got), got[:min(len(got), 16)])
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		var writers sync.WaitGroup
+		werrs := make(chan error, 2)
+		for i, d := range []string{a, b} {
+			writers.Add(1)
+			go func() {
+				defer writers.Done()
+				for j := range 6 {
+					tmp := filepath.Join(d, fmt.Sprintf(".tmp-%d-%d", i, j))
+					if err := os.WriteFile(tmp, version(fmt.Sprintf("w%d-%d", i, j), size), 0o644); err != nil {
+						werrs <- err
+						return
+					}
+					if err := os.Rename(tmp, filepath.Join(d, target)); err != nil {
+						werrs <- err
+						return
+					}
+				}
+			}()
+		}
+		writers.Wait()
+		close(stop)
+		readers.Wait()
+		close(werrs)
+		for err := range werrs {
+			t.Fatal(err)
+		}
+		if bad != "" {
+			t.Fatalf("after %d reads: %s", reads, bad)
+		}
+		// every node ends with the same whole version
+		first := readFile(t, filepath.Join(a, target))
+		for _, d := range []string{b, cc} {
+			if got := readFile(t, filepath.Join(d, target)); !bytes.Equal(got, first) || !whole(got, size) {
+				t.Fatalf("%s holds another version than n1", d)
+			}
+		}
+		t.Logf("%d reads during the renames, all whole", reads)
+	})
+
+	t.Run("a writer killed mid-write leaves the previous version", func(t *testing.T) {
+		p := filepath.Join(a, "killed.txt")
+		writeFile(t, p, []byte("previous version\n"))
+		// The shell truncates, writes half a file and is SIGKILLed with
+		// the file open: the kernel closes it for the dying process.
+		killedWriter(t, p)
+		for _, d := range []string{a, b, cc} {
+			if got := string(readFile(t, filepath.Join(d, "killed.txt"))); got != "previous version\n" {
+				t.Fatalf("%s: %q after the writer was killed, want the previous version", d, got)
+			}
+		}
+		// A new file (created without O_EXCL) is committed at its first
+		// close only: killed before, it never existed.
+		np := filepath.Join(a, "killed-new.txt")
+		killedWriter(t, np)
+		for _, d := range []string{a, cc} {
+			if _, err := os.ReadFile(filepath.Join(d, "killed-new.txt")); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("%s: a new file killed mid-write: %v, want ENOENT", d, err)
+			}
+		}
+	})
+
+	t.Run("a corrupt local copy is repaired before a read returns it", func(t *testing.T) {
+		content := bytes.Repeat([]byte("good bytes "), 10<<10)
+		writeFile(t, filepath.Join(a, "scrubbed.bin"), content)
+		sum := fmt.Sprintf("%x", sha256.Sum256(content))
+		blob := filepath.Join(c.Dir(), "n3", "files", "blobs", sum[:2], sum)
+		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+			_, err := os.Stat(blob)
+			return err == nil, fmt.Sprintf("n3's blob: %v", err)
+		})
+		f, err := os.OpenFile(blob, os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteAt([]byte("BAD"), 1000)
+		must(t, errors.Join(err, f.Close()))
+		if got := readFile(t, filepath.Join(cc, "scrubbed.bin")); !bytes.Equal(got, content) {
+			t.Fatalf("n3 read %d bytes that differ from what was written", len(got))
+		}
+	})
+
+	t.Run("errors a program understands", func(t *testing.T) {
+		expectErrno(t, "symlink", os.Symlink("x", filepath.Join(a, "link")), syscall.EPERM)
+		expectErrno(t, "hard link", os.Link(filepath.Join(a, "c2o.txt"), filepath.Join(a, "hard")), syscall.EPERM)
+		expectErrno(t, "backslash name", os.WriteFile(filepath.Join(a, `bad\name`), nil, 0o644), syscall.EINVAL)
+		expectErrno(t, "marker name", os.WriteFile(filepath.Join(a, ".cohort-dir"), nil, 0o644), syscall.EINVAL)
+		must(t, os.MkdirAll(filepath.Join(a, "full/sub"), 0o755))
+		expectErrno(t, "rmdir non-empty", os.Remove(filepath.Join(a, "full")), syscall.ENOTEMPTY)
+		expectErrno(t, "rename a directory", os.Rename(filepath.Join(a, "full"), filepath.Join(a, "full2")), syscall.EXDEV)
+
+		// quota: the close fails with EDQUOT and the old content stays
+		p := filepath.Join(a, "quota.bin")
+		writeFile(t, p, []byte("small"))
+		f, err := os.Create(p)
+		must(t, err)
+		_, err = f.Write(make([]byte, quota+1))
+		must(t, err)
+		expectErrno(t, "close over the quota", f.Close(), syscall.EDQUOT)
+		if got := string(readFile(t, filepath.Join(cc, "quota.bin"))); got != "small" {
+			t.Fatalf("after a refused write n3 reads %q, want the old content", got)
+		}
+		var st syscall.Statfs_t
+		must(t, syscall.Statfs(a, &st))
+		if total := int64(st.Blocks) * st.Bsize; total != quota {
+			t.Fatalf("statfs size %d, want the quota %d", total, quota)
+		}
+		// flock is local to the node (documented): it works between
+		// processes of one node.
+		f1, err := os.Open(filepath.Join(a, "c2o.txt"))
+		must(t, err)
+		defer f1.Close()
+		f2, err := os.Open(filepath.Join(a, "c2o.txt"))
+		must(t, err)
+		defer f2.Close()
+		must(t, syscall.Flock(int(f1.Fd()), syscall.LOCK_EX|syscall.LOCK_NB))
+		expectErrno(t, "second flock on the node", syscall.Flock(int(f2.Fd()), syscall.LOCK_EX|syscall.LOCK_NB), syscall.EWOULDBLOCK)
+	})
+
+	t.Run("a node down while files change comes back with the same tree", func(t *testing.T) {
+		for i := range 5 {
+			writeFile(t, filepath.Join(a, "down", fmt.Sprintf("keep-%d", i)), []byte("before"))
+			writeFile(t, filepath.Join(a, "down", fmt.Sprintf("gone-%d", i)), []byte("before"))
+		}
+		c.Kill("n3")
+		for i := range 5 {
+			must(t, os.Remove(filepath.Join(b, "down", fmt.Sprintf("gone-%d", i))))
+			writeFile(t, filepath.Join(a, "down", fmt.Sprintf("keep-%d", i)), bytes.Repeat([]byte{byte('a' + i)}, 70<<10))
+			writeFile(t, filepath.Join(b, "down", "new", fmt.Sprintf("n-%d", i)), []byte("while down"))
+		}
+		must(t, os.Mkdir(filepath.Join(a, "down", "empty"), 0o755))
+		c.Restart("n3")
+		waitMounted(t, c)
+		want, got := tree(t, a), tree(t, cc)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("n3's tree after its restart:\n%v\nn1's:\n%v", got, want)
+		}
+		if _, ok := got["down/gone-0"]; ok {
+			t.Fatal("a file deleted while n3 was down came back")
+		}
+	})
+
+	t.Run("no quorum: close fails with EIO and the old content stays", func(t *testing.T) {
+		p := filepath.Join(a, "quorum.txt")
+		writeFile(t, p, []byte("committed"))
+		c.Kill("n2")
+		c.Kill("n3")
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+		must(t, err)
+		_, err = f.WriteString("never committed")
+		must(t, err)
+		expectErrno(t, "close without a quorum", f.Close(), syscall.EIO)
+		if got := string(readFile(t, p)); got != "committed" {
+			t.Fatalf("read without a quorum: %q, want the old content", got)
+		}
+	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeFile(t *testing.T, p string, content []byte) {
+	t.Helper()
+	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	must(t, os.WriteFile(p, content, 0o644))
+}
+
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	must(t, err)
+	return b
+}
+
+func expectErrno(t *testing.T, what string, err error, want syscall.Errno) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: got %v, want %v", what, err, want)
+	}
+}
+
+// version is a file of size bytes that names tag in every line, so a
+// mix of two versions is visible.
+func version(tag string, size int) []byte {
+	line := []byte(fmt.Sprintf("%-15s\n", tag))
+	return bytes.Repeat(line, size/len(line))
+}
+
+func whole(b []byte, size int) bool {
+	if len(b) != size/16*16 || len(b) < 16 {
+		return false
+	}
+	return bytes.Equal(b, bytes.Repeat(b[:16], len(b)/16))
+}
+
+// killedWriter runs a process that opens p with O_TRUNC, writes half a
+// file and kills itself with SIGKILL while the file is open (no close(2)
+// of any descriptor of it: a shell's redirections would close a dup).
+func killedWriter(t *testing.T, p string) {
+	t.Helper()
+	cmd := exec.Command("/usr/bin/python3", "-c", `import os, signal, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"partial content, never clo")
+os.kill(os.getpid(), signal.SIGKILL)`, p)
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the writer was not killed: %v", err)
+	}
+}
+
+// tree maps every file under dir to its size and SHA-256, and every
+// directory to "dir".
+func tree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if d.IsDir() {
+			out[rel] = "dir"
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out[rel] = fmt.Sprintf("%d %x", len(b), sha256.Sum256(b))
+		return nil
+	}))
+	return out
+}

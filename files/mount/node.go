@@ -1,0 +1,801 @@
+package mount
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/cohortserver/cohort/files"
+	"github.com/cohortserver/cohort/raft"
+)
+
+// marker is the empty file that records a directory made with mkdir, so
+// that an empty directory exists on every node; the mount hides it.
+const marker = ".cohort-dir"
+
+// blockSize is the block size the mount reports (statfs, st_blksize).
+const blockSize = 4096
+
+// dirNode is a directory: the root, a directory made with mkdir (it holds
+// a marker) or one that exists because files sit under it.
+type dirNode struct {
+	gofs.Inode
+	m *Mount
+}
+
+// fileNode is a regular file of the tree.
+type fileNode struct {
+	gofs.Inode
+	m *Mount
+
+	mu      sync.Mutex
+	info    files.Info // the last committed version seen
+	writers map[*writeHandle]struct{}
+	// pending is a file created here (without O_EXCL) whose first version
+	// is not committed yet: it exists on this node only, until a close.
+	pending bool
+	// told is the version whose attributes the kernel was last given.
+	told uint64
+}
+
+var (
+	_ gofs.NodeLookuper  = (*dirNode)(nil)
+	_ gofs.NodeReaddirer = (*dirNode)(nil)
+	_ gofs.NodeCreater   = (*dirNode)(nil)
+	_ gofs.NodeMkdirer   = (*dirNode)(nil)
+	_ gofs.NodeRmdirer   = (*dirNode)(nil)
+	_ gofs.NodeUnlinker  = (*dirNode)(nil)
+	_ gofs.NodeRenamer   = (*dirNode)(nil)
+	_ gofs.NodeGetattrer = (*dirNode)(nil)
+	_ gofs.NodeSetattrer = (*dirNode)(nil)
+	_ gofs.NodeStatfser  = (*dirNode)(nil)
+	_ gofs.NodeSymlinker = (*dirNode)(nil)
+	_ gofs.NodeLinker    = (*dirNode)(nil)
+	_ gofs.NodeMknoder   = (*dirNode)(nil)
+	_ gofs.NodeOpener    = (*fileNode)(nil)
+	_ gofs.NodeGetattrer = (*fileNode)(nil)
+	_ gofs.NodeSetattrer = (*fileNode)(nil)
+)
+
+// pathOf returns the tree path of an inode ("" for the root); false when
+// the inode was unlinked or renamed over.
+func (m *Mount) pathOf(in *gofs.Inode) (string, bool) {
+	root := m.root.EmbeddedInode()
+	var segs []string
+	for p := in; p != root; {
+		name, parent := p.Parent()
+		if parent == nil {
+			return "", false
+		}
+		segs = append(segs, name)
+		p = parent
+	}
+	var b strings.Builder
+	for i := len(segs) - 1; i >= 0; i-- {
+		b.WriteString(segs[i])
+		if i > 0 {
+			b.WriteByte('/')
+		}
+	}
+	return b.String(), true
+}
+
+func join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// childPath validates a name given by a program and returns its tree path.
+func (d *dirNode) childPath(name string) (string, syscall.Errno) {
+	dir, ok := d.m.pathOf(&d.Inode)
+	if !ok {
+		return "", syscall.ENOENT
+	}
+	if len(name) > files.MaxSegmentBytes {
+		return "", syscall.ENAMETOOLONG
+	}
+	if name == marker {
+		return "", syscall.EINVAL
+	}
+	p := join(dir, name)
+	if _, err := files.CleanPath(p); err != nil {
+		return "", syscall.EINVAL
+	}
+	return p, 0
+}
+
+// commitCtx bounds a commit; it is not cancelled with the request, so an
+// interrupted close does not leave an outcome unknown.
+func (m *Mount) commitCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), m.cfg.CommitTimeout)
+}
+
+// put stores r() at p: first without the leader round trip before the
+// conditional check (this node's applied state is usually current), and
+// once more after catching up when that state refused it.
+func (m *Mount) put(ctx context.Context, p string, r func() io.Reader, o files.WriteOptions) (files.Info, error) {
+	o.NoBarrier = true
+	info, err := m.store.Create(ctx, p, r(), &o)
+	if errors.Is(err, files.ErrVersionMismatch) || errors.Is(err, files.ErrQuotaExceeded) {
+		o.NoBarrier = false
+		info, err = m.store.Create(ctx, p, r(), &o)
+	}
+	return info, err
+}
+
+func empty() io.Reader { return bytes.NewReader(nil) }
+
+// catchUpLimit bounds the catch-up with the leader before a lookup that
+// missed, a readdir or an open (longer than the store's 2 s default, which a
+// loaded node can overrun while the apply is on its way).
+const catchUpLimit = 5 * time.Second
+
+// catchUp makes this node's view current before answering a program
+// (close-to-open); when it cannot, the local state is served.
+func (m *Mount) catchUp(ctx context.Context) {
+	if err := m.store.CatchUp(ctx, catchUpLimit); err != nil {
+		m.log.Debug("files mount: serving the local state", "err", err)
+	}
+}
+
+// errno maps the store's errors to what a program understands.
+func (m *Mount) errno(op, p string, err error) syscall.Errno {
+	var e syscall.Errno
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, files.ErrNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, files.ErrVersionMismatch):
+		return syscall.EEXIST
+	case errors.Is(err, files.ErrBadPath):
+		return syscall.EINVAL
+	case errors.Is(err, files.ErrQuotaExceeded):
+		e = syscall.EDQUOT
+	case errors.Is(err, files.ErrFileTooLarge):
+		e = syscall.EFBIG
+	case errors.Is(err, files.ErrDiskFull), errors.Is(err, syscall.ENOSPC):
+		e = syscall.ENOSPC
+	case errors.Is(err, files.ErrConflict):
+		if m.store.IsDir(p) {
+			return syscall.EISDIR
+		}
+		return syscall.ENOTDIR
+	default:
+		// No quorum, outcome unknown, content unavailable, closed:
+		// the old content stays.
+		e = syscall.EIO
+	}
+	m.log.Warn("files mount: operation failed", "op", op, "path", p, "errno", e.Error(), "err", err)
+	return e
+}
+
+func (m *Mount) fileAttr(in files.Info, out *fuse.Attr) {
+	out.Mode = syscall.S_IFREG | uint32(in.Mode.Perm())
+	out.Size = uint64(in.Size)
+	out.Blocks = (out.Size + 511) / 512
+	out.Blksize = blockSize
+	out.Nlink = 1
+	out.Uid, out.Gid = m.uid, m.gid
+	mt := in.ModTime
+	out.SetTimes(&mt, &mt, &mt)
+}
+
+// dirAttr fills the attributes of directory p: mode and time from its
+// marker when it has one.
+func (m *Mount) dirAttr(p string, out *fuse.Attr) {
+	mode, mt := fs.FileMode(0o755), m.start
+	if in, ok := m.store.Local(join(p, marker)); ok && !in.Deleted {
+		mode, mt = in.Mode.Perm(), in.ModTime
+	}
+	out.Mode = syscall.S_IFDIR | uint32(mode)
+	out.Nlink = 2
+	out.Size = blockSize
+	out.Blksize = blockSize
+	out.Uid, out.Gid = m.uid, m.gid
+	out.SetTimes(&mt, &mt, &mt)
+}
+
+// Lookup finds name in this node's applied state; a miss first catches up
+// with the leader, so a file closed on another node is found here.
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	p, errno := d.childPath(name)
+	if errno != 0 {
+		return nil, syscall.ENOENT
+	}
+	if ch := d.GetChild(name); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.isPending() {
+			fn.attr(&out.Attr)
+			return ch, 0
+		}
+	}
+	for attempt := 0; attempt < 2; attempt++ {
+		if in, ok := d.m.store.Local(p); ok && !in.Deleted {
+			return d.fileChild(ctx, name, in, &out.Attr), 0
+		}
+		if d.m.store.IsDir(p) {
+			return d.dirChild(ctx, name, p, &out.Attr), 0
+		}
+		if attempt == 0 {
+			d.m.catchUp(ctx)
+		}
+	}
+	return nil, syscall.ENOENT
+}
+
+func (d *dirNode) fileChild(ctx context.Context, name string, in files.Info, out *fuse.Attr) *gofs.Inode {
+	if ch := d.GetChild(name); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok {
+			fn.observe(in)
+			fn.attr(out)
+			return ch
+		}
+	}
+	fn := &fileNode{m: d.m, info: in}
+	fn.attr(out)
+	return d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+}
+
+func (d *dirNode) dirChild(ctx context.Context, name, p string, out *fuse.Attr) *gofs.Inode {
+	d.m.dirAttr(p, out)
+	if ch := d.GetChild(name); ch != nil {
+		if _, ok := ch.Operations().(*dirNode); ok {
+			return ch
+		}
+	}
+	return d.NewInode(ctx, &dirNode{m: d.m}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+}
+
+// Readdir lists the directory after catching up with the leader.
+func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	dir, ok := d.m.pathOf(&d.Inode)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	d.m.catchUp(ctx)
+	fs, dirs := d.m.store.Children(dir)
+	list := make([]fuse.DirEntry, 0, len(fs)+len(dirs))
+	for _, in := range fs {
+		if name := path.Base(in.Path); name != marker {
+			list = append(list, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG})
+		}
+	}
+	for _, name := range dirs {
+		list = append(list, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR})
+	}
+	for name, ch := range d.Children() {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.isPending() {
+			if in, ok := d.m.store.Local(join(dir, name)); !ok || in.Deleted {
+				list = append(list, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG})
+			}
+		}
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+// Create makes a file. With O_EXCL an empty file is committed at once,
+// conditional on the name being free cluster-wide. Without it the new
+// file exists on this node only until its first close commits it (the
+// kernel holds the directory locked during a create, so a commit there
+// would serialize every create in the directory).
+func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	p, errno := d.childPath(name)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	if d.m.store.IsDir(p) {
+		return nil, nil, 0, syscall.EISDIR
+	}
+	cctx, cancel := d.m.commitCtx()
+	defer cancel()
+	perm := fs.FileMode(mode).Perm()
+	cur, _ := d.m.store.Local(p)
+	fn := &fileNode{m: d.m}
+	var w *writeHandle
+	switch {
+	case flags&syscall.O_EXCL != 0:
+		info, err := d.m.put(cctx, p, empty, files.WriteOptions{IfVersion: files.Version(0), Mode: perm, SizeKnown: true})
+		if errors.Is(err, raft.ErrOutcomeUnknown) {
+			// Did this node's create land? (Creates in one directory of
+			// one node are serialized by the kernel, so it was ours.)
+			d.m.store.Barrier(cctx)
+			if in, ok := d.m.store.Local(p); ok && !in.Deleted && in.Writer == d.m.store.Status().Node && in.Size == 0 {
+				info, err = in, nil
+			}
+		}
+		if err != nil {
+			return nil, nil, 0, d.m.errno("create", p, err)
+		}
+		fn.info = info
+		w, errno = fn.openWriter(cctx, p, info, true)
+	case !cur.Deleted && cur.Version != 0:
+		// It exists (created elsewhere since the kernel looked): open it.
+		fn.info = cur
+		w, errno = fn.openWriter(cctx, p, cur, flags&syscall.O_TRUNC != 0)
+	default:
+		fn.info = files.Info{Path: p, Mode: perm, ModTime: time.Now(), Version: cur.Version, Deleted: true}
+		fn.pending = true
+		w, errno = fn.openWriter(cctx, p, fn.info, true)
+		if w != nil {
+			w.dirty = true // even an empty new file is committed at close
+		}
+	}
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+	fn.attr(&out.Attr)
+	return ch, w, 0, 0
+}
+
+// Mkdir records the directory with a marker file, conditional on the name
+// being free cluster-wide.
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	p, errno := d.childPath(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	d.m.catchUp(ctx)
+	if in, ok := d.m.store.Local(p); (ok && !in.Deleted) || d.m.store.IsDir(p) {
+		return nil, syscall.EEXIST
+	}
+	cctx, cancel := d.m.commitCtx()
+	defer cancel()
+	_, err := d.m.put(cctx, join(p, marker), empty, files.WriteOptions{IfVersion: files.Version(0), Mode: fs.FileMode(mode).Perm(), SizeKnown: true})
+	if err != nil {
+		if errors.Is(err, files.ErrConflict) {
+			return nil, syscall.EEXIST // a file has that name
+		}
+		return nil, d.m.errno("mkdir", p, err)
+	}
+	return d.dirChild(ctx, name, p, &out.Attr), 0
+}
+
+// Rmdir removes an empty directory (its marker).
+func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	p, errno := d.childPath(name)
+	if errno != 0 {
+		return syscall.ENOENT
+	}
+	d.m.catchUp(ctx)
+	fs, dirs := d.m.store.Children(p)
+	var mk *files.Info
+	for i := range fs {
+		if path.Base(fs[i].Path) != marker {
+			return syscall.ENOTEMPTY
+		}
+		mk = &fs[i]
+	}
+	if len(dirs) > 0 {
+		return syscall.ENOTEMPTY
+	}
+	if mk == nil {
+		return syscall.ENOENT
+	}
+	cctx, cancel := d.m.commitCtx()
+	defer cancel()
+	if _, err := d.m.store.Remove(cctx, mk.Path, &files.WriteOptions{IfVersion: files.Version(mk.Version)}); err != nil {
+		if errors.Is(err, files.ErrVersionMismatch) {
+			return syscall.ENOTEMPTY // changed meanwhile; look again
+		}
+		return d.m.errno("rmdir", p, err)
+	}
+	return 0
+}
+
+// Unlink removes a file (leaving a tombstone). A handle still open on it
+// keeps reading the old content; what is written through it is dropped.
+func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	p, errno := d.childPath(name)
+	if errno != 0 {
+		return syscall.ENOENT
+	}
+	cctx, cancel := d.m.commitCtx()
+	defer cancel()
+	var fn *fileNode
+	if ch := d.GetChild(name); ch != nil {
+		fn, _ = ch.Operations().(*fileNode)
+	}
+	if _, err := d.m.store.Remove(cctx, p, nil); err != nil && !(errors.Is(err, files.ErrNotFound) && fn != nil && fn.isPending()) {
+		return d.m.errno("unlink", p, err)
+	}
+	if fn != nil {
+		fn.unlinked()
+	}
+	return 0
+}
+
+// Rename moves a file in one committed step (the target, if any, is
+// replaced atomically on every node). Directories are not renamed: EXDEV
+// makes mv copy them instead.
+func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if flags != 0 {
+		return syscall.EINVAL // RENAME_NOREPLACE, RENAME_EXCHANGE
+	}
+	src, errno := d.childPath(name)
+	if errno != 0 {
+		return syscall.ENOENT
+	}
+	np, ok := newParent.(*dirNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	dst, errno := np.childPath(newName)
+	if errno != 0 {
+		return errno
+	}
+	if in, ok := d.m.store.Local(src); (!ok || in.Deleted) && d.m.store.IsDir(src) {
+		return syscall.EXDEV
+	}
+	cctx, cancel := d.m.commitCtx()
+	defer cancel()
+	if ch := d.GetChild(name); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.isPending() {
+			// renamed before its first close: commit it so it can move
+			if errno := fn.commitWriters(cctx); errno != 0 {
+				return errno
+			}
+		}
+	}
+	if _, err := d.m.store.Rename(cctx, src, dst, nil); err != nil {
+		return d.m.errno("rename", dst, err)
+	}
+	if ch := np.GetChild(newName); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok && ch != d.GetChild(name) {
+			fn.unlinked() // the replaced file
+		}
+	}
+	return 0
+}
+
+// Getattr of a directory.
+func (d *dirNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	p, ok := d.m.pathOf(&d.Inode)
+	if !ok {
+		return syscall.ENOENT
+	}
+	d.m.dirAttr(p, &out.Attr)
+	return 0
+}
+
+// Setattr of a directory: mode and mtime are kept on its marker (made
+// when missing); owners are not kept.
+func (d *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	p, ok := d.m.pathOf(&d.Inode)
+	if !ok {
+		return syscall.ENOENT
+	}
+	mode, setMode := in.GetMode()
+	mtime, setTime := in.GetMTime()
+	if p != "" && (setMode || setTime) {
+		mp := join(p, marker)
+		cctx, cancel := d.m.commitCtx()
+		defer cancel()
+		for attempt := 0; ; attempt++ {
+			cur, ok := d.m.store.Local(mp)
+			var err error
+			if ok && !cur.Deleted {
+				m := cur.Mode
+				if setMode {
+					m = fs.FileMode(mode)
+				}
+				_, err = d.m.store.SetAttr(cctx, cur, m, mtime)
+			} else {
+				m := fs.FileMode(0o755)
+				if setMode {
+					m = fs.FileMode(mode)
+				}
+				_, err = d.m.put(cctx, mp, empty, files.WriteOptions{IfVersion: files.Version(0), Mode: m, SizeKnown: true, ModTime: mtime})
+			}
+			if errors.Is(err, files.ErrVersionMismatch) && attempt < 3 {
+				d.m.store.Barrier(cctx)
+				continue
+			}
+			if err != nil {
+				return d.m.errno("setattr", p, err)
+			}
+			break
+		}
+	}
+	d.m.dirAttr(p, &out.Attr)
+	return 0
+}
+
+// Statfs reports the quota (--files-max-bytes) as the size, or the data
+// disk when there is none.
+func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	st := d.m.store.Status()
+	var sfs syscall.Statfs_t
+	diskFree, diskTotal := int64(-1), int64(-1)
+	if syscall.Statfs(d.m.cfg.TempDir, &sfs) == nil {
+		diskFree, diskTotal = int64(sfs.Bavail)*sfs.Bsize, int64(sfs.Blocks)*sfs.Bsize
+	}
+	total, free := diskTotal, diskFree
+	if q := st.Usage.MaxBytes; q > 0 {
+		total, free = q, max(q-st.Usage.Bytes, 0)
+		if diskFree >= 0 {
+			free = min(free, diskFree)
+		}
+	}
+	total, free = max(total, 0), max(free, 0)
+	out.Bsize, out.Frsize = blockSize, blockSize
+	out.Blocks = uint64(total) / blockSize
+	out.Bfree = uint64(free) / blockSize
+	out.Bavail = out.Bfree
+	out.Files = uint64(st.Usage.Files) + 1<<20
+	out.Ffree = 1 << 20
+	out.NameLen = files.MaxSegmentBytes
+	return 0
+}
+
+// Symlink is refused: the shared files hold regular files and directories only.
+func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+
+// Link is refused: no hard links.
+func (d *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+
+// Mknod is refused: no device files, FIFOs or sockets.
+func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+
+// observe records the committed version seen for this file and tells the
+// kernel to drop its cached attributes when it changed.
+func (fn *fileNode) observe(in files.Info) bool {
+	fn.mu.Lock()
+	changed := fn.info.Version != in.Version
+	if !in.Deleted {
+		fn.info, fn.pending = in, false
+	}
+	fn.mu.Unlock()
+	return changed
+}
+
+// isPending reports a file created here that no close committed yet and
+// that a handle still holds open.
+func (fn *fileNode) isPending() bool {
+	fn.mu.Lock()
+	defer fn.mu.Unlock()
+	return fn.pending && len(fn.writers) > 0
+}
+
+// allWriters returns the write handles open on the file.
+func (fn *fileNode) allWriters() []*writeHandle {
+	fn.mu.Lock()
+	defer fn.mu.Unlock()
+	ws := make([]*writeHandle, 0, len(fn.writers))
+	for h := range fn.writers {
+		ws = append(ws, h)
+	}
+	return ws
+}
+
+// commitWriters commits what the open writers hold (the first with
+// content wins; the others commit at their close as usual).
+func (fn *fileNode) commitWriters(ctx context.Context) syscall.Errno {
+	for _, w := range fn.allWriters() {
+		if errno := w.commit(ctx); errno != 0 {
+			return errno
+		}
+	}
+	return 0
+}
+
+// writer returns an open writer of the file, a dirty one if any.
+func (fn *fileNode) writer() *writeHandle {
+	fn.mu.Lock()
+	defer fn.mu.Unlock()
+	var w *writeHandle
+	for h := range fn.writers {
+		if w == nil || h.isDirty() {
+			w = h
+		}
+	}
+	return w
+}
+
+// attr fills the attributes: a writer open on this node shows its size.
+func (fn *fileNode) attr(out *fuse.Attr) {
+	w := fn.writer()
+	fn.mu.Lock()
+	in := fn.info
+	fn.told = in.Version
+	fn.mu.Unlock()
+	fn.m.fileAttr(in, out)
+	if w != nil {
+		w.attr(out)
+	}
+}
+
+// refreshKernel drops the kernel's cached attributes when they are not
+// those of version v (an open of v must not read with an older size).
+func (fn *fileNode) refreshKernel(v uint64) {
+	fn.mu.Lock()
+	stale := fn.told != v
+	fn.mu.Unlock()
+	if stale {
+		fn.NotifyContent(-1, 0)
+	}
+}
+
+func (fn *fileNode) unlinked() {
+	for _, h := range fn.allWriters() {
+		h.drop()
+	}
+}
+
+// Getattr of a file: the local applied state (at most CacheTimeout old
+// in the kernel, invalidated when a change is applied here).
+func (fn *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if w, ok := f.(*writeHandle); ok {
+		fn.m.fileAttr(fn.current(), &out.Attr)
+		w.attr(&out.Attr)
+		return 0
+	}
+	if p, ok := fn.m.pathOf(&fn.Inode); ok {
+		if in, ok := fn.m.store.Local(p); ok && !in.Deleted {
+			fn.observe(in)
+		}
+	}
+	fn.attr(&out.Attr)
+	return 0
+}
+
+func (fn *fileNode) current() files.Info {
+	fn.mu.Lock()
+	defer fn.mu.Unlock()
+	return fn.info
+}
+
+// Setattr: size through the open writer (or a commit of the truncated
+// content), mode and mtime committed without resending the content
+// (or with the writer's content at its close). Owners are not kept.
+func (fn *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	p, ok := fn.m.pathOf(&fn.Inode)
+	if !ok {
+		fn.attr(&out.Attr)
+		return 0 // unlinked: nothing to keep
+	}
+	// The handle the call came through (ftruncate), else a writer of
+	// this node with unclosed writes; a closed handle may still be
+	// registered until its release arrives, so it does not count.
+	w, _ := f.(*writeHandle)
+	if w == nil {
+		if h := fn.writer(); h != nil && h.isDirty() {
+			w = h
+		}
+	}
+	size, setSize := in.GetSize()
+	mode, setMode := in.GetMode()
+	mtime, setTime := in.GetMTime()
+	cctx, cancel := fn.m.commitCtx()
+	defer cancel()
+	if setSize {
+		if w == nil {
+			cur, err := fn.m.store.Stat(cctx, p)
+			if err != nil {
+				return fn.m.errno("truncate", p, err)
+			}
+			tw, errno := fn.openWriter(cctx, p, cur, size == 0)
+			if errno != 0 {
+				return errno
+			}
+			errno = tw.truncate(int64(size))
+			if errno == 0 {
+				errno = tw.commit(cctx)
+			}
+			tw.release()
+			if errno != 0 {
+				return errno
+			}
+		} else if errno := w.truncate(int64(size)); errno != 0 {
+			return errno
+		}
+	}
+	if setMode || setTime {
+		// Every writer's next commit keeps the mode; an mtime set before
+		// a handle's first write is overtaken by the write, as locally.
+		dirty := false
+		for _, h := range fn.allWriters() {
+			d := h.isDirty()
+			h.setAttr(setMode, fs.FileMode(mode), setTime && d, mtime)
+			dirty = dirty || d
+		}
+		if !dirty {
+			if errno := fn.setAttr(cctx, p, setMode, fs.FileMode(mode), mtime); errno != 0 {
+				return errno
+			}
+		}
+	}
+	fn.attr(&out.Attr)
+	return 0
+}
+
+// setAttr commits a mode and/or mtime, keeping the content.
+func (fn *fileNode) setAttr(ctx context.Context, p string, setMode bool, mode fs.FileMode, mtime time.Time) syscall.Errno {
+	for attempt := 0; ; attempt++ {
+		cur, ok := fn.m.store.Local(p)
+		if !ok || cur.Deleted {
+			return syscall.ENOENT
+		}
+		m := cur.Mode
+		if setMode {
+			m = mode
+		}
+		info, err := fn.m.store.SetAttr(ctx, cur, m, mtime)
+		if errors.Is(err, files.ErrVersionMismatch) && attempt < 3 {
+			fn.m.store.Barrier(ctx)
+			continue
+		}
+		if err != nil {
+			return fn.m.errno("setattr", p, err)
+		}
+		fn.observe(info)
+		return 0
+	}
+}
+
+// Open reads the version current at open (close-to-open: it first
+// catches up with the leader); a writer gets a private temp copy that is
+// committed at close or fsync.
+func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	p, ok := fn.m.pathOf(&fn.Inode)
+	if !ok {
+		return nil, 0, syscall.ESTALE
+	}
+	if fn.isPending() {
+		// Created here and not closed yet: a reader on this node reads
+		// what the writer wrote so far; another writer starts empty.
+		if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+			if w := fn.writer(); w != nil {
+				return &sharedReader{w: w}, 0, 0
+			}
+		}
+		cctx, cancel := fn.m.commitCtx()
+		defer cancel()
+		w, errno := fn.openWriter(cctx, p, fn.current(), true)
+		if errno == 0 {
+			w.dirty = true
+		}
+		return w, 0, errno
+	}
+	fn.m.catchUp(ctx)
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		f, err := fn.m.store.Open(ctx, p)
+		if err != nil {
+			return nil, 0, fn.m.errno("open", p, err)
+		}
+		fn.observe(f.Info())
+		fn.refreshKernel(f.Info().Version)
+		return &readHandle{f: f}, 0, 0
+	}
+	cctx, cancel := fn.m.commitCtx()
+	defer cancel()
+	cur, err := fn.m.store.Stat(cctx, p)
+	if err != nil {
+		return nil, 0, fn.m.errno("open", p, err)
+	}
+	fn.observe(cur)
+	fn.refreshKernel(cur.Version)
+	w, errno := fn.openWriter(cctx, p, cur, flags&syscall.O_TRUNC != 0)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return w, 0, 0
+}
