@@ -111,8 +111,14 @@ func (n *Node) appEnvironment() []string {
 	if n.cfg.DBDSN != "" {
 		env = append(env, "COHORT_DB_DSN="+n.cfg.DBDSN)
 	}
-	// COHORT_REDIS_ADDR, COHORT_MEMCACHED_ADDR and COHORT_FILES_DIR join
-	// here with the listeners and the mount that provide them.
+	if n.cfg.Files.Mount != "" {
+		// The mount is in place before the node is ready, so before the
+		// app gets its first request; an app that writes there while it
+		// starts may write under the mount point before it is mounted.
+		env = append(env, "COHORT_FILES_DIR="+n.cfg.Files.Mount)
+	}
+	// COHORT_REDIS_ADDR and COHORT_MEMCACHED_ADDR join here with the
+	// listeners that provide them.
 	return append(env, n.cfg.App.Env...)
 }
 
