@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/sessioncookie"
 	"github.com/cohortserver/cohort/raft"
 )
 
@@ -37,7 +38,7 @@ var (
 	// ErrInvalidValue is a Put value that cannot be stored.
 	ErrInvalidValue = errors.New("invalid session value")
 	// ErrMalformedCookie is returned by ParseCookie.
-	ErrMalformedCookie = errors.New("malformed session cookie")
+	ErrMalformedCookie = sessioncookie.ErrMalformed
 
 	errBadCommand     = errors.New("malformed sessions command")
 	errPassiveMissing = errors.New("passivated data missing")
