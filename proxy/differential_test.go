@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"reflect"
 	"slices"
 	"strings"
@@ -186,6 +187,11 @@ func FuzzFastFrontAgainstServer(f *testing.F) {
 		if !parseRequestHead([]byte(head), "sid", &r) {
 			return // net/http's on both ports
 		}
+		// The public mux must route the path as it is (no dot segments,
+		// no "//", nothing it would clean or redirect).
+		if p := string(r.path()); path.Clean(p) != p && path.Clean(p)+"/" != p {
+			t.Fatalf("%q: the fast front takes the unclean path %q", head, p)
+		}
 		refused := dx.ownerRefusals()
 		fast := dx.exchange(t, dx.fast, head)
 		slow := dx.exchange(t, dx.slow, head)
@@ -207,4 +213,18 @@ func FuzzFastFrontAgainstServer(f *testing.F) {
 			t.Fatalf("%q: the application saw\nfast front: %+v\nnet/http:   %+v", head, *fast.view, *slow.view)
 		}
 	})
+}
+
+// TestHTTP10WithoutHost: a forwarded HTTP/1.0 request without Host shows
+// the owner's application no Host, as serving it here would; the hop
+// (HTTP/1.1) must not put the owner's cluster address in its place.
+func TestHTTP10WithoutHost(t *testing.T) {
+	dx := newDiffFixture(t)
+	o := dx.exchange(t, dx.slow, "GET /a HTTP/1.0\r\nCookie: sid="+tok+".r2\r\n\r\n")
+	if o.view == nil || o.view.Node != "n2" {
+		t.Fatalf("not forwarded to n2: %+v", o)
+	}
+	if o.view.Host != "" || o.view.Header.Get(hdrNoHost) != "" {
+		t.Fatalf("the application saw Host %q (headers %v), want none", o.view.Host, o.view.Header)
+	}
 }

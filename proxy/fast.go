@@ -375,8 +375,10 @@ func (fc *fastConn) nextRequest() (bool, error) {
 			_ = fc.c.SetReadDeadline(fc.deadline)
 		}
 		if _, err := fc.br.Peek(len(buf) + 1); err != nil {
-			if len(buf) > 0 && fc.br.Buffered() > 0 && !isTimeout(err) {
-				return false, nil // a partial head and an EOF: net/http answers it (400)
+			if len(buf) > 0 && fc.br.Buffered() > 0 {
+				// A partial head and an error (EOF, or the head's deadline,
+				// which stays with it): net/http answers it as it would.
+				return false, nil
 			}
 			return false, err // idle or too slow: closed, as net/http does
 		}

@@ -237,6 +237,37 @@ func realSessionOn(t testing.TB, c *testcluster.Cluster, id string) *client {
 	return cl
 }
 
+// TestOneSessionCookie: of two cookies of the session's name, the front
+// routes by the one the sessions middleware then loads (the first
+// well-formed), on the fast front (GET) and net/http's path (POST); a
+// request can no longer be sent to one node with another node's session.
+func TestOneSessionCookie(t *testing.T) {
+	c, _ := newCluster(t, nil)
+	owned := realSessionOn(t, c, "n1")
+	n3 := c.Running()[0].Node().Members().Route("n3")
+	for _, first := range []string{"a b", "AAAA." + n3, "\"\""} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			cl := newClient()
+			code, w, err := cl.do(method, c.Node("n2").URL("/t/who"), nil,
+				http.Header{"Cookie": {cookieName + "=" + first + "; " + cookieName + "=" + owned.get()}})
+			if err != nil || code != http.StatusOK || w.Node != "n1" {
+				t.Fatalf("%s with %q first: %d %v served by %q, want n1 (the session's owner)", method, first, code, err, w.Node)
+			}
+		}
+	}
+	// A well-formed cookie naming no live session comes first: the front
+	// routes by it (to n1), and the middleware there must not fall
+	// through to the second cookie and take n2's session over.
+	other := realSessionOn(t, c, "n2")
+	unknown := testToken + "." + c.Running()[0].Node().Members().Route("n1")
+	cl := newClient()
+	code, w, err := cl.do(http.MethodGet, c.Node("n3").URL("/t/who"), nil,
+		http.Header{"Cookie": {cookieName + "=" + unknown + "; " + cookieName + "=" + other.get()}})
+	if err != nil || code != http.StatusOK || w.Node != "n1" || cl.get() != "" {
+		t.Fatalf("served by %q (%d %v), cookie set %q; want n1, and n2's session left alone", w.Node, code, err, cl.get())
+	}
+}
+
 func TestStickyRouting(t *testing.T) {
 	c, app := newCluster(t, func(cfg *config.Config) { cfg.Front.MaxRequestBody = 1 << 20 })
 	nodes := c.Nodes()
