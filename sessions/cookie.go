@@ -12,11 +12,6 @@ import (
 // tokenBytes is the entropy of a session token: 256 bits.
 const tokenBytes = 32
 
-// tokenLen is the length of a token in unpadded base64url.
-var tokenLen = base64.RawURLEncoding.EncodedLen(tokenBytes)
-
-// maxRouteLen bounds the route part of a cookie value.
-const maxRouteLen = sessioncookie.MaxRouteLen
 
 // newToken returns a fresh token from crypto/rand, base64url-encoded.
 func newToken() (string, error) {
@@ -60,15 +55,3 @@ func ParseCookie(value string) (token, route string, err error) {
 
 // FormatCookie joins a token and a route into a cookie value.
 func FormatCookie(token, route string) string { return token + "." + route }
-
-func isB64URL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
-}
