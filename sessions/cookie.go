@@ -12,7 +12,6 @@ import (
 // tokenBytes is the entropy of a session token: 256 bits.
 const tokenBytes = 32
 
-
 // newToken returns a fresh token from crypto/rand, base64url-encoded.
 func newToken() (string, error) {
 	var b [tokenBytes]byte
