@@ -49,10 +49,14 @@ func FuzzReadAnswerHead(f *testing.F) {
 		if err != nil {
 			t.Fatalf("%q: the fast front relays it, net/http refuses it: %v", raw, err)
 		}
-		if res.StatusCode != a.code || res.Close != a.close {
+		// An answer without a length or chunking runs until the upstream
+		// closes: the relay ends both connections after it.
+		bodyless := a.code < 200 || a.code == 204 || a.code == 304
+		untilClose := !bodyless && !a.chunked && a.length < 0
+		if res.StatusCode != a.code || res.Close != (a.close || untilClose) {
 			t.Fatalf("%q: net/http reads status %d close %v; fast front %d %v", raw, res.StatusCode, res.Close, a.code, a.close)
 		}
-		if a.code < 200 || a.code == 204 || a.code == 304 {
+		if bodyless {
 			return // no body whatever the head says
 		}
 		chunked := len(res.TransferEncoding) == 1 && res.TransferEncoding[0] == "chunked"
