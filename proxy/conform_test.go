@@ -116,24 +116,29 @@ func rawClosedWithin(t *testing.T, addr string, steps []string, pause time.Durat
 // head's first byte — also when the head was handed to net/http part
 // way, which must not start a ReadHeaderTimeout of its own.
 func TestFastFrontHeaderTimeout(t *testing.T) {
-	const ht = 2 * time.Second
+	// Margins are wide: CI machines are loaded; a regression costs a
+	// whole HeaderTimeout (or IdleTimeout) more.
+	const ht = 3 * time.Second
 	fx := newFastFixtureWith(t, func(w http.ResponseWriter, r *http.Request) {}, ListenOptions{
 		HeaderTimeout: ht, IdleTimeout: time.Minute}, nil)
 	t.Run("idle from the accept", func(t *testing.T) {
-		if d := rawClosedWithin(t, fx.addr, []string{""}, 0, 20*time.Second); d < ht-100*time.Millisecond || d > ht+time.Second {
+		t.Parallel()
+		if d := rawClosedWithin(t, fx.addr, []string{""}, 0, 20*time.Second); d < ht-100*time.Millisecond || d > ht+2*time.Second {
 			t.Fatalf("idle connection closed after %v, want %v", d, ht)
 		}
 	})
 	t.Run("a partial head", func(t *testing.T) {
-		if d := rawClosedWithin(t, fx.addr, []string{"G"}, 0, 20*time.Second); d > ht+time.Second {
+		t.Parallel()
+		if d := rawClosedWithin(t, fx.addr, []string{"G"}, 0, 20*time.Second); d > ht+2*time.Second {
 			t.Fatalf("partial head closed after %v, want %v", d, ht)
 		}
 	})
 	t.Run("a partial head handed to net/http", func(t *testing.T) {
+		t.Parallel()
 		// The second write fills the fast front's buffer: net/http gets
 		// the head 0.8·ht after it began and must end it at ht, not 1.8·ht.
 		steps := []string{"GET / HTTP/1.1\r\n", "X-Big: " + strings.Repeat("b", fastReadBuf)}
-		if d := rawClosedWithin(t, fx.addr, steps, ht*8/10, 20*time.Second); d > ht+ht*4/10 {
+		if d := rawClosedWithin(t, fx.addr, steps, ht*8/10, 20*time.Second); d > ht+ht/2 {
 			t.Fatalf("partial head closed after %v, want %v", d, ht)
 		}
 	})
