@@ -287,7 +287,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.mux.Handle("/", n.catchUpGate(front))
 	n.httpSrv = &http.Server{
-		Handler:           n.closeWhileDraining(refuseDotSegments(n.mux)),
+		Handler:           proxy.CloseChunked(n.closeWhileDraining(refuseDotSegments(n.mux))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       0, // streaming uploads; bounded per handler
 		IdleTimeout:       120 * time.Second,
@@ -300,11 +300,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ln = tls.NewListener(ln, n.publicTLS)
 	} else if n.cfg.Front.FastPath {
 		n.fastLn = n.front.Listen(ln, proxy.ListenOptions{
-			Claims:        n.frontClaims,
-			IdleTimeout:   n.httpSrv.IdleTimeout,
-			HeaderTimeout: n.httpSrv.ReadHeaderTimeout,
+			Claims:         n.frontClaims,
+			IdleTimeout:    n.httpSrv.IdleTimeout,
+			HeaderTimeout:  n.httpSrv.ReadHeaderTimeout,
+			MaxHeaderBytes: n.httpSrv.MaxHeaderBytes,
 		})
 		ln = n.fastLn
+	} else {
+		ln = n.front.WatchRefusals(ln) // log what net/http refuses, as the fast front does
 	}
 	n.goBackground(func() {
 		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -3,6 +3,8 @@ package proxy
 import (
 	"net/http"
 	"strings"
+
+	"github.com/cohortserver/cohort/internal/sessioncookie"
 )
 
 // maxRouteLen bounds a route tag; membership's tags are 12 characters.
@@ -36,14 +38,10 @@ func base64URL(s string) bool {
 	return s != ""
 }
 
-// cookieValue finds the first cookie called name in the request's Cookie
-// headers without allocating (r.Cookie parses every cookie). Surrounding
-// double quotes are removed as net/http does.
+// cookieValue is the request's session cookie by the rule the sessions
+// middleware applies too (internal/sessioncookie): the first well-formed
+// cookie called name, read as net/http reads cookies. It does not
+// allocate (r.Cookie parses every cookie).
 func cookieValue(h http.Header, name string) (string, bool) {
-	for _, line := range h["Cookie"] {
-		if v, ok := findCookie(line, name); ok {
-			return v, true
-		}
-	}
-	return "", false
+	return sessioncookie.Find(h["Cookie"], name)
 }

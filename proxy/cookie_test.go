@@ -57,18 +57,20 @@ func FuzzRouteFromCookie(f *testing.F) {
 }
 
 func TestCookieValue(t *testing.T) {
+	a, c := tok+".b", tok+".d"
 	for _, tt := range []struct {
 		name    string
 		headers []string
 		want    string
 		ok      bool
 	}{
-		{"alone", []string{"s=a.b"}, "a.b", true},
-		{"among others", []string{"x=1; s=a.b; y=2"}, "a.b", true},
-		{"first wins", []string{"s=a.b; s=c.d"}, "a.b", true},
-		{"second header", []string{"x=1", "s=c.d"}, "c.d", true},
-		{"quoted", []string{`s="a.b"`}, "a.b", true},
-		{"prefix name", []string{"ss=a.b; s_=c"}, "", false},
+		{"alone", []string{"s=" + a}, a, true},
+		{"among others", []string{"x=1; s=" + a + "; y=2"}, a, true},
+		{"first wins", []string{"s=" + a + "; s=" + c}, a, true},
+		{"second header", []string{"x=1", "s=" + c}, c, true},
+		{"quoted", []string{`s="` + a + `"`}, a, true},
+		{"a malformed one does not count", []string{"s=a b; s=AAAA.r3; s=" + c}, c, true},
+		{"prefix name", []string{"ss=" + a + "; s_=c"}, "", false},
 		{"no value", []string{"s"}, "", false},
 		{"none", nil, "", false},
 	} {

@@ -40,9 +40,14 @@ type ListenOptions struct {
 	// IdleTimeout closes a keep-alive connection that sends nothing for
 	// this long; 0 means 120 s.
 	IdleTimeout time.Duration
-	// HeaderTimeout bounds the reading of a request head once its first
-	// byte arrived; 0 means 10 s.
+	// HeaderTimeout bounds the reading of a request head, as the
+	// http.Server's ReadHeaderTimeout does: the first from the accept,
+	// later ones from their first byte. A connection handed to net/http
+	// mid-head keeps the deadline it had; 0 means 10 s.
 	HeaderTimeout time.Duration
+	// MaxHeaderBytes is the http.Server's: a head larger than it allows
+	// goes to net/http (which answers 431); 0 means net/http's default.
+	MaxHeaderBytes int
 }
 
 const (
@@ -85,6 +90,9 @@ func (f *Front) Listen(ln net.Listener, opts ListenOptions) *FastListener {
 	}
 	if opts.HeaderTimeout <= 0 {
 		opts.HeaderTimeout = 10 * time.Second
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = http.DefaultMaxHeaderBytes
 	}
 	if opts.Claims == nil {
 		opts.Claims = func([]byte) bool { return true }
@@ -240,6 +248,7 @@ type fastConn struct {
 	out      countingWriter
 	idle     atomic.Bool
 	deadline time.Time // the read deadline set on c; zero when none
+	headBy   time.Time // when the head being read must be complete; zero while idle
 	remote   string    // c.RemoteAddr as net/http would give it
 	fwd      string    // the X-Forwarded-For/Proto and client lines for every hop
 	req      fastReq
@@ -289,9 +298,13 @@ func (fc *fastConn) serve() {
 		// A trusted proxy's X-Forwarded-* need the full reading of
 		// resolveClient; without a hop pool there is nothing fast to do.
 		handedOff = true
-		l.give(fc.c)
+		l.give(l.f.handed(fc.c, nil, time.Time{}))
 		return
 	}
+	// net/http counts the first head's ReadHeaderTimeout from the accept:
+	// a connection that sends nothing is closed then, not after the idle
+	// timeout.
+	fc.headBy = time.Now().Add(l.opts.HeaderTimeout)
 	peerHost, _, _ := net.SplitHostPort(fc.remote) // as resolveClient reads it
 	fc.fwd = "X-Forwarded-For: " + peerHost + "\r\nX-Forwarded-Proto: http\r\n" +
 		hdrClient + ": " + fc.remote + "\r\n"
@@ -307,37 +320,34 @@ func (fc *fastConn) serve() {
 			switch fc.forward() {
 			case outKeep:
 				fc.br.Discard(len(fc.req.head))
+				fc.headBy = time.Time{} // idle until the next head begins
 				continue
 			case outClose:
 				return
 			}
 		}
 		handedOff = true
-		l.give(&handedConn{Conn: fc.c, br: fc.br})
+		l.give(l.f.handed(fc.c, fc.br, fc.headBy))
 		return
 	}
 }
 
 // nextRequest waits for the next request head and reports whether the
 // fast front takes it. It consumes nothing: a request it declines is read
-// again by net/http.
+// again by net/http. A head not complete by fc.headBy closes the
+// connection, as net/http's ReadHeaderTimeout does.
 func (fc *fastConn) nextRequest() (bool, error) {
 	l := fc.l
-	fc.idle.Store(true)
+	fc.idle.Store(fc.br.Buffered() == 0)
 	if l.closing.Load() && fc.br.Buffered() == 0 {
 		return false, net.ErrClosed
-	}
-	if now := time.Now(); fc.deadline.Before(now.Add(l.opts.IdleTimeout - time.Second)) {
-		// Refreshed at most once a second: a deadline costs a timer update.
-		fc.deadline = now.Add(l.opts.IdleTimeout)
-		_ = fc.c.SetReadDeadline(fc.deadline)
 	}
 	for {
 		buf, _ := fc.br.Peek(fc.br.Buffered())
 		n, bad := headEnd(buf)
 		if n > 0 || bad {
 			fc.idle.Store(false)
-			if bad {
+			if bad || n > l.opts.MaxHeaderBytes+4096 { // net/http's limit: MaxHeaderBytes plus 4 KiB
 				return false, nil
 			}
 			r := &fc.req
@@ -348,16 +358,29 @@ func (fc *fastConn) nextRequest() (bool, error) {
 			fc.idle.Store(false)
 			return false, nil // too large for the fast front
 		}
-		if len(buf) > 0 && fc.idle.Swap(false) {
+		if len(buf) > 0 && fc.headBy.IsZero() {
 			// The head has begun: it must be complete within HeaderTimeout.
-			fc.deadline = time.Now().Add(l.opts.HeaderTimeout)
+			fc.idle.Store(false)
+			fc.headBy = time.Now().Add(l.opts.HeaderTimeout)
+		}
+		switch now := time.Now(); {
+		case !fc.headBy.IsZero():
+			if fc.deadline != fc.headBy {
+				fc.deadline = fc.headBy
+				_ = fc.c.SetReadDeadline(fc.deadline)
+			}
+		case fc.deadline.Before(now.Add(l.opts.IdleTimeout - time.Second)):
+			// Refreshed at most once a second: a deadline costs a timer update.
+			fc.deadline = now.Add(l.opts.IdleTimeout)
 			_ = fc.c.SetReadDeadline(fc.deadline)
 		}
 		if _, err := fc.br.Peek(len(buf) + 1); err != nil {
 			if len(buf) > 0 && fc.br.Buffered() > 0 {
-				return false, nil // a partial head and an error: net/http answers it
+				// A partial head and an error (EOF, or the head's deadline,
+				// which stays with it): net/http answers it as it would.
+				return false, nil
 			}
-			return false, err
+			return false, err // idle or too slow: closed, as net/http does
 		}
 	}
 }
@@ -615,13 +638,14 @@ func (fc *fastConn) readAnswerHead(pc *hopConn) (answer, error) {
 		}
 		switch classify(responseHeaderClasses, name) {
 		case clsLength:
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || n < 0 || (a.length >= 0 && n != a.length) {
+			n, ok := parseLength(value)
+			if !ok || (a.length >= 0 && n != a.length) {
 				return a, fmt.Errorf("bad Content-Length %q", value)
 			}
 			a.length = n
 		case clsEncoding:
-			if !asciiEqualFold(value, "chunked") {
+			// net/http reads exactly one Transfer-Encoding, "chunked".
+			if a.chunked || !asciiEqualFold(value, "chunked") {
 				return a, fmt.Errorf("unsupported Transfer-Encoding %q", value)
 			}
 			a.chunked = true
@@ -773,7 +797,10 @@ func (fc *fastConn) relayBody(pc *hopConn, n int64) error {
 }
 
 // relayChunked copies a chunked body as it is: sizes, data, trailers.
+// It reads the framing as net/http's chunked reader does (FuzzRelayChunked),
+// down to its bound on the bytes that are not data.
 func (fc *fastConn) relayChunked(pc *hopConn) error {
+	var excess int64
 	for {
 		line, err := fc.readLine(pc)
 		if err != nil {
@@ -782,6 +809,10 @@ func (fc *fastConn) relayChunked(pc *hopConn) error {
 		size, ok := chunkSize(line)
 		if !ok {
 			return fmt.Errorf("malformed chunk size line %q", line)
+		}
+		excess = max(0, excess+int64(len(line))-16-2*size)
+		if excess > 16<<10 {
+			return errors.New("chunked answer has too much besides data")
 		}
 		if _, err := fc.bw.Write(line); err != nil {
 			return fmt.Errorf("%w: %w", errClientGone, err)
@@ -801,6 +832,12 @@ func (fc *fastConn) relayChunked(pc *hopConn) error {
 					}
 					return nil
 				}
+				if len(line) < 2 || line[len(line)-2] != '\r' {
+					return errors.New("trailer line does not end in CRLF")
+				}
+				if _, _, ok := splitField(line[:len(line)-2]); !ok {
+					return fmt.Errorf("malformed trailer %q", line)
+				}
 			}
 		}
 		if err := fc.relayBody(pc, size); err != nil {
@@ -818,16 +855,20 @@ func (fc *fastConn) relayChunked(pc *hopConn) error {
 	}
 }
 
-// chunkSize parses "1a2b[;ext]\r\n".
+// chunkSize parses "1a2b[;ext]\r\n" as net/http's chunked reader does:
+// the line ends in CRLF and holds no other CR, white space may only
+// trail (before an extension or the end), the size is hex.
 func chunkSize(line []byte) (int64, bool) {
-	if len(line) < 3 || line[len(line)-2] != '\r' {
+	if len(line) < 3 || line[len(line)-2] != '\r' || bytes.IndexByte(line, '\r') != len(line)-2 || len(line)-2 >= 4096 {
 		return 0, false
 	}
 	hex := line[:len(line)-2]
+	for len(hex) > 0 && (hex[len(hex)-1] == ' ' || hex[len(hex)-1] == '\t') {
+		hex = hex[:len(hex)-1]
+	}
 	if i := bytes.IndexByte(hex, ';'); i >= 0 {
 		hex = hex[:i]
 	}
-	hex = trimOWS(hex)
 	if len(hex) == 0 || len(hex) > 15 {
 		return 0, false
 	}
@@ -844,6 +885,21 @@ func chunkSize(line []byte) (int64, bool) {
 			return 0, false
 		}
 		n = n<<4 | int64(c)
+	}
+	return n, true
+}
+
+// parseLength reads a Content-Length as net/http does: digits only.
+func parseLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
 	}
 	return n, true
 }
@@ -903,11 +959,28 @@ func isTimeout(err error) bool {
 
 var fastBufs = newBufferPool()
 
-// handedConn is a connection given to net/http with the bytes the fast
-// front read but did not use.
+// handedConn is a public connection net/http serves: handed off by the
+// fast front with the bytes it read but did not use (br) and the deadline
+// of the head being read (headBy), or wrapped as accepted (WatchRefusals).
+// It logs the requests net/http refuses (refusalOf).
 type handedConn struct {
 	net.Conn
-	br *bufio.Reader // nil once drained
+	br       *bufio.Reader // nil once drained
+	headBy   atomic.Int64  // unix ns; until net/http sets its first read deadline
+	refusals *refusalLog
+}
+
+// handed wraps c for net/http: br holds what the fast front read, headBy
+// is the deadline of the head begun (zero: none begun).
+func (f *Front) handed(c net.Conn, br *bufio.Reader, headBy time.Time) *handedConn {
+	hc := &handedConn{Conn: c, br: br, refusals: f.refusals}
+	if br != nil && br.Buffered() == 0 {
+		hc.br = nil
+	}
+	if !headBy.IsZero() {
+		hc.headBy.Store(headBy.UnixNano())
+	}
+	return hc
 }
 
 func (c *handedConn) Read(p []byte) (int, error) {
@@ -918,6 +991,28 @@ func (c *handedConn) Read(p []byte) (int, error) {
 		c.br = nil
 	}
 	return c.Conn.Read(p)
+}
+
+// SetReadDeadline passes net/http's deadlines on, but its first one (the
+// ReadHeaderTimeout it starts every connection with) no later than the
+// deadline the head already had: time spent on the fast front counts.
+func (c *handedConn) SetReadDeadline(t time.Time) error {
+	if by := c.headBy.Swap(0); by != 0 {
+		if limit := time.Unix(0, by); t.IsZero() || t.After(limit) {
+			t = limit
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// Write notes net/http's refusals of a request head on their way out.
+func (c *handedConn) Write(p []byte) (int, error) {
+	if c.refusals != nil && len(p) > 12 && p[0] == 'H' {
+		if reason, ok := refusalOf(p); ok {
+			c.refusals.note(c.Conn.RemoteAddr().String(), reason)
+		}
+	}
+	return c.Conn.Write(p)
 }
 
 // ReadFrom keeps the kernel's sendfile/splice for answers net/http copies

@@ -1,12 +1,21 @@
 package proxy
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/cohortserver/cohort/internal/sessioncookie"
+)
 
 // This file parses the request heads the fast front (fast.go) takes and
 // the answer heads it relays. It is strict on purpose: anything it does
-// not fully understand is left to net/http, whose answer (often a 400) is
-// then the one the client gets. The fast front never forwards a head it
-// parsed differently from net/http.
+// not fully understand, and anything net/http's server would refuse
+// (a malformed Host, a bad header name or value, a head larger than
+// MaxHeaderBytes allows), is left to net/http, whose answer (often a 400,
+// given on this node without touching a peer) is then the one the client
+// gets. The fast front never forwards a head it parsed differently from
+// net/http; FuzzFastFrontAgainstServer feeds every head it takes to a
+// real http.Server behind the same front and compares what the
+// application sees.
 
 // fastReq is a request head the fast front accepted: GET or HEAD, HTTP/1.1,
 // origin-form target with a clean path, no body, no upgrade.
@@ -15,7 +24,7 @@ type fastReq struct {
 	method    []byte
 	target    []byte // path and query, as sent
 	host      []byte
-	cookie    []byte // the session cookie's value
+	cookie    []byte // the session cookie's value (internal/sessioncookie's rule)
 	hasCookie bool
 	close     bool // the client sent Connection: close
 }
@@ -81,9 +90,14 @@ var requestHeaderClasses = map[string]headerClass{
 	"te":                clsDecline,
 	"trailer":           clsDecline,
 	"http2-settings":    clsDecline,
-	// Hop-by-hop, or what the front writes itself for an untrusted peer.
+	// Hop-by-hop (httputil.ReverseProxy removes the same: RFC 9110
+	// section 7.6.1, and the Proxy-* of section 11.7), or what the front
+	// writes itself for an untrusted peer.
 	"keep-alive":           clsDrop,
 	"proxy-connection":     clsDrop,
+	"proxy-authorization":  clsDrop,
+	"proxy-authenticate":   clsDrop,
+	"cohort-front-no-host": clsDrop,
 	"forwarded":            clsDrop,
 	"x-forwarded-for":      clsDrop,
 	"x-forwarded-proto":    clsDrop,
@@ -130,7 +144,7 @@ func parseRequestHead(head []byte, cookieName string, r *fastReq) bool {
 	if !cleanTarget(r.target) {
 		return false
 	}
-	hosts := 0
+	hosts, cookies := 0, 0
 	for {
 		line, rest = cutCRLF(rest)
 		if len(line) == 0 {
@@ -146,9 +160,13 @@ func parseRequestHead(head []byte, cookieName string, r *fastReq) bool {
 		case clsHost:
 			hosts++
 			r.host = value
+			if !validHost(value) {
+				return false // net/http answers 400 "malformed Host header"
+			}
 		case clsCookie:
+			cookies += sessioncookie.Count(value)
 			if !r.hasCookie {
-				r.cookie, r.hasCookie = findCookie(value, cookieName)
+				r.cookie, r.hasCookie = sessioncookie.FindIn(value, cookieName)
 			}
 		case clsConn:
 			for len(value) > 0 {
@@ -165,7 +183,28 @@ func parseRequestHead(head []byte, cookieName string, r *fastReq) bool {
 			}
 		}
 	}
+	if sessioncookie.TooMany(cookies) {
+		return false // net/http reads no cookie at all: its path decides
+	}
 	return hosts == 1 && len(r.host) > 0
+}
+
+// validHost is httpguts.ValidHostHeader, the check net/http's server
+// makes: only the bytes of a uri-host and port (RFC 3986: unreserved,
+// sub-delims, '%', ':', '[' and ']'). TestValidHost compares the two.
+func validHost(h []byte) bool {
+	for _, c := range h {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+			continue
+		}
+		switch c {
+		case '!', '$', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', ':', ';', '=', '[', ']', '_', '~':
+			continue
+		}
+		return false
+	}
+	return true
 }
 
 // cutCRLF splits b after its first line, which headEnd checked ends in CRLF.
@@ -273,49 +312,6 @@ func asciiEqualFold(b []byte, lower string) bool {
 			c += 'a' - 'A'
 		}
 		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// findCookie finds the first cookie called name in one Cookie header
-// value ("a=1; b=2"). Surrounding double quotes are removed, as net/http
-// does.
-func findCookie[T string | []byte](line T, name string) (T, bool) {
-	for len(line) > 0 {
-		i := 0
-		for i < len(line) && line[i] != ';' {
-			i++
-		}
-		part := trimOWS(line[:i])
-		if i < len(line) {
-			i++
-		}
-		line = line[i:]
-		eq := 0
-		for eq < len(part) && part[eq] != '=' {
-			eq++
-		}
-		if eq == len(part) || !sameBytes(trimOWS(part[:eq]), name) {
-			continue
-		}
-		v := trimOWS(part[eq+1:])
-		if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-			v = v[1 : len(v)-1]
-		}
-		return v, true
-	}
-	var none T
-	return none, false
-}
-
-func sameBytes[T string | []byte](a T, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		if a[i] != b[i] {
 			return false
 		}
 	}

@@ -15,6 +15,7 @@ const (
 	hdrClient  = "Cohort-Front-Client" // resolved client address, ip:port
 	hdrTLS     = "Cohort-Front-Tls"    // "1" when the client spoke TLS to the front
 	hdrUnready = "Cohort-Front-Unready"
+	hdrNoHost  = "Cohort-Front-No-Host" // "1": the client sent no Host (HTTP/1.0)
 )
 
 // clientView is what the front concluded about where a request came from.
@@ -105,4 +106,5 @@ func stripHop(h http.Header) {
 	delete(h, hdrClient)
 	delete(h, hdrTLS)
 	delete(h, hdrUnready)
+	delete(h, hdrNoHost)
 }

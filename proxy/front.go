@@ -150,11 +150,12 @@ type Front struct {
 	routesMu  sync.Mutex
 	selfRoute atomic.Pointer[string]
 
-	hops  *hopTransport // set by Start when Config.Dial is
-	watch attemptWatch  // forwarded attempts by peer address
-	loads *loadBook
-	cpu   *cpuMeter
-	wg    sync.WaitGroup // Start's goroutines
+	hops     *hopTransport // set by Start when Config.Dial is
+	refusals *refusalLog   // requests net/http refused, logged rate-limited
+	watch    attemptWatch  // forwarded attempts by peer address
+	loads    *loadBook
+	cpu      *cpuMeter
+	wg       sync.WaitGroup // Start's goroutines
 }
 
 type roundTripper struct{ http.RoundTripper }
@@ -187,6 +188,7 @@ func New(cfg Config) (*Front, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	f := &Front{cfg: cfg, log: cfg.Logger.With("component", "front"), loads: newLoadBook(), cpu: newCPUMeter()}
+	f.refusals = newRefusalLog(f.log)
 	empty := map[string]string{}
 	f.routes.Store(&empty)
 	f.rp = &httputil.ReverseProxy{
@@ -470,6 +472,11 @@ func (f *Front) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.URL.RawPath = internalAppPrefix + pr.In.URL.RawPath
 	}
 	pr.Out.Host = pr.In.Host // the target's app sees the Host header the client sent
+	if pr.In.Host == "" {
+		// An HTTP/1.0 request without Host: the hop (HTTP/1.1) needs one,
+		// and the target shows the app none, as it would have here.
+		pr.Out.Header.Set(hdrNoHost, "1")
+	}
 	a.view.setForwarded(pr.Out.Header)
 	pr.Out.Header.Set(hdrClient, a.view.addr)
 	if a.view.tls {

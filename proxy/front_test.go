@@ -25,7 +25,7 @@ const cookieName = "cohort_session"
 
 // testToken prefixes the cookies the test app sets, so the client ignores
 // cookies anything else (such as the sessions middleware) might set.
-const testToken = "fronttest"
+const testToken = "ZnJvbnR0ZXN0ZnJvbnR0ZXN0ZnJvbnR0ZXN0ZnJvbnQ"
 
 // who is the test app's answer.
 type who struct {
@@ -50,8 +50,17 @@ type testApp struct {
 func (a *testApp) setup(n *node.Node) {
 	self := n.ID()
 	stamp := func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("session") != "" {
+			// A real session: the sessions middleware sets its cookie
+			// and re-stamps it after a failover.
+			n.Sessions().Put(r.Context(), "t", 1)
+			return
+		}
 		route := n.Members().Route(self)
 		c, err := r.Cookie(cookieName)
+		if err == nil && !strings.HasPrefix(c.Value, testToken+".") {
+			return // a real session's: the middleware's
+		}
 		if err != nil && r.URL.Query().Get("new") == "" {
 			return
 		}
@@ -178,7 +187,7 @@ func (c *client) do(method, url string, body io.Reader, hdr http.Header) (int, w
 	}
 	defer res.Body.Close()
 	for _, sc := range res.Cookies() {
-		if sc.Name == cookieName && strings.HasPrefix(sc.Value, testToken+".") {
+		if sc.Name == cookieName && sc.Value != "" {
 			c.mu.Lock()
 			c.cookie = sc.Value
 			c.mu.Unlock()
@@ -212,6 +221,51 @@ func sessionOn(t testing.TB, c *testcluster.Cluster, id string) *client {
 	cl := newClient()
 	cl.cookie = testToken + "." + c.Running()[0].Node().Members().Route(id)
 	return cl
+}
+
+// realSessionOn returns a client with a real session the node id owns:
+// after a failover the sessions middleware finds it replicated, where a
+// made-up token would send it asking the leader (gone with the owner)
+// whether it missed the session's creation.
+func realSessionOn(t testing.TB, c *testcluster.Cluster, id string) *client {
+	t.Helper()
+	cl := newClient()
+	cl.mustGet(t, c.Node(id).URL("/t/who?session=1"))
+	if route, _ := proxy.RouteFromCookie(cl.get()); route != c.Running()[0].Node().Members().Route(id) {
+		t.Fatalf("session cookie %q not owned by %s", cl.get(), id)
+	}
+	return cl
+}
+
+// TestOneSessionCookie: of two cookies of the session's name, the front
+// routes by the one the sessions middleware then loads (the first
+// well-formed), on the fast front (GET) and net/http's path (POST); a
+// request can no longer be sent to one node with another node's session.
+func TestOneSessionCookie(t *testing.T) {
+	c, _ := newCluster(t, nil)
+	owned := realSessionOn(t, c, "n1")
+	n3 := c.Running()[0].Node().Members().Route("n3")
+	for _, first := range []string{"a b", "AAAA." + n3, "\"\""} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			cl := newClient()
+			code, w, err := cl.do(method, c.Node("n2").URL("/t/who"), nil,
+				http.Header{"Cookie": {cookieName + "=" + first + "; " + cookieName + "=" + owned.get()}})
+			if err != nil || code != http.StatusOK || w.Node != "n1" {
+				t.Fatalf("%s with %q first: %d %v served by %q, want n1 (the session's owner)", method, first, code, err, w.Node)
+			}
+		}
+	}
+	// A well-formed cookie naming no live session comes first: the front
+	// routes by it (to n1), and the middleware there must not fall
+	// through to the second cookie and take n2's session over.
+	other := realSessionOn(t, c, "n2")
+	unknown := testToken + "." + c.Running()[0].Node().Members().Route("n1")
+	cl := newClient()
+	code, w, err := cl.do(http.MethodGet, c.Node("n3").URL("/t/who"), nil,
+		http.Header{"Cookie": {cookieName + "=" + unknown + "; " + cookieName + "=" + other.get()}})
+	if err != nil || code != http.StatusOK || w.Node != "n1" || cl.get() != "" {
+		t.Fatalf("served by %q (%d %v), cookie set %q; want n1, and n2's session left alone", w.Node, code, err, cl.get())
+	}
 }
 
 func TestStickyRouting(t *testing.T) {
@@ -381,7 +435,7 @@ func testFailoverOnKill(t *testing.T, ownerLeads bool) {
 			entries = append(entries, nd)
 		}
 	}
-	cl := sessionOn(t, c, owner)
+	cl := realSessionOn(t, c, owner)
 
 	var (
 		mu       sync.Mutex

@@ -61,6 +61,9 @@ func (f *Front) serveHop(w http.ResponseWriter, r *http.Request) {
 			r.RemoteAddr = c
 		}
 	}
+	if r.Header.Get(hdrNoHost) != "" {
+		r.Host = ""
+	}
 	if r.Header.Get(hdrTLS) != "" {
 		// The client spoke TLS to the entry node: show the application a
 		// TLS request, as it would have seen had it entered here.

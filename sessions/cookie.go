@@ -5,17 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
-	"strings"
+
+	"github.com/cohortserver/cohort/internal/sessioncookie"
 )
 
 // tokenBytes is the entropy of a session token: 256 bits.
 const tokenBytes = 32
-
-// tokenLen is the length of a token in unpadded base64url.
-var tokenLen = base64.RawURLEncoding.EncodedLen(tokenBytes)
-
-// maxRouteLen bounds the route part of a cookie value.
-const maxRouteLen = 64
 
 // newToken returns a fresh token from crypto/rand, base64url-encoded.
 func newToken() (string, error) {
@@ -52,40 +47,10 @@ func idPrefix(id string) string {
 // parts strictly: TOKEN is exactly 43 base64url characters encoding 256
 // bits, ROUTE is 1 to 64 base64url characters (an opaque tag of the node
 // that last served the session). Anything else is ErrMalformedCookie.
+// The rule lives in internal/sessioncookie, shared with the front.
 func ParseCookie(value string) (token, route string, err error) {
-	dot := strings.IndexByte(value, '.')
-	if dot < 0 {
-		return "", "", fmt.Errorf("%w: no route separator", ErrMalformedCookie)
-	}
-	token, route = value[:dot], value[dot+1:]
-	if len(token) != tokenLen {
-		return "", "", fmt.Errorf("%w: token of %d characters, want %d", ErrMalformedCookie, len(token), tokenLen)
-	}
-	if len(route) == 0 || len(route) > maxRouteLen {
-		return "", "", fmt.Errorf("%w: route of %d characters, want 1..%d", ErrMalformedCookie, len(route), maxRouteLen)
-	}
-	if !isB64URL(token) || !isB64URL(route) {
-		return "", "", fmt.Errorf("%w: characters outside base64url", ErrMalformedCookie)
-	}
-	// The last character of a 43-character encoding of 32 bytes carries 4
-	// bits of padding that must be zero, or two spellings name one token.
-	if _, derr := base64.RawURLEncoding.Strict().DecodeString(token); derr != nil {
-		return "", "", fmt.Errorf("%w: token is not canonical base64url", ErrMalformedCookie)
-	}
-	return token, route, nil
+	return sessioncookie.Parse(value)
 }
 
 // FormatCookie joins a token and a route into a cookie value.
 func FormatCookie(token, route string) string { return token + "." + route }
-
-func isB64URL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
-}

@@ -27,7 +27,8 @@
 //   - Idle timeout and absolute lifetime are enforced on every read; the
 //     leader sweeps expired sessions in batches.
 //
-// What it does not own: routing requests to nodes (package proxy, which
-// reuses ParseCookie), node wiring and the admin HTTP surface (package
+// What it does not own: routing requests to nodes (package proxy), which
+// cookie of a request is the session's (internal/sessioncookie, the rule
+// the front routes by too), node wiring and the admin HTTP surface (package
 // node), consensus (package raft). See DESIGN.md for the invariants.
 package sessions

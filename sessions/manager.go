@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/sessioncookie"
 	"github.com/cohortserver/cohort/raft"
 )
 
@@ -46,7 +47,7 @@ var (
 	// middleware answers 503 with Retry-After.
 	ErrSessionBusy = errors.New("another request of this session is still running; retry")
 	// ErrMalformedCookie is returned by ParseCookie.
-	ErrMalformedCookie = errors.New("malformed session cookie")
+	ErrMalformedCookie = sessioncookie.ErrMalformed
 
 	errBadCommand     = errors.New("malformed sessions command")
 	errPassiveMissing = errors.New("passivated data missing")

@@ -10,6 +10,7 @@ import (
 	"net/http"
 
 	"github.com/cohortserver/cohort/httpapi"
+	"github.com/cohortserver/cohort/internal/sessioncookie"
 	"github.com/cohortserver/cohort/raft"
 )
 
@@ -58,51 +59,54 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 }
 
 // load finds the live session the request's cookie names and makes sure
-// this node may answer it from local state (ensureOwner).
+// this node may answer it from local state (ensureOwner). The cookie that
+// counts is the first well-formed one (internal/sessioncookie), the one
+// the front routed the request by; any other cookie of the name is
+// ignored, so a request cannot be routed by one cookie and take over the
+// session of another.
 func (m *Manager) load(r *http.Request) (*reqSession, error) {
 	rs := &reqSession{m: m}
-	caughtUp := false
-	for _, c := range r.CookiesNamed(m.cfg.CookieName) {
-		token, route, err := ParseCookie(c.Value)
-		if err != nil {
-			continue
+	value, ok := sessioncookie.Find(r.Header["Cookie"], m.cfg.CookieName)
+	if !ok {
+		return rs, nil
+	}
+	token, route, err := ParseCookie(value)
+	if err != nil {
+		return rs, nil
+	}
+	now := m.now()
+	id := sessionID(token)
+	x := m.lookup(id, now)
+	if x == nil && route != m.routeTag() {
+		// Created or renewed elsewhere and not applied here yet: catch
+		// up before calling the token unknown.
+		m.catchUps.Add(1)
+		if err := m.catchUp(r.Context()); err != nil {
+			return rs, fmt.Errorf("read session: this node cannot catch up with the cluster (%w); retry", err)
 		}
-		now := m.now()
-		id := sessionID(token)
-		x := m.lookup(id, now)
-		if x == nil && route != m.routeTag() && !caughtUp {
-			// Created or renewed elsewhere and not applied here yet: catch
-			// up before calling the token unknown.
-			caughtUp = true
-			m.catchUps.Add(1)
-			if err := m.catchUp(r.Context()); err != nil {
-				return rs, fmt.Errorf("read session: this node cannot catch up with the cluster (%w); retry", err)
-			}
-			x = m.lookup(id, now)
-		}
-		if x == nil {
-			continue
-		}
-		if m.locks != nil {
-			if x, now, err = m.lock(r.Context(), rs, id); err != nil {
-				return rs, err
-			}
-			if x == nil {
-				rs.release()
-				continue
-			}
-		}
-		if x, err = m.ensureOwner(r.Context(), id, x, now); err != nil {
+		x = m.lookup(id, now)
+	}
+	if x == nil {
+		return rs, nil
+	}
+	if m.locks != nil {
+		if x, now, err = m.lock(r.Context(), rs, id); err != nil {
 			return rs, err
 		}
 		if x == nil {
 			rs.release()
-			continue
+			return rs, nil
 		}
-		m.touched(id, x, now)
-		rs.id, rs.token, rs.cookieRoute = id, token, route
+	}
+	if x, err = m.ensureOwner(r.Context(), id, x, now); err != nil {
+		return rs, err
+	}
+	if x == nil {
+		rs.release()
 		return rs, nil
 	}
+	m.touched(id, x, now)
+	rs.id, rs.token, rs.cookieRoute = id, token, route
 	return rs, nil
 }
 
