@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/poll"
 	"github.com/cohortserver/cohort/raft"
 )
 
@@ -164,7 +165,7 @@ func TestRunOutcomes(t *testing.T) {
 			if err := r.step(ctx, r.jobs["j"], r.lg); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 10*time.Second, func() (bool, string) {
+			poll.Until(t, 10*time.Second, func() (bool, string) {
 				return len(r.state.view("j").History) == 1, fmt.Sprintf("no finished run; state %+v", r.state.view("j"))
 			})
 			if h := r.state.view("j").History; h[0].Status != tt.status || h[0].Attempts != tt.attempts || !h[0].Manual {

@@ -85,7 +85,7 @@ if ! command -v "${cc%% *}" >/dev/null 2>&1; then
 		die "go test -race needs a C compiler ($cc): install gcc (apt-get install gcc libc6-dev)"
 	fi
 	step "installing gcc and libc6-dev for go test -race"
-	_cohort_apt_install gcc libc6-dev || die "apt-get install gcc libc6-dev failed"
+	cohort_apt_install gcc libc6-dev || die "apt-get install gcc libc6-dev failed"
 fi
 
 if [ "${COHORT_SKIP_MYSQL:-}" = 1 ]; then

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/internal/poll"
 	"github.com/cohortserver/cohort/internal/testport"
 	"github.com/cohortserver/cohort/node"
 	"github.com/cohortserver/cohort/raft"
@@ -309,19 +310,7 @@ func (c *Cluster) Dir() string { return c.dir }
 // test with what cond last said.
 func WaitFor(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := 5 * time.Millisecond
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s; last seen: %s", timeout, last)
-		}
-		time.Sleep(wait) // polling interval of a bounded wait, not a wait for a state
-		wait = min(wait*2, 100*time.Millisecond)
-	}
+	poll.Until(t, timeout, cond)
 }
 
 // WaitLeader waits until every running node, except those cut off by a
