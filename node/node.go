@@ -108,6 +108,7 @@ type Node struct {
 	onStart  []func(ctx context.Context) error
 	onClose  []func() error
 	onDrain  []func(ctx context.Context) error
+	hooksUp  int // start hooks that ran and whose close hooks have not (Start, runClose)
 
 	mu         sync.Mutex
 	state      int                // 0 new, 1 started, 2 closed
@@ -213,6 +214,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
+			// Everything Start began is released: a later Close has
+			// nothing to drain or close.
+			n.mu.Lock()
+			n.state = 2
+			n.mu.Unlock()
 		}
 	}()
 
@@ -247,16 +253,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	undo = append(undo, cancel)
+	undo = append(undo, func() { _ = n.runClose() }) // the hooks that started, once
 	hookCtx, hookCancel := context.WithCancel(bgCtx)
 	n.hookCancel = hookCancel
 	undo = append(undo, hookCancel)
-	for i, fn := range n.onStart {
+	for _, fn := range n.onStart {
 		if err := fn(hookCtx); err != nil {
-			for j := i - 1; j >= 0; j-- {
-				_ = n.onClose[j]()
-			}
 			return err
 		}
+		n.hooksUp++
 	}
 
 	if len(n.cfg.Join) > 0 && !n.cluster.HadState() {
@@ -441,11 +446,12 @@ func (n *Node) cancelHooks() {
 // is in flight. ctx carries --shutdown-timeout. Call it before Start.
 func (n *Node) OnDrain(fn func(ctx context.Context) error) { n.onDrain = append(n.onDrain, fn) }
 
-// runClose runs the close hooks in reverse order of their registration.
+// runClose runs the close hooks of the start hooks that ran, in reverse
+// order, each once: a component that never started is not closed.
 func (n *Node) runClose() []error {
 	var errs []error
-	for i := len(n.onClose) - 1; i >= 0; i-- {
-		errs = append(errs, n.onClose[i]())
+	for ; n.hooksUp > 0; n.hooksUp-- {
+		errs = append(errs, n.onClose[n.hooksUp-1]())
 	}
 	return errs
 }
