@@ -93,11 +93,9 @@ func (n *Node) setupOps() error {
 			n.watchMembers(wctx)
 		}()
 		return nil
-	}, func() error {
-		if o.stopWatch != nil {
-			o.stopWatch()
-			<-o.done
-		}
+	}, func() error { // runs only after the start hook above
+		o.stopWatch()
+		<-o.done
 		return nil
 	})
 	return nil
@@ -123,7 +121,7 @@ func (n *Node) Events() []Event { return n.ops.events.since(time.Time{}) }
 // (and, for a state-changing method, its CSRF proof). The admin guard
 // accepts it in place of the bearer token.
 func (n *Node) consoleAuthorized(r *http.Request) bool {
-	return n.ops != nil && n.ops.console != nil && n.ops.console.Authorized(r)
+	return n.ops.console.Authorized(r) // setupOps ran in New
 }
 
 // Event is one entry of the event log.
