@@ -41,7 +41,10 @@ func (r *Runner) Collector() *metrics.Func {
 			return unixSeconds(j.NextRun), !j.NextRun.IsZero()
 		}),
 		perJob("last_run_timestamp_seconds", "When the job's last run started (Unix time).", func(j JobStatus, _ time.Time) (float64, bool) {
-			return unixSeconds(j.LastRun.StartedAt), j.LastRun != nil && !j.LastRun.StartedAt.IsZero()
+			if j.LastRun == nil || j.LastRun.StartedAt.IsZero() {
+				return 0, false
+			}
+			return unixSeconds(j.LastRun.StartedAt), true
 		}),
 		perJob("last_run_duration_seconds", "How long the job's last run took.", func(j JobStatus, _ time.Time) (float64, bool) {
 			if j.LastRun == nil {

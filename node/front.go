@@ -45,6 +45,7 @@ func (n *Node) setupFront() error {
 		return fmt.Errorf("front: %w", err)
 	}
 	n.front = f
+	n.events.InitRoutes(proxy.KindForwarded, proxy.KindFailover, proxy.KindBalanced)
 	n.WrapApp(f.Wrap)
 	n.cluster.HandleInternal("/_internal/front/", f.InternalHandler())
 	n.OnStart(func(ctx context.Context) error {
