@@ -508,7 +508,23 @@ func (l *lazyHeader) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
+// Backup headers: what a backup does not hold, said on every download.
+const (
+	// BackupOmitsHeader lists what the backup leaves out ("file-contents":
+	// the files' metadata is in it, their contents, the blobs, are not).
+	BackupOmitsHeader = "X-Cohort-Backup-Omits"
+	// BackupFilesHeader says how many files and bytes that leaves out.
+	BackupFilesHeader = "X-Cohort-Backup-Files"
+)
+
 func (n *Node) handleBackup(w http.ResponseWriter, r *http.Request) {
+	u := n.files.Status().Usage
+	w.Header().Set(BackupOmitsHeader, "file-contents")
+	w.Header().Set(BackupFilesHeader, fmt.Sprintf("%d files, %d bytes", u.Files, u.Bytes))
+	if u.Files > 0 {
+		n.log.Warn("backup holds the shared files' metadata, not their contents: copy a node's files directory too",
+			"files", u.Files, "bytes", u.Bytes)
+	}
 	lw := &lazyHeader{w: w}
 	meta, err := n.cluster.Backup(lw)
 	if err != nil {
