@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"context"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,16 +15,7 @@ func TestBackupSaysWhatItOmits(t *testing.T) {
 	c := testcluster.New(t, 1)
 	nd := c.WaitLeader(t)
 	c.WaitReady(t)
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPut, nd.URL("/_cohort/api/files/docs/a.txt"), strings.NewReader("hello"))
-	req.Header.Set("Authorization", "Bearer "+c.Token())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		t.Fatalf("put a file: HTTP %d", resp.StatusCode)
-	}
+	nd.PutFile(t, "docs/a.txt", []byte("hello"))
 	file := filepath.Join(t.TempDir(), "backup.snap")
 	code, out, errs := cliRun(t, "backup", file, "--addr", nd.HTTPAddr, "--token-file", c.TokenFile())
 	if code != ExitOK {

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,16 +41,7 @@ func TestEmergencyGCUnderDiskPressure(t *testing.T) {
 	}
 	// A referenced blob (over the inline limit), aged like the orphan.
 	content := bytes.Repeat([]byte("kept "), 40_000)
-	req, _ := http.NewRequest(http.MethodPut, nd.URL("/_cohort/api/files/kept.bin"), bytes.NewReader(content))
-	req.Header.Set("Authorization", "Bearer "+c.Token())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		t.Fatalf("put: HTTP %d", resp.StatusCode)
-	}
+	nd.PutFile(t, "kept.bin", content)
 	ks := sha256.Sum256(content)
 	kept := filepath.Join(blobs, hex.EncodeToString(ks[:1]), hex.EncodeToString(ks[:]))
 	old := time.Now().Add(-10 * time.Minute)

@@ -561,6 +561,26 @@ func (nd *Node) Do(t testing.TB, method, path string, body any) (int, []byte) {
 	return resp.StatusCode, b
 }
 
+// PutFile writes content as the shared file path through nd's files API
+// with the cluster's admin token, and fails t unless it was stored.
+func (nd *Node) PutFile(t testing.TB, path string, content []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, nd.URL("/_cohort/api/files/"+path), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+nd.c.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("put %s through %s: %v", path, nd.ID, err)
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("put %s through %s: HTTP %d %s", path, nd.ID, resp.StatusCode, b)
+	}
+}
+
 // Status fetches the node's /_cohort/status.
 func (nd *Node) Status(t testing.TB) node.Status {
 	t.Helper()
