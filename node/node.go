@@ -273,6 +273,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 
+	ln = n.servePublic(bgCtx, ln)
+	n.log.Info("node started", "http", ln.Addr().String(), "cluster", n.cluster.AdvertiseAddr(), "version", buildinfo.Version)
+	return nil
+}
+
+// servePublic builds the public HTTP server around the application (its
+// wrappers, the catch-up gate, the admin mux), starts serving ln (through
+// TLS or the front's fast path when configured) and the node's background
+// loops, all bound to bgCtx. It returns the listener served.
+func (n *Node) servePublic(bgCtx context.Context, ln net.Listener) net.Listener {
 	var front http.Handler = n.app
 	for _, w := range n.wrappers {
 		front = w(front)
@@ -307,8 +317,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.goBackground(func() { n.syncLoop(bgCtx) })
 	n.goBackground(func() { n.announceLoop(bgCtx) })
 	n.goBackground(func() { n.members.StartProbing(bgCtx, n.cluster.Client(), 250*time.Millisecond) })
-	n.log.Info("node started", "http", ln.Addr().String(), "cluster", n.cluster.AdvertiseAddr(), "version", buildinfo.Version)
-	return nil
+	return ln
 }
 
 func (n *Node) goBackground(fn func()) {
