@@ -2,9 +2,12 @@
 // side in one run on one machine, and writes bench/results/DATE.md with
 // PNG charts. See bench/README.md.
 //
-//	go run ./bench                      # every scenario, full length
-//	go run ./bench -short               # smoke run, under 3 minutes
-//	go run ./bench -scenario stack,hop  # some scenarios alone
+// bench is its own Go module (its load generators and peers' clients stay
+// out of the root go.mod); run it from its directory:
+//
+//	cd bench && go run .                      # every scenario, full length
+//	cd bench && go run . -short               # smoke run, under 3 minutes
+//	cd bench && go run . -scenario stack,hop  # some scenarios alone
 //
 // It also carries two commands the harness starts as processes:
 // "stack-app" (the conventional stack's Go app server) and "cohort-node"
@@ -110,6 +113,42 @@ func main() {
 	}
 }
 
+// toRepoRoot makes the paths given on the command line absolute and moves
+// to the repository root (the directory holding go.mod and bench/go.mod),
+// which the defaults are relative to: -out bench/results, cohort built
+// from ".". bench is its own module, run from its directory
+// (cd bench && go run . ...).
+func toRepoRoot(fs *flag.FlagSet, o *options) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		for name, p := range map[string]*string{"out": &o.out, "work": &o.work, "cohort": &o.cohort} {
+			if f.Name == name && *p != "" && err == nil {
+				*p, err = filepath.Abs(*p)
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("resolve paths: %w", err)
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return fmt.Errorf("working directory: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "bench", "go.mod")); err == nil {
+			if err := os.Chdir(dir); err != nil {
+				return fmt.Errorf("go to the repository root: %w", err)
+			}
+			return nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return errors.New("run bench inside the cohort repository (cd bench && go run . ...)")
+		}
+		dir = parent
+	}
+}
+
 func run() error {
 	var o options
 	var only string
@@ -118,7 +157,7 @@ func run() error {
 	fs.StringVar(&only, "scenario", "", "comma-separated scenarios to run alone, by name or number: "+scenarioNames())
 	fs.StringVar(&o.out, "out", "bench/results", "directory of the results note and charts")
 	fs.StringVar(&o.work, "work", "", "working directory for data and logs (default: a new temp dir, removed unless -keep)")
-	fs.StringVar(&o.cohort, "cohort", "", "cohort binary to measure (default: go build the module at the current directory)")
+	fs.StringVar(&o.cohort, "cohort", "", "cohort binary to measure (default: go build the repository root)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (data, logs of every process)")
 	fs.IntVar(&o.rounds, "rounds", 0, "measured rounds per setting (default 3, 2 with -short)")
 	fs.DurationVar(&o.round, "round", 0, "length of one round (default 5s, 1.5s with -short)")
@@ -130,7 +169,10 @@ func run() error {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	o.command = "go run ./bench " + strings.Join(os.Args[1:], " ")
+	o.command = "cd bench && go run . " + strings.Join(os.Args[1:], " ")
+	if err := toRepoRoot(fs, &o); err != nil {
+		return err
+	}
 	for _, f := range strings.Split(sizes, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
@@ -224,10 +266,12 @@ func run() error {
 	// `go run` strips its binary of symbols, and perf profiles of the
 	// cohort-node processes need them: build an unstripped copy.
 	selfBin := filepath.Join(o.work, "bench")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", selfBin, "./bench").CombinedOutput(); err == nil {
+	build := exec.CommandContext(ctx, "go", "build", "-o", selfBin, ".")
+	build.Dir = "bench" // its own module
+	if out, err := build.CombinedOutput(); err == nil {
 		e.self = selfBin
 	} else {
-		logf("using this binary for the helper processes (go build ./bench: %v: %s)", err, strings.TrimSpace(string(out)))
+		logf("using this binary for the helper processes (go build in bench/: %v: %s)", err, strings.TrimSpace(string(out)))
 	}
 	e.cohort = o.cohort
 	if e.cohort == "" {

@@ -161,7 +161,7 @@ func runScale(ctx context.Context, e *env) *section {
 	}
 	if have < 1_000_000 {
 		sec.extra += "\nNot in this run: 1M sessions (creating them through HTTP at this machine's few thousand writes/s " +
-			"takes minutes); run `go run ./bench -scenario scale -sessions 10000,100000,1000000` for the full curve.\n"
+			"takes minutes); run `cd bench && go run . -scenario scale -sessions 10000,100000,1000000` for the full curve.\n"
 	}
 	return sec
 }

@@ -12,12 +12,15 @@ import (
 	"github.com/cohortserver/cohort/node"
 )
 
-// Exit codes scripts can rely on.
+// Exit codes scripts can rely on, all of them (exitCode in members.go maps
+// an operations command's error to one).
 const (
-	ExitOK       = 0
-	ExitFailure  = 1 // the command ran and failed (node error, API error)
-	ExitUsage    = 2 // bad flags or configuration
-	ExitNotReady = 3 // status: the node answered but is not ready
+	ExitOK          = 0
+	ExitFailure     = 1 // the command ran and failed (node error, API error)
+	ExitUsage       = 2 // bad flags or configuration
+	ExitNotReady    = 3 // status: the node answered but is not ready
+	ExitNotFound    = 4 // the named node or job does not exist (HTTP 404)
+	ExitUnavailable = 5 // the node is unreachable or the cluster cannot act now (no leader, HTTP 503); retry later
 )
 
 const usage = `cohort — one binary, a highly available application server

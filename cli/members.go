@@ -18,12 +18,6 @@ import (
 	"github.com/cohortserver/cohort/node"
 )
 
-// More exit codes of the operations commands.
-const (
-	ExitNotFound    = 4 // the named node or job does not exist (HTTP 404)
-	ExitUnavailable = 5 // the node is unreachable or the cluster cannot act now (no leader, HTTP 503); retry later
-)
-
 // apiCommand is one operations command that calls the admin API.
 type apiCommand struct {
 	name  string

@@ -118,15 +118,18 @@ func backup(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return runAPI(ctx, apiCommand{
 		name: "backup", usage: "FILE", args: exactly(1),
 		run: func(ctx context.Context, a *apiFlags, args []string, w io.Writer) error {
-			meta, err := downloadBackup(ctx, a, args[0], w)
+			meta, omits, err := downloadBackup(ctx, a, args[0], w)
 			if err != nil {
 				return err
+			}
+			if omits != "" {
+				fmt.Fprintf(stderr, "WARNING: %s\n", omits)
 			}
 			if args[0] == "-" {
 				return nil
 			}
 			if a.json {
-				printJSON(w, map[string]any{"file": args[0], "meta": meta})
+				printJSON(w, map[string]any{"file": args[0], "meta": meta, "incomplete": omits})
 			} else {
 				fmt.Fprintf(w, "backup of index %d (term %d, %d bytes, taken on %s) written to %s\n",
 					meta.Index, meta.Term, meta.Size, meta.NodeID, args[0])
@@ -136,30 +139,41 @@ func backup(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}, args, stdout, stderr)
 }
 
-func downloadBackup(ctx context.Context, a *apiFlags, file string, stdout io.Writer) (raft.BackupMeta, error) {
+// downloadBackup writes the backup to file and returns its header and, when
+// the node says the backup leaves something out, a sentence saying what.
+func downloadBackup(ctx context.Context, a *apiFlags, file string, stdout io.Writer) (meta raft.BackupMeta, omits string, err error) {
+	meta, resp, err := fetchBackup(ctx, a, file, stdout)
+	if resp != nil && resp.Header.Get("X-Cohort-Backup-Omits") == "file-contents" {
+		omits = "this backup holds the shared files' metadata but not their contents (" + resp.Header.Get("X-Cohort-Backup-Files") +
+			"); a restore from it alone loses them: copy the files directory of a node's data dir with it"
+	}
+	return meta, omits, err
+}
+
+func fetchBackup(ctx context.Context, a *apiFlags, file string, stdout io.Writer) (raft.BackupMeta, *http.Response, error) {
 	var meta raft.BackupMeta
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.addr+"/_cohort/api/backup", nil)
 	if err != nil {
-		return meta, fmt.Errorf("--addr %s: %w", a.addr, err)
+		return meta, nil, fmt.Errorf("--addr %s: %w", a.addr, err)
 	}
 	if a.token != "" {
 		req.Header.Set("Authorization", "Bearer "+a.token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return meta, &apiError{err: fmt.Errorf("cannot reach %s: %w", a.addr, err)}
+		return meta, resp, &apiError{err: fmt.Errorf("cannot reach %s: %w", a.addr, err)}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return meta, &apiError{code: resp.StatusCode, err: fmt.Errorf("GET /_cohort/api/backup: HTTP %d: %s", resp.StatusCode, b)}
+		return meta, resp, &apiError{code: resp.StatusCode, err: fmt.Errorf("GET /_cohort/api/backup: HTTP %d: %s", resp.StatusCode, b)}
 	}
 	var out io.Writer = stdout
 	var tmp *os.File
 	if file != "-" {
 		tmp, err = os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".part*")
 		if err != nil {
-			return meta, fmt.Errorf("create %s: %w", file, err)
+			return meta, resp, fmt.Errorf("create %s: %w", file, err)
 		}
 		defer os.Remove(tmp.Name())
 		defer tmp.Close()
@@ -186,23 +200,23 @@ func downloadBackup(ctx context.Context, a *apiFlags, file string, stdout io.Wri
 	_, cerr := io.Copy(io.MultiWriter(out, pw), resp.Body)
 	pw.CloseWithError(cerr)
 	if err := <-done; err != nil {
-		return meta, fmt.Errorf("check backup: %w", err)
+		return meta, resp, fmt.Errorf("check backup: %w", err)
 	}
 	if cerr != nil {
-		return meta, &apiError{err: fmt.Errorf("download backup: %w", cerr)}
+		return meta, resp, &apiError{err: fmt.Errorf("download backup: %w", cerr)}
 	}
 	if tmp != nil {
 		if err := tmp.Sync(); err != nil {
-			return meta, fmt.Errorf("write %s: %w", file, err)
+			return meta, resp, fmt.Errorf("write %s: %w", file, err)
 		}
 		if err := tmp.Close(); err != nil {
-			return meta, fmt.Errorf("write %s: %w", file, err)
+			return meta, resp, fmt.Errorf("write %s: %w", file, err)
 		}
 		if err := os.Rename(tmp.Name(), file); err != nil {
-			return meta, fmt.Errorf("write %s: %w", file, err)
+			return meta, resp, fmt.Errorf("write %s: %w", file, err)
 		}
 	}
-	return meta, nil
+	return meta, resp, nil
 }
 
 // offlineFlags are the flags of the commands that work on a stopped

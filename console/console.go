@@ -31,12 +31,19 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// LoginFailuresPerClient is how many failed logins a client address
+	// may make per minute (0: DefaultLoginFailuresPerClient), and
+	// LoginFailuresTotal how many all clients of this node together
+	// (0: DefaultLoginFailuresTotal). Beyond them a login answers 429
+	// without checking the token, and the refusal is logged.
+	LoginFailuresPerClient, LoginFailuresTotal int
 }
 
 // Console is the web console: its pages and its login.
 type Console struct {
 	opts Options
 	auth auth
+	lim  *loginLimiter
 	tmpl *template.Template
 	log  *slog.Logger
 	mux  *http.ServeMux
@@ -55,7 +62,8 @@ func New(o Options) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Console{opts: o, auth: auth{token: o.Token, now: o.Now}, tmpl: tmpl, log: log.With("component", "console")}
+	c := &Console{opts: o, auth: auth{token: o.Token, now: o.Now}, tmpl: tmpl, log: log.With("component", "console"),
+		lim: newLoginLimiter(o.LoginFailuresPerClient, o.LoginFailuresTotal, o.Now)}
 	static, err := fs.Sub(staticFS, "static")
 	if err != nil {
 		return nil, err
@@ -134,7 +142,15 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "malformed login form", http.StatusBadRequest)
 		return
 	}
+	client := clientOf(r)
+	if ok, limit := c.lim.allow(client); !ok {
+		c.log.Warn("console login rate-limited", "remote", r.RemoteAddr, "limit", limit)
+		w.Header().Set("Retry-After", "60")
+		http.Error(w, "too many failed logins; try again in a minute", http.StatusTooManyRequests)
+		return
+	}
 	if !c.checkToken(r.PostForm.Get("token")) {
+		c.lim.failed(client)
 		c.log.Warn("console login refused", "remote", r.RemoteAddr)
 		http.Redirect(w, r, Prefix+"?e=1", http.StatusSeeOther)
 		return

@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/internal/syncbuf"
 	"github.com/cohortserver/cohort/node"
 	"github.com/cohortserver/cohort/testcluster"
 )
@@ -61,7 +61,7 @@ func allReady(t *testing.T, c *testcluster.Cluster) func() (bool, string) {
 
 func TestMigrationsRunOnceOnThreeNodes(t *testing.T) {
 	dsn := testcluster.MySQLDSN(t)
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	c := testcluster.New(t, 3,
 		testcluster.WithConfig(func(cfg *config.Config) {
 			cfg.DBDSN = dsn
@@ -309,24 +309,6 @@ func TestDatabaseDown(t *testing.T) {
 			t.Fatalf("%s /needs-db after recovery: %d %s", nd.ID, resp.StatusCode, body)
 		}
 	}
-}
-
-// logBuffer collects log lines from every node.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestSetDSNThroughAdminAPI(t *testing.T) {

@@ -45,15 +45,15 @@ var (
 	ErrStarted = errors.New("the business database is already started")
 )
 
-// Cluster is what the business database needs from Raft; *raft.Cluster
-// implements it.
-type Cluster interface {
+// Log is what the business database needs from the replicated log;
+// *raft.Cluster implements it (every package names this interface Log).
+type Log interface {
 	Register(name string, sm raft.StateMachine, types ...string) error
 	Apply(ctx context.Context, typ string, payload []byte) (raft.Result, error)
 	OnLeader(fn func(ctx context.Context, term uint64))
 }
 
-var _ Cluster = (*raft.Cluster)(nil)
+var _ Log = (*raft.Cluster)(nil)
 
 // Config configures the business database of one node.
 type Config struct {
@@ -83,7 +83,7 @@ type Database struct {
 	log     *slog.Logger
 	nodeID  string
 	dialect string
-	cluster Cluster
+	cluster Log
 	sm      *fsm
 	sql     *sql.DB
 
@@ -106,7 +106,7 @@ type Database struct {
 
 // New builds the business database and registers its "db" state machine
 // with cluster. It does no I/O: no connection is opened before first use.
-func New(cfg Config, cluster Cluster) (*Database, error) {
+func New(cfg Config, cluster Log) (*Database, error) {
 	d := &Database{cfg: cfg, nodeID: cfg.NodeID, cluster: cluster, sm: &fsm{}}
 	d.log = cfg.Logger
 	if d.log == nil {

@@ -19,4 +19,7 @@
 // The package does not own the application's tables or queries (the
 // application does, through DB().SQL()), nor HTTP routing beyond the small
 // Require middleware that answers 503 while the database is down.
+//
+// DESIGN.md beside this file says what is replicated, what is local and
+// what happens on leader change and restart.
 package db

@@ -11,36 +11,21 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/cohortserver/cohort/internal/poll"
+	"github.com/cohortserver/cohort/internal/syncbuf"
 )
 
 // devProc is one `cohort dev` process.
 type devProc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 	done chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startDev runs `cohort dev` in dir on its own ports and waits until the
@@ -49,7 +34,7 @@ func startDev(t *testing.T, bin, dir, httpAddr, clusterAddr string) *devProc {
 	t.Helper()
 	cmd := exec.Command(bin, "dev", "--http-addr", httpAddr, "--cluster-addr", clusterAddr)
 	cmd.Dir = dir
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	stdout, err := cmd.StdoutPipe()
 	must(t, err)
 	cmd.Stderr = out
@@ -80,7 +65,7 @@ func startDev(t *testing.T, bin, dir, httpAddr, clusterAddr string) *devProc {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("cohort dev printed no banner within 60 s:\n%s", out.String())
 	}
-	waitFor(t, 60*time.Second, func() (bool, string) {
+	poll.Until(t, 60*time.Second, func() (bool, string) {
 		resp, err := http.Get("http://" + httpAddr + "/_cohort/ready")
 		if err != nil {
 			return false, err.Error()
@@ -153,19 +138,19 @@ func TestDevModeInBrowser(t *testing.T) {
 
 	err = chromedp.Do(ctx,
 		chromedp.WaitVisible(chromedp.ID("inc")),
-		poll(`document.getElementById("served-by").textContent === "dev"`),
+		waitJS(`document.getElementById("served-by").textContent === "dev"`),
 		chromedp.Click(chromedp.ID("inc")),
-		poll(`document.getElementById("count").textContent === "1"`),
+		waitJS(`document.getElementById("count").textContent === "1"`),
 		chromedp.Click(chromedp.ID("inc")),
-		poll(`document.getElementById("count").textContent === "2"`),
+		waitJS(`document.getElementById("count").textContent === "2"`),
 		chromedp.SendKeys(chromedp.ID("user"), "alice"),
 		chromedp.Click(chromedp.ID("login")),
-		poll(`document.getElementById("whoami").textContent.includes("alice")`),
+		waitJS(`document.getElementById("whoami").textContent.includes("alice")`),
 		chromedp.SetUploadFiles(chromedp.ID("file"), []string{upload}),
 		chromedp.Click(chromedp.ID("upload")),
-		poll(`document.getElementById("files").textContent.includes("hello_cohort.txt")`),
-		poll(`document.getElementById("ticks").textContent.includes("demo-tick@")`),
-		poll(`document.getElementById("members").textContent.includes("leader")`),
+		waitJS(`document.getElementById("files").textContent.includes("hello_cohort.txt")`),
+		waitJS(`document.getElementById("ticks").textContent.includes("demo-tick@")`),
+		waitJS(`document.getElementById("members").textContent.includes("leader")`),
 	)
 	if err != nil {
 		failShot(ctx, t, artifacts, "devmode-failed.png")
@@ -201,11 +186,11 @@ func TestDevModeInBrowser(t *testing.T) {
 	err = chromedp.Do(ctx,
 		chromedp.Reload(),
 		chromedp.WaitVisible(chromedp.ID("inc")),
-		poll(`document.getElementById("count").textContent === "2"`),
-		poll(`document.getElementById("whoami").textContent.includes("alice")`),
-		poll(`document.getElementById("files").textContent.includes("hello_cohort.txt")`),
+		waitJS(`document.getElementById("count").textContent === "2"`),
+		waitJS(`document.getElementById("whoami").textContent.includes("alice")`),
+		waitJS(`document.getElementById("files").textContent.includes("hello_cohort.txt")`),
 		chromedp.Click(chromedp.ID("inc")),
-		poll(`document.getElementById("count").textContent === "3"`),
+		waitJS(`document.getElementById("count").textContent === "3"`),
 	)
 	if err != nil {
 		failShot(ctx, t, artifacts, "devmode-restart-failed.png")
@@ -221,7 +206,7 @@ func TestDevModeInBrowser(t *testing.T) {
 		for _, tk := range ticksBefore.Ticks {
 			before[tk.RunID] = true
 		}
-		waitFor(t, 30*time.Second, func() (bool, string) {
+		poll.Until(t, 30*time.Second, func() (bool, string) {
 			var now struct {
 				Ticks []struct {
 					RunID string `json:"run_id"`
@@ -246,8 +231,8 @@ func TestDevModeInBrowser(t *testing.T) {
 	}
 }
 
-// poll waits until the JavaScript expression is true.
-func poll(expr string) chromedp.Action[chromedp.Void] {
+// waitJS waits until the JavaScript expression is true.
+func waitJS(expr string) chromedp.Action[chromedp.Void] {
 	a := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(30*time.Second))
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
 		_, err := a(ctx, t)

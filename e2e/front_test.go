@@ -14,6 +14,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
+
+	"github.com/cohortserver/cohort/internal/poll"
 )
 
 // The sticky front's acceptance (issue 4), as a user sees it through three
@@ -125,7 +127,7 @@ func TestFrontStickyBalancedAndFailsOverThroughTheBinary(t *testing.T) {
 	// A draining node gets no new session and still serves its own.
 	owner := c.byID(ownerID)
 	c.admin(c.nodes[0], http.MethodPost, "/_cohort/api/nodes/"+ownerID+"/drain")
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	poll.Until(t, 10*time.Second, func() (bool, string) {
 		seen := map[string]int{}
 		for _, p := range c.nodes {
 			for range 6 {
@@ -173,10 +175,10 @@ func TestFrontStickyBalancedAndFailsOverThroughTheBinary(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, 10*time.Second, func() (bool, string) { return ok.Load() >= 50, "warming up" })
+	poll.Until(t, 10*time.Second, func() (bool, string) { return ok.Load() >= 50, "warming up" })
 	c.kill(owner, syscall.SIGKILL)
 	before := ok.Load()
-	waitFor(t, 30*time.Second, func() (bool, string) {
+	poll.Until(t, 30*time.Second, func() (bool, string) {
 		return ok.Load() >= before+300, fmt.Sprintf("%d GETs since the kill", ok.Load()-before)
 	})
 	stop()

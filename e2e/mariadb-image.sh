@@ -32,7 +32,7 @@ for b in /bin/busybox /usr/bin/busybox; do
 	fi
 done
 if [ -z "$busybox" ]; then
-	_cohort_apt_install busybox-static || die "need a static busybox: apt-get install busybox-static"
+	cohort_apt_install busybox-static || die "need a static busybox: apt-get install busybox-static"
 	busybox=/bin/busybox
 fi
 

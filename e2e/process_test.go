@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/poll"
 	"github.com/cohortserver/cohort/internal/testport"
 )
 
@@ -158,24 +159,10 @@ func (c *procCluster) status(p *proc) (status, error) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", timeout, last)
-		}
-		<-time.After(50 * time.Millisecond) // poll interval of a bounded wait
-	}
-}
 
 func (c *procCluster) waitReady(ps ...*proc) {
 	c.t.Helper()
-	waitFor(c.t, 30*time.Second, func() (bool, string) {
+	poll.Until(c.t, 30*time.Second, func() (bool, string) {
 		for _, p := range ps {
 			resp, err := apiClient.Get("http://" + p.http + "/_cohort/ready")
 			if err != nil {
@@ -195,7 +182,7 @@ func (c *procCluster) waitReady(ps ...*proc) {
 func (c *procCluster) leader(among ...*proc) *proc {
 	c.t.Helper()
 	var found *proc
-	waitFor(c.t, 20*time.Second, func() (bool, string) {
+	poll.Until(c.t, 20*time.Second, func() (bool, string) {
 		var seen []string
 		lid := ""
 		for _, p := range among {
@@ -316,7 +303,7 @@ func TestSIGSTOPLeaderIsReplacedAndRejoinsAfterSIGCONT(t *testing.T) {
 		t.Fatalf("write while the old leader is frozen: %v", err)
 	}
 	_ = leader.cmd.Process.Signal(syscall.SIGCONT)
-	waitFor(t, 20*time.Second, func() (bool, string) {
+	poll.Until(t, 20*time.Second, func() (bool, string) {
 		st, err := c.status(leader)
 		if err != nil {
 			return false, err.Error()

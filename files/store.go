@@ -56,6 +56,11 @@ type Config struct {
 	// GCGrace is how long an unreferenced blob, temp file or quarantined
 	// blob stays before it is removed. If 0, one hour.
 	GCGrace time.Duration
+	// LowDiskBytes is the free space below which collection turns
+	// emergency: unreferenced blobs no write in flight holds go once
+	// older than EmergencyGrace, whatever GCGrace says, and the collector
+	// checks every few seconds. If 0, 64 MiB; negative disables.
+	LowDiskBytes int64
 	// ScrubInterval is the pause between two scrubs of every local blob;
 	// 0 disables the background scrubber (ScrubNow still works).
 	ScrubInterval time.Duration
@@ -84,6 +89,7 @@ type Store struct {
 	fetching map[string]*fetchCall
 	watchers map[*watcher]struct{}
 	pending  map[string]int64 // blobs named by recent commits, for the syncer
+	held     map[string]int   // blobs of writes through this node not yet committed
 	full     bool             // the syncer should compare the whole manifest
 	repair   map[string]bool  // blobs reported corrupt
 	progress SyncStatus
@@ -135,6 +141,9 @@ func New(cfg Config) (*Store, error) {
 	if cfg.GCGrace <= 0 {
 		cfg.GCGrace = time.Hour
 	}
+	if cfg.LowDiskBytes == 0 {
+		cfg.LowDiskBytes = 64 << 20
+	}
 	if cfg.SyncWorkers <= 0 {
 		cfg.SyncWorkers = 4
 	}
@@ -149,6 +158,7 @@ func New(cfg Config) (*Store, error) {
 		fetching:   make(map[string]*fetchCall),
 		watchers:   make(map[*watcher]struct{}),
 		pending:    make(map[string]int64),
+		held:       make(map[string]int),
 		repair:     make(map[string]bool),
 		full:       true,
 		syncKick:   make(chan struct{}, 1),
@@ -312,6 +322,7 @@ func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *Writ
 			return Info{}, err
 		}
 		cmd.SHA256, cmd.Size, cmd.Holders = res.SHA256, res.Size, holders
+		defer s.hold(res.SHA256)()
 	}
 	// No retry when the outcome is unknown: the first attempt may have
 	// committed, and a second one landing after another writer's newer put

@@ -277,30 +277,82 @@ func (s *Store) ScrubNow(ctx context.Context) (ScrubStatus, error) {
 func (s *Store) gcLoop(ctx context.Context) {
 	every := min(max(s.cfg.GCGrace/4, time.Second), 10*time.Minute)
 	for {
+		wait := every
+		if s.lowDisk() {
+			wait = min(wait, emergencyEvery)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(every):
+		case <-time.After(wait):
 		}
 		s.GCNow()
 	}
 }
 
+// Emergency collection, when the disk runs low (Config.LowDiskBytes).
+const (
+	// EmergencyGrace is how old an unreferenced blob must be to go under
+	// disk pressure: a write between its blob and its commit is held
+	// (Store.hold) on the node it entered, and the peers it pushed the
+	// blob to commit well within this.
+	EmergencyGrace = time.Minute
+	emergencyEvery = 5 * time.Second
+)
+
+// lowDisk reports whether the disk holding the blobs has less free space
+// than Config.LowDiskBytes.
+func (s *Store) lowDisk() bool {
+	if s.cfg.LowDiskBytes < 0 {
+		return false
+	}
+	free, ok := freeSpace(s.cfg.Dir)
+	return ok && free < s.cfg.LowDiskBytes
+}
+
+// hold keeps blob sum from emergency collection until the returned
+// function is called (a write through this node, until its commit).
+func (s *Store) hold(sum string) (release func()) {
+	s.mu.Lock()
+	s.held[sum]++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.held[sum]--; s.held[sum] <= 0 {
+			delete(s.held, sum)
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *Store) isHeld(sum string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held[sum] > 0
+}
+
 // GCNow removes the blobs no live file references, and the temp and
-// quarantined files, that are older than the grace period. It returns how
-// many files it removed.
+// quarantined files, that are older than the grace period. When the disk
+// is low (Config.LowDiskBytes), unreferenced blobs that no write through
+// this node holds go once older than EmergencyGrace instead. It returns
+// how many files it removed.
 func (s *Store) GCNow() int {
 	cutoff := time.Now().Add(-s.cfg.GCGrace)
+	blobCutoff := cutoff
+	emergency := s.lowDisk()
+	if emergency {
+		blobCutoff = time.Now().Add(-min(EmergencyGrace, s.cfg.GCGrace))
+	}
 	var doomed []string
 	_ = s.blobs.walk(func(b blobEntry) {
-		if b.modTime.Before(cutoff) && !s.state.referenced(b.sum) {
+		if b.modTime.Before(blobCutoff) && !s.state.referenced(b.sum) {
 			doomed = append(doomed, b.sum)
 		}
 	})
 	n := 0
 	for _, sum := range doomed {
 		// Re-check: a commit may have referenced it since the walk.
-		if s.state.referenced(sum) {
+		if s.state.referenced(sum) || (emergency && s.isHeld(sum)) {
 			continue
 		}
 		if err := s.blobs.remove(sum); err == nil {
@@ -310,7 +362,9 @@ func (s *Store) GCNow() int {
 	n += s.blobs.sweepDir("tmp", cutoff)
 	n += s.blobs.sweepDir("quarantine", cutoff)
 	if n > 0 {
-		s.log.Info("garbage collected", "files", n)
+		s.log.Info("garbage collected", "files", n, "emergency", emergency)
+	} else if emergency {
+		s.log.Debug("disk low and no unreferenced blob to collect", "dir", s.cfg.Dir)
 	}
 	return n
 }

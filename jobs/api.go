@@ -102,7 +102,7 @@ func (r *Runner) RunNow(ctx context.Context, name string) (string, error) {
 	if r.lookup(name) == nil {
 		return "", fmt.Errorf("job %q: %w", name, ErrUnknownJob)
 	}
-	data, err := r.propose(ctx, cmdRequest, suspendCmd{Job: name})
+	data, err := r.propose(ctx, cmdRequest, requestCmd{Job: name})
 	if err != nil {
 		return "", fmt.Errorf("run %s now: %w", name, err)
 	}

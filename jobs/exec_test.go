@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cohortserver/cohort/internal/poll"
 )
 
 func TestCommandActionEnvAndGroupKill(t *testing.T) {
@@ -36,7 +38,7 @@ func TestCommandActionEnvAndGroupKill(t *testing.T) {
 		done <- CommandAction{Argv: []string{"/bin/sh", "-c", "sleep 300 & echo $! > " + pidFile + "; wait"}}.Func()(ctx, run)
 	}()
 	var child int
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	poll.Until(t, 10*time.Second, func() (bool, string) {
 		if b, err := os.ReadFile(pidFile); err == nil && strings.HasSuffix(string(b), "\n") {
 			child = atoi(strings.TrimSpace(string(b)))
 		}
@@ -51,7 +53,7 @@ func TestCommandActionEnvAndGroupKill(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("cancelled command did not return")
 	}
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	poll.Until(t, 10*time.Second, func() (bool, string) {
 		return syscall.Kill(child, 0) != nil, fmt.Sprintf("child %d of the cancelled command still runs", child)
 	})
 }

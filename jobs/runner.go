@@ -202,6 +202,9 @@ type Config struct {
 	// OnFinish, if set, is called on the node that ran it when a run ends
 	// and its record committed (metrics).
 	OnFinish func(job, status string, took time.Duration)
+	// Now is the leader's clock for scheduling decisions; if nil, time.Now.
+	// Tests set it to decide what is due without waiting for the wall clock.
+	Now func() time.Time
 }
 
 // Runner schedules registered jobs on the Raft leader and keeps their
@@ -239,6 +242,9 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.History <= 0 {
 		cfg.History = 50
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	lg := cfg.Logger
 	if lg == nil {
@@ -405,6 +411,9 @@ func (r *Runner) lead(ctx context.Context, term uint64) {
 	r.lg.Info("scheduler stopped: leadership lost", "term", term)
 }
 
+// now reads the scheduling clock (Config.Now).
+func (r *Runner) now() time.Time { return r.cfg.Now() }
+
 func (r *Runner) propose(ctx context.Context, typ string, v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -432,7 +441,7 @@ func fromApply(err error) error {
 func (r *Runner) jobLoop(ctx context.Context, j *job) {
 	lg := r.lg.With("job", j.name)
 	if st := r.state.view(j.name); st.Cursor.IsZero() {
-		if _, err := r.propose(ctx, cmdInit, initCmd{Job: j.name, Cursor: time.Now().UTC()}); err != nil {
+		if _, err := r.propose(ctx, cmdInit, initCmd{Job: j.name, Cursor: r.now().UTC()}); err != nil {
 			lg.Warn("record job start point", "err", err)
 		}
 	}
@@ -451,12 +460,13 @@ func (r *Runner) jobLoop(ctx context.Context, j *job) {
 			retry = 0
 			st := r.state.view(j.name)
 			if !st.Suspended {
-				from := time.Now()
+				now := r.now()
+				from := now
 				if st.Cursor.After(from) {
 					from = st.Cursor
 				}
 				if next := j.sched.Next(from); !next.IsZero() {
-					wait = min(wait, time.Until(next))
+					wait = min(wait, next.Sub(now))
 				}
 			}
 		}
@@ -509,7 +519,7 @@ func (r *Runner) step(ctx context.Context, j *job, lg *slog.Logger) error {
 		r.execute(ctx, j, took, ex)
 	}
 	for _, req := range st.Pending {
-		if err := r.start(ctx, j, startCmd{Job: j.name, ScheduledAt: time.Now().UTC(), Request: req}, lg); err != nil {
+		if err := r.start(ctx, j, startCmd{Job: j.name, ScheduledAt: r.now().UTC(), Request: req}, lg); err != nil {
 			return err
 		}
 	}
@@ -517,64 +527,19 @@ func (r *Runner) step(ctx context.Context, j *job, lg *slog.Logger) error {
 		return nil
 	}
 	if st.Cursor.IsZero() {
-		if _, err := r.propose(ctx, cmdInit, initCmd{Job: j.name, Cursor: time.Now().UTC()}); err != nil {
+		if _, err := r.propose(ctx, cmdInit, initCmd{Job: j.name, Cursor: r.now().UTC()}); err != nil {
 			return fmt.Errorf("record job start point: %w", err)
 		}
 		return nil
 	}
-	now := time.Now()
-	var due []time.Time
-	more := 0
-	// A long outage of a frequent job: handle at most maxScan occurrences
-	// per step (the oldest are summarised as misfired), the rest next step.
-	const maxScan = 100_000
-	for t, n := j.sched.Next(st.Cursor), 0; !t.IsZero() && !t.After(now) && n < maxScan; t, n = j.sched.Next(t), n+1 {
-		due = append(due, t)
-		if len(due) > 1000 {
-			due = due[1:]
-			more++
-		}
-	}
-	if len(due) == 0 {
-		return nil
-	}
-	var run, missed []time.Time
-	for _, t := range due {
-		if now.Sub(t) <= j.threshold {
-			run = append(run, t)
-		} else {
-			missed = append(missed, t)
-		}
-	}
-	if len(missed) > 0 {
-		switch j.misfire {
-		case MisfireFireOnce:
-			if len(run) == 0 {
-				run = missed[len(missed)-1:]
-				missed = missed[:len(missed)-1]
-			}
-		case MisfireFireAll:
-			k := max(len(missed)-j.catchUp, 0)
-			run = append(missed[k:], run...)
-			missed = missed[:k]
-		}
-	}
-	if len(missed) > 0 || more > 0 {
-		cursor := st.Cursor
-		if len(missed) > 0 {
-			cursor = missed[len(missed)-1]
-		}
-		times := missed
-		if len(times) > 100 {
-			more += len(times) - 100
-			times = times[len(times)-100:]
-		}
-		if _, err := r.propose(ctx, cmdMisfire, misfireCmd{Job: j.name, Times: times, More: more, Cursor: cursor, Keep: r.cfg.History}); err != nil {
+	p := j.plan(st.Cursor, r.now())
+	if len(p.missed) > 0 || p.more > 0 {
+		if _, err := r.propose(ctx, cmdMisfire, misfireCmd{Job: j.name, Times: p.missed, More: p.more, Cursor: p.cursor, Keep: r.cfg.History}); err != nil {
 			return fmt.Errorf("record misfires: %w", err)
 		}
-		lg.Warn("occurrences misfired", "count", len(missed)+more, "policy", j.misfire)
+		lg.Warn("occurrences misfired", "count", len(p.missed)+p.more, "policy", j.misfire)
 	}
-	for _, t := range run {
+	for _, t := range p.run {
 		if err := r.start(ctx, j, startCmd{Job: j.name, ScheduledAt: t}, lg); err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/poll"
 	"github.com/cohortserver/cohort/raft"
 )
 
@@ -51,7 +52,10 @@ func TestMisfirePolicies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.policy, func(t *testing.T) {
-			r, err := New(Config{Log: &directLog{}, Logger: slog.New(slog.DiscardHandler)})
+			// The scheduler's clock stands 30 s past a minute, so the newest
+			// occurrence is late whatever the wall clock says.
+			now := time.Now().UTC().Truncate(time.Minute).Add(30 * time.Second)
+			r, err := New(Config{Log: &directLog{}, Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,11 +69,6 @@ func TestMisfirePolicies(t *testing.T) {
 			}
 			// The job's cursor lies 11 occurrences in the past (a leaderless
 			// gap), the newest at least 2 s late.
-			now := time.Now().UTC()
-			if d := now.Sub(now.Truncate(time.Minute)); d < 2*time.Second {
-				<-time.NewTimer(2*time.Second - d).C // the wall clock, not a state: keep clear of the minute
-				now = time.Now().UTC()
-			}
 			cursor := now.Truncate(time.Minute).Add(-10*time.Minute - time.Second)
 			if _, err := r.propose(context.Background(), cmdInit, initCmd{Job: "m", Cursor: cursor}); err != nil {
 				t.Fatal(err)
@@ -166,7 +165,7 @@ func TestRunOutcomes(t *testing.T) {
 			if err := r.step(ctx, r.jobs["j"], r.lg); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 10*time.Second, func() (bool, string) {
+			poll.Until(t, 10*time.Second, func() (bool, string) {
 				return len(r.state.view("j").History) == 1, fmt.Sprintf("no finished run; state %+v", r.state.view("j"))
 			})
 			if h := r.state.view("j").History; h[0].Status != tt.status || h[0].Attempts != tt.attempts || !h[0].Manual {

@@ -209,3 +209,44 @@ func BenchmarkScheduleNext(b *testing.B) {
 		})
 	}
 }
+
+// TestPlan checks the pure planning of a step against a fixed clock.
+func TestPlan(t *testing.T) {
+	sched, err := ParseSchedule("@every 1m", time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	now := base.Add(30 * time.Second)
+	cursor := base.Add(-10*time.Minute - time.Second) // 11 occurrences due, all late
+	tests := []struct {
+		name      string
+		misfire   string
+		catchUp   int
+		threshold time.Duration
+		run       int
+		missed    int
+	}{
+		{"fire once", MisfireFireOnce, 0, time.Second, 1, 10},
+		{"skip", MisfireSkip, 0, time.Second, 0, 11},
+		{"fire all, catch up 3", MisfireFireAll, 3, time.Second, 3, 8},
+		{"on time", MisfireSkip, 0, time.Hour, 11, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := &job{sched: sched, misfire: tt.misfire, catchUp: tt.catchUp, threshold: tt.threshold}
+			p := j.plan(cursor, now)
+			if len(p.run) != tt.run || len(p.missed) != tt.missed || p.more != 0 {
+				t.Fatalf("plan run %d missed %d more %d, want %d and %d", len(p.run), len(p.missed), p.more, tt.run, tt.missed)
+			}
+			if tt.missed > 0 && !p.cursor.Equal(p.missed[len(p.missed)-1]) {
+				t.Fatalf("cursor %s, want the newest missed", p.cursor)
+			}
+		})
+	}
+	// Nothing due before the first occurrence.
+	j := &job{sched: sched, misfire: MisfireSkip, threshold: time.Second}
+	if p := j.plan(now, now); len(p.run)+len(p.missed)+p.more != 0 {
+		t.Fatalf("plan %+v, want nothing due", p)
+	}
+}

@@ -133,6 +133,13 @@ type suspendCmd struct {
 	Suspended bool   `json:"suspended"`
 }
 
+// requestCmd asks for a run now. Entries written before it had its own
+// type carry a suspendCmd payload ({"job":…,"suspended":false}); the
+// extra field is ignored when decoding, so they apply the same.
+type requestCmd struct {
+	Job string `json:"job"`
+}
+
 // RunKey is the key of a scheduled run: the job and its scheduled time, as
 // Kubernetes names a CronJob's Job. Two proposals of one key cannot both start.
 func RunKey(job string, scheduled time.Time) string {
@@ -188,143 +195,6 @@ func (s *state) Apply(e raft.Entry) ([]byte, error) {
 		s.notify(job)
 	}
 	return out, err
-}
-
-func (s *state) apply(e raft.Entry) ([]byte, string, error) {
-	switch e.Type {
-	case cmdInit:
-		var c initCmd
-		if err := json.Unmarshal(e.Payload, &c); err != nil {
-			return nil, "", fmt.Errorf("decode %s: %w", e.Type, err)
-		}
-		j := s.job(c.Job)
-		if j.Cursor.IsZero() {
-			j.Cursor = c.Cursor
-		}
-		return nil, c.Job, nil
-	case cmdStart:
-		var c startCmd
-		if err := json.Unmarshal(e.Payload, &c); err != nil {
-			return nil, "", fmt.Errorf("decode %s: %w", e.Type, err)
-		}
-		j := s.job(c.Job)
-		rec := RunRecord{Job: c.Job, ScheduledAt: c.ScheduledAt, Fence: Fence{e.Term, e.Index},
-			Node: e.Origin, StartedAt: e.Time, Status: StatusRunning}
-		if c.Request != 0 {
-			i := slices.Index(j.Pending, c.Request)
-			if i < 0 {
-				return nil, c.Job, coded("jobs.duplicate", fmt.Sprintf("run-now request %d of job %s was already served: %s", c.Request, c.Job, ErrDuplicateRun))
-			}
-			j.Pending = slices.Delete(j.Pending, i, i+1)
-			rec.Key, rec.Manual = manualKey(c.Job, c.Request), true
-		} else {
-			rec.Key = RunKey(c.Job, c.ScheduledAt)
-			if !c.ScheduledAt.After(j.Cursor) {
-				return nil, c.Job, coded("jobs.duplicate", fmt.Sprintf("run %s: %s", rec.Key, ErrDuplicateRun))
-			}
-			if j.Suspended {
-				return nil, c.Job, coded("jobs.suspended", fmt.Sprintf("job %s: %s", c.Job, ErrSuspended))
-			}
-			j.Cursor = c.ScheduledAt
-		}
-		if _, dup := j.Active[rec.Key]; dup {
-			return nil, c.Job, coded("jobs.duplicate", fmt.Sprintf("run %s: %s", rec.Key, ErrDuplicateRun))
-		}
-		if c.Concurrency == ConcurrencyForbid && len(j.Active) > 0 {
-			rec.Status, rec.Error, rec.FinishedAt = StatusSkipped, ErrBusy.Error(), e.Time
-			addHistory(j, rec, c.Keep)
-			return nil, c.Job, coded("jobs.busy", fmt.Sprintf("run %s: %s", rec.Key, ErrBusy))
-		}
-		j.Active[rec.Key] = &rec
-		b, err := json.Marshal(rec)
-		return b, c.Job, err
-	case cmdRestart:
-		var c keyCmd
-		if err := json.Unmarshal(e.Payload, &c); err != nil {
-			return nil, "", fmt.Errorf("decode %s: %w", e.Type, err)
-		}
-		j := s.job(c.Job)
-		rec, ok := j.Active[c.Key]
-		if !ok || rec.Fence != c.Fence {
-			return nil, c.Job, coded("jobs.stale", fmt.Sprintf("take over run %s: %s", c.Key, ErrStaleFence))
-		}
-		rec.Fence, rec.Node, rec.StartedAt = Fence{e.Term, e.Index}, e.Origin, e.Time
-		rec.Takeovers++
-		b, err := json.Marshal(rec)
-		return b, c.Job, err
-	case cmdFinish:
-		var c finishCmd
-		if err := json.Unmarshal(e.Payload, &c); err != nil {
-			return nil, "", fmt.Errorf("decode %s: %w", e.Type, err)
-		}
-		j := s.job(c.Job)
-		rec, ok := j.Active[c.Key]
-		if !ok || rec.Fence != c.Fence {
-			return nil, c.Job, coded("jobs.stale", fmt.Sprintf("finish run %s with token %s: %s", c.Key, c.Fence, ErrStaleFence))
-		}
-		delete(j.Active, c.Key)
-		rec.Status, rec.Error, rec.DurationMS, rec.Attempts = c.Status, c.Error, c.DurationMS, c.Attempts
-		rec.FinishedAt = e.Time
-		if c.Status == StatusAbandoned {
-			rec.Node = e.Origin
-		}
-		addHistory(j, *rec, c.Keep)
-		return nil, c.Job, nil
-	case cmdMisfire:
-		var c misfireCmd
-		if err := json.Unmarshal(e.Payload, &c); err != nil {
-			return nil, "", fmt.Errorf("decode %s: %w", e.Type, err)
-		}
-		j := s.job(c.Job)
-		n := 0
-		for _, t := range c.Times {
-			if !t.After(j.Cursor) {
-				continue
-			}
-			addHistory(j, RunRecord{Key: RunKey(c.Job, t), Job: c.Job, ScheduledAt: t, Node: e.Origin,
-				FinishedAt: e.Time, Status: StatusMisfired}, c.Keep)
-			n++
-		}
-		if c.More > 0 {
-			addHistory(j, RunRecord{Key: RunKey(c.Job, c.Cursor) + "+more", Job: c.Job, ScheduledAt: c.Cursor, Node: e.Origin,
-				FinishedAt: e.Time, Status: StatusMisfired, Error: fmt.Sprintf("%d earlier occurrences misfired too", c.More)}, c.Keep)
-		}
-		if c.Cursor.After(j.Cursor) {
-			j.Cursor = c.Cursor
-		}
-		return []byte(strconv.Itoa(n)), c.Job, nil
-	case cmdSuspend:
-		var c suspendCmd
-		if err := json.Unmarshal(e.Payload, &c); err != nil {
-			return nil, "", fmt.Errorf("decode %s: %w", e.Type, err)
-		}
-		j := s.job(c.Job)
-		if j.Suspended && !c.Suspended && e.Time.After(j.Cursor) {
-			// Occurrences due while suspended are skipped, not misfired.
-			j.Cursor = e.Time
-		}
-		j.Suspended = c.Suspended
-		return nil, c.Job, nil
-	case cmdRequest:
-		var c suspendCmd
-		if err := json.Unmarshal(e.Payload, &c); err != nil {
-			return nil, "", fmt.Errorf("decode %s: %w", e.Type, err)
-		}
-		j := s.job(c.Job)
-		j.Pending = append(j.Pending, e.Index)
-		return []byte(manualKey(c.Job, e.Index)), c.Job, nil
-	case cmdCheck:
-		var c keyCmd
-		if err := json.Unmarshal(e.Payload, &c); err != nil {
-			return nil, "", fmt.Errorf("decode %s: %w", e.Type, err)
-		}
-		j := s.jobs[c.Job]
-		if j == nil || j.Active[c.Key] == nil || j.Active[c.Key].Fence != c.Fence {
-			return nil, "", coded("jobs.stale", fmt.Sprintf("run %s token %s: %s", c.Key, c.Fence, ErrStaleFence))
-		}
-		return nil, "", nil
-	}
-	return nil, "", fmt.Errorf("jobs: unknown command type %q", e.Type)
 }
 
 // view returns a deep copy of one job's state.

@@ -124,3 +124,27 @@ func FuzzStateApply(f *testing.F) {
 }
 
 var errEOF = io.EOF
+
+// TestRunNowWireCompatible: run-now entries written before requestCmd had
+// its own type carry a suspendCmd payload; they must apply as they did.
+func TestRunNowWireCompatible(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload any
+	}{
+		{"old suspendCmd payload", suspendCmd{Job: "j"}},
+		{"requestCmd payload", requestCmd{Job: "j"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := &applier{t: t, s: newState(nil)}
+			out, err := a.apply(cmdRequest, tt.payload)
+			if err != nil || string(out) != "j@manual-1" {
+				t.Fatalf("run now: %q, %v", out, err)
+			}
+			if st := a.s.view("j"); len(st.Pending) != 1 || st.Pending[0] != 1 || st.Suspended {
+				t.Fatalf("state %+v, want one pending request", st)
+			}
+		})
+	}
+}

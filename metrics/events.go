@@ -52,6 +52,15 @@ func NewEvents() *Events {
 	}
 }
 
+// InitRoutes creates the front's retry counters of the given route kinds
+// at zero, so the series exist (and rate() and alerts see 0) before the
+// first retry.
+func (e *Events) InitRoutes(kinds ...string) {
+	for _, k := range kinds {
+		e.frontRetries.WithLabelValues(k)
+	}
+}
+
 // FrontRequest records one application request.
 func (e *Events) FrontRequest(kind string, status int, took time.Duration, tries int) {
 	e.frontRequests.WithLabelValues(kind, strconv.Itoa(status/100)+"xx").Inc()

@@ -3,6 +3,7 @@ package metrics
 import (
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -19,13 +20,23 @@ const Namespace = "cohort"
 // Registry is one node's metric registry.
 type Registry struct {
 	reg *prometheus.Registry
+	lg  *slog.Logger
 }
 
 // New returns a registry holding the Go runtime and process collectors.
 func New() *Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Registry{reg: reg}
+	return &Registry{reg: reg, lg: slog.New(slog.DiscardHandler)}
+}
+
+// SetLogger makes the handler log collector errors (an undeclared figure,
+// a failing source) to lg; call it before Handler. If never called, the
+// errors are only counted in promhttp_metric_handler_errors_total.
+func (r *Registry) SetLogger(lg *slog.Logger) {
+	if lg != nil {
+		r.lg = lg.With("component", "metrics")
+	}
 }
 
 // Register adds collectors; a duplicate or inconsistent metric is an error.
@@ -47,6 +58,7 @@ func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
 func (r *Registry) Handler() http.Handler {
 	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{
 		ErrorHandling:     promhttp.ContinueOnError,
+		ErrorLog:          slog.NewLogLogger(r.lg.Handler(), slog.LevelError),
 		Registry:          r.reg,
 		EnableOpenMetrics: false,
 	})

@@ -151,3 +151,59 @@ func BenchmarkApplyObserve(b *testing.B) {
 		rc.Applied("member.state", time.Millisecond)
 	}
 }
+
+// TestFuncUndeclaredFailsLoudly: a figure emitted under a name nobody
+// declared (a typo) is a scrape error, not a silently missing series.
+func TestFuncUndeclaredFailsLoudly(t *testing.T) {
+	reg := New()
+	f := NewFunc("things", []Figure{{Name: "count", Help: "How many things."}}, func(emit Emit) {
+		emit("count", 1)
+		emit("cuont", 2)
+	})
+	if err := reg.Register(f); err != nil {
+		t.Fatal(err)
+	}
+	_, err := reg.Gatherer().Gather()
+	if err == nil || !strings.Contains(err.Error(), "cohort_things_cuont") || !strings.Contains(err.Error(), ErrUndeclared.Error()) {
+		t.Fatalf("gather error %v, want the undeclared figure named", err)
+	}
+	scrape(t, reg) // the handler still serves the rest
+	if got := scrape(t, reg)[`promhttp_metric_handler_errors_total|cause=gathering`]; got < 1 {
+		t.Fatalf("handler errors counted %v, want at least 1", got)
+	}
+}
+
+type thingStats struct {
+	count int
+	kinds map[string]int
+}
+
+// TestStatsCollector: each stat is declared once, with its reader, and
+// read from one snapshot per scrape.
+func TestStatsCollector(t *testing.T) {
+	reads := 0
+	read := func() thingStats {
+		reads++
+		return thingStats{count: 3, kinds: map[string]int{"a": 1}}
+	}
+	reg := New()
+	err := reg.Register(NewStats("things", read,
+		Gauge("count", "How many things.", func(s thingStats) float64 { return float64(s.count) }),
+		Counter("made_total", "Things made.", func(s thingStats) float64 { return 7 }),
+		GaugeVec("by_kind", "Things by kind.", []string{"kind"}, func(s thingStats, emit func(float64, ...string)) {
+			for k, n := range s.kinds {
+				emit(float64(n), k)
+			}
+		}),
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Gatherer().Gather(); err != nil {
+		t.Fatal(err)
+	}
+	got := scrape(t, reg)
+	if got["cohort_things_count"] != 3 || got["cohort_things_made_total"] != 7 || got["cohort_things_by_kind|kind=a"] != 1 || reads != 2 {
+		t.Fatalf("scrape = %v after %d reads", got, reads)
+	}
+}

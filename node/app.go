@@ -104,23 +104,18 @@ func (n *Node) setupDemo() error {
 		IsLeader: n.cluster.IsLeader,
 		Logger:   n.log,
 	}
-	if n.files != nil {
-		b.Files = demoFiles{n.files}
+	// setupSessions, setupFiles and setupJobs ran before setupApp.
+	b.Files = demoFiles{n.files}
+	b.Session = n.sessions
+	app := &demo.App{NodeID: n.cfg.NodeID, Sessions: n.sessions, Logger: n.log.With("component", "demo")}
+	app.Mount(n.HandleApp)
+	tick := func(ctx context.Context, run jobs.Run) error {
+		return b.Tick(ctx, demo.TickRun{ID: run.Key, Node: run.Node, Token: run.FencingToken()})
 	}
-	if n.sessions != nil {
-		b.Session = n.sessions
-		app := &demo.App{NodeID: n.cfg.NodeID, Sessions: n.sessions, Logger: n.log.With("component", "demo")}
-		app.Mount(n.HandleApp)
-	}
-	if n.jobs != nil {
-		tick := func(ctx context.Context, run jobs.Run) error {
-			return b.Tick(ctx, demo.TickRun{ID: run.Key, Node: run.Node, Token: run.FencingToken()})
-		}
-		if err := n.jobs.Register(demo.TickJob, demo.TickSchedule, tick,
-			jobs.WithDescription("demo: writes a row (run, node, fencing token, time) to the business database"),
-			jobs.WithTimeout(10*time.Second)); err != nil {
-			return fmt.Errorf("register %s: %w", demo.TickJob, err)
-		}
+	if err := n.jobs.Register(demo.TickJob, demo.TickSchedule, tick,
+		jobs.WithDescription("demo: writes a row (run, node, fencing token, time) to the business database"),
+		jobs.WithTimeout(10*time.Second)); err != nil {
+		return fmt.Errorf("register %s: %w", demo.TickJob, err)
 	}
 	b.Routes(func(pattern string, h http.Handler) { n.HandleApp(pattern, h) })
 	return nil

@@ -364,15 +364,15 @@ func (n *Node) appMetrics() *metrics.Func {
 		{Name: "events_pending", Help: "Cluster events waiting for the app."},
 	}, func(emit metrics.Emit) {
 		st := n.AppStatus()
-		emit("healthy", boolFloat(st.Healthy))
+		emit("healthy", metrics.Bool(st.Healthy))
 		emit("health_checks_total", float64(st.Checks))
 		emit("health_checks_failed_total", float64(st.Failed))
 		emit("proxy_errors_total", float64(st.Errors))
 		if p := st.Process; p != nil {
-			emit("process_up", boolFloat(p.PID != 0))
+			emit("process_up", metrics.Bool(p.PID != 0))
 			emit("process_restarts_total", float64(p.Restarts))
 			emit("process_exits_total", float64(p.Exits))
-			emit("process_crash_loop", boolFloat(p.CrashLoop))
+			emit("process_crash_loop", metrics.Bool(p.CrashLoop))
 		}
 		if e := st.Events; e != nil {
 			emit("events_delivered_total", float64(e.Delivered))

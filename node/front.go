@@ -12,8 +12,9 @@ import (
 	"github.com/cohortserver/cohort/raft"
 )
 
-// setupFront wires the sticky front (package proxy). It runs last in New,
-// so its wrapper is the outermost around the application: the sessions
+// setupFront wires the sticky front (package proxy). It runs after every
+// other part that wraps the application (only setupOps, which wraps
+// nothing, follows it in New), so its wrapper is the outermost: the sessions
 // middleware and the app are inside it, and forwarded requests arriving on
 // the cluster port at /_internal/front/ run through that same inner chain.
 // Its drain hook (first in a graceful Close, while the public port still
@@ -47,6 +48,7 @@ func (n *Node) setupFront() error {
 	}
 	n.front = f
 	n.WrapApp(n.boundRequests) // inside the front: forwarded requests too (catchup.go)
+	n.events.InitRoutes(proxy.KindForwarded, proxy.KindFailover, proxy.KindBalanced)
 	n.WrapApp(f.Wrap)
 	n.cluster.HandleInternal("/_internal/front/", f.InternalHandler())
 	n.OnStart(func(ctx context.Context) error {

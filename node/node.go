@@ -119,6 +119,7 @@ type Node struct {
 	onStart  []func(ctx context.Context) error
 	onClose  []func() error
 	onDrain  []func(ctx context.Context) error
+	hooksUp  int // start hooks that ran and whose close hooks have not (Start, runClose)
 
 	mu         sync.Mutex
 	state      int                // 0 new, 1 started, 2 closed
@@ -226,6 +227,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
+			// Everything Start began is released: a later Close has
+			// nothing to drain or close.
+			n.mu.Lock()
+			n.state = 2
+			n.mu.Unlock()
 		}
 	}()
 
@@ -260,16 +266,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	undo = append(undo, cancel)
+	undo = append(undo, func() { _ = n.runClose() }) // the hooks that started, once
 	hookCtx, hookCancel := context.WithCancel(bgCtx)
 	n.hookCancel = hookCancel
 	undo = append(undo, hookCancel)
-	for i, fn := range n.onStart {
+	for _, fn := range n.onStart {
 		if err := fn(hookCtx); err != nil {
-			for j := i - 1; j >= 0; j-- {
-				_ = n.onClose[j]()
-			}
 			return err
 		}
+		n.hooksUp++
 	}
 
 	if len(n.cfg.Join) > 0 && !n.cluster.HadState() {
@@ -281,6 +286,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 
+	ln = n.servePublic(bgCtx, ln)
+	n.log.Info("node started", "http", ln.Addr().String(), "cluster", n.cluster.AdvertiseAddr(), "version", buildinfo.Version)
+	return nil
+}
+
+// servePublic builds the public HTTP server around the application (its
+// wrappers, the catch-up gate, the admin mux), starts serving ln (through
+// TLS or the front's fast path when configured) and the node's background
+// loops, all bound to bgCtx. It returns the listener served.
+func (n *Node) servePublic(bgCtx context.Context, ln net.Listener) net.Listener {
 	var front http.Handler = n.app
 	for _, w := range n.wrappers {
 		front = w(front)
@@ -318,8 +333,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.goBackground(func() { n.syncLoop(bgCtx) })
 	n.goBackground(func() { n.announceLoop(bgCtx) })
 	n.goBackground(func() { n.members.StartProbing(bgCtx, n.cluster.Client(), 250*time.Millisecond) })
-	n.log.Info("node started", "http", ln.Addr().String(), "cluster", n.cluster.AdvertiseAddr(), "version", buildinfo.Version)
-	return nil
+	return ln
 }
 
 func (n *Node) goBackground(fn func()) {
@@ -457,11 +471,12 @@ func (n *Node) cancelHooks() {
 // is in flight. ctx carries --shutdown-timeout. Call it before Start.
 func (n *Node) OnDrain(fn func(ctx context.Context) error) { n.onDrain = append(n.onDrain, fn) }
 
-// runClose runs the close hooks in reverse order of their registration.
+// runClose runs the close hooks of the start hooks that ran, in reverse
+// order, each once: a component that never started is not closed.
 func (n *Node) runClose() []error {
 	var errs []error
-	for i := len(n.onClose) - 1; i >= 0; i-- {
-		errs = append(errs, n.onClose[i]())
+	for ; n.hooksUp > 0; n.hooksUp-- {
+		errs = append(errs, n.onClose[n.hooksUp-1]())
 	}
 	return errs
 }

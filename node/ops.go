@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net/http"
 	"runtime"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	hraft "github.com/hashicorp/raft"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortserver/cohort/buildinfo"
 	"github.com/cohortserver/cohort/console"
@@ -38,6 +38,7 @@ type ops struct {
 // endpoints (members, ping, snapshot, backup, events).
 func (n *Node) setupOps() error {
 	o := &ops{metrics: metrics.New(), events: newEventLog(24*time.Hour, 5000), done: make(chan struct{})}
+	o.metrics.SetLogger(n.log)
 	n.ops = o
 	o.raft = metrics.NewRaft(n.cluster)
 	if err := o.metrics.Register(o.raft); err != nil {
@@ -93,125 +94,28 @@ func (n *Node) setupOps() error {
 			n.watchMembers(wctx)
 		}()
 		return nil
-	}, func() error {
-		if o.stopWatch != nil {
-			o.stopWatch()
-			<-o.done
-		}
+	}, func() error { // runs only after the start hook above
+		o.stopWatch()
+		<-o.done
 		return nil
 	})
 	return nil
 }
 
-// registerCapabilityMetrics exposes the figures the capabilities already
-// keep (sessions, files, jobs, the front), read at scrape time.
+// registerCapabilityMetrics registers the collectors the capabilities
+// export themselves (each package declares its figures next to the counts
+// it keeps, see metrics/doc.go); a new capability adds its Collector here.
+// setupOps runs after every capability's setup, so none is nil.
 func (n *Node) registerCapabilityMetrics() error {
-	reg := n.ops.metrics
-	var cs []prometheus.Collector
-	if n.sessions != nil {
-		cs = append(cs, metrics.NewFunc("sessions", []metrics.Figure{
-			{Name: "sessions", Help: "Sessions this node holds (the replicated set)."},
-			{Name: "in_memory", Help: "Sessions held in memory."},
-			{Name: "passivated", Help: "Sessions passivated to disk."},
-			{Name: "bytes", Help: "Bytes of session data."},
-			{Name: "memory_bytes", Help: "Bytes of session data held in memory."},
-			{Name: "principals", Help: "Distinct signed-in users."},
-			{Name: "applied_entries_total", Help: "Session log entries applied on this node.", Counter: true},
-			{Name: "commits_total", Help: "Session changes this node proposed.", Counter: true},
-			{Name: "touches_total", Help: "Session expiry extensions this node proposed.", Counter: true},
-			{Name: "sweeps_total", Help: "Expiry sweeps this node proposed.", Counter: true},
-			{Name: "catch_ups_total", Help: "Requests that waited for this node to catch up with a session written elsewhere.", Counter: true},
-		}, func(emit metrics.Emit) {
-			st := n.sessions.Stats()
-			emit("sessions", float64(st.Total))
-			emit("in_memory", float64(st.InMemory))
-			emit("passivated", float64(st.Passivated))
-			emit("bytes", float64(st.Bytes))
-			emit("memory_bytes", float64(st.MemBytes))
-			emit("principals", float64(st.Principals))
-			emit("applied_entries_total", float64(st.Applied))
-			emit("commits_total", float64(st.Commits))
-			emit("touches_total", float64(st.Touches))
-			emit("sweeps_total", float64(st.Sweeps))
-			emit("catch_ups_total", float64(st.CatchUps))
-		}))
-	}
-	if n.files != nil {
-		cs = append(cs, metrics.NewFunc("files", []metrics.Figure{
-			{Name: "files", Help: "Files in the shared tree."},
-			{Name: "bytes", Help: "Bytes of the files in the shared tree."},
-			{Name: "tombstones", Help: "Deleted files remembered for replication."},
-			{Name: "catchup_running", Help: "1 while this node copies blobs it lacks."},
-			{Name: "catchup_missing_files", Help: "Blobs this node lacked when the current catch-up pass started."},
-			{Name: "catchup_done_files", Help: "Blobs copied in the current catch-up pass."},
-			{Name: "catchup_failed_files", Help: "Blobs the current catch-up pass failed to copy."},
-			{Name: "repaired_total", Help: "Corrupt blobs replaced since start.", Counter: true},
-		}, func(emit metrics.Emit) {
-			st := n.files.Status()
-			emit("files", float64(st.Usage.Files))
-			emit("bytes", float64(st.Usage.Bytes))
-			emit("tombstones", float64(st.Usage.Tombstones))
-			emit("catchup_running", boolFloat(st.Sync.Running))
-			emit("catchup_missing_files", float64(st.Sync.MissingFiles))
-			emit("catchup_done_files", float64(st.Sync.DoneFiles))
-			emit("catchup_failed_files", float64(st.Sync.FailedFiles))
-			emit("repaired_total", float64(st.Sync.Repaired))
-		}))
-	}
-	if n.jobs != nil {
-		cs = append(cs, metrics.NewFunc("jobs", []metrics.Figure{
-			{Name: "suspended", Help: "1 when the job is suspended.", Labels: []string{"job"}},
-			{Name: "running", Help: "Runs of the job in progress.", Labels: []string{"job"}},
-			{Name: "next_run_timestamp_seconds", Help: "When the job runs next (Unix time).", Labels: []string{"job"}},
-			{Name: "last_run_timestamp_seconds", Help: "When the job's last run started (Unix time).", Labels: []string{"job"}},
-			{Name: "last_run_duration_seconds", Help: "How long the job's last run took.", Labels: []string{"job"}},
-			{Name: "last_run_succeeded", Help: "1 when the job's last run succeeded, 0 when it did not.", Labels: []string{"job"}},
-			{Name: "schedule_lag_seconds", Help: "How far the job's next run is overdue (0 when on time).", Labels: []string{"job"}},
-		}, func(emit metrics.Emit) {
-			now := time.Now()
-			for _, j := range n.jobs.Jobs() {
-				emit("suspended", boolFloat(j.Suspended), j.Name)
-				emit("running", float64(len(j.Running)), j.Name)
-				if !j.NextRun.IsZero() {
-					emit("next_run_timestamp_seconds", float64(j.NextRun.UnixMilli())/1000, j.Name)
-					lag := 0.0
-					if !j.Suspended && now.After(j.NextRun) {
-						lag = now.Sub(j.NextRun).Seconds()
-					}
-					emit("schedule_lag_seconds", lag, j.Name)
-				}
-				if lr := j.LastRun; lr != nil {
-					if !lr.StartedAt.IsZero() {
-						emit("last_run_timestamp_seconds", float64(lr.StartedAt.UnixMilli())/1000, j.Name)
-					}
-					emit("last_run_duration_seconds", float64(lr.DurationMS)/1000, j.Name)
-					emit("last_run_succeeded", boolFloat(lr.Status == "succeeded"), j.Name)
-				}
-			}
-		}))
-	}
-	if n.front != nil {
-		cs = append(cs, metrics.NewFunc("front", []metrics.Figure{
-			{Name: "inflight_requests", Help: "Application requests in flight on this node's front."},
-		}, func(emit metrics.Emit) {
-			emit("inflight_requests", float64(n.front.InFlight()))
-		}))
-	}
+	cs := []prometheus.Collector{n.events,
+		n.sessions.Collector(), n.files.Collector(), n.jobs.Collector(), n.front.Collector()}
 	if n.upstream != nil {
 		cs = append(cs, n.appMetrics())
 	}
 	if n.singles != nil {
 		cs = append(cs, n.singletonMetrics())
 	}
-	cs = append(cs, n.events)
-	return reg.Register(cs...)
-}
-
-func boolFloat(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
+	return n.ops.metrics.Register(cs...)
 }
 
 // Metrics returns the node's metric registry; packages register their
@@ -225,7 +129,7 @@ func (n *Node) Events() []Event { return n.ops.events.since(time.Time{}) }
 // (and, for a state-changing method, its CSRF proof). The admin guard
 // accepts it in place of the bearer token.
 func (n *Node) consoleAuthorized(r *http.Request) bool {
-	return n.ops != nil && n.ops.console != nil && n.ops.console.Authorized(r)
+	return n.ops.console.Authorized(r) // setupOps ran in New
 }
 
 // Event is one entry of the event log.
@@ -612,7 +516,23 @@ func (l *lazyHeader) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
+// Backup headers: what a backup does not hold, said on every download.
+const (
+	// BackupOmitsHeader lists what the backup leaves out ("file-contents":
+	// the files' metadata is in it, their contents, the blobs, are not).
+	BackupOmitsHeader = "X-Cohort-Backup-Omits"
+	// BackupFilesHeader says how many files and bytes that leaves out.
+	BackupFilesHeader = "X-Cohort-Backup-Files"
+)
+
 func (n *Node) handleBackup(w http.ResponseWriter, r *http.Request) {
+	u := n.files.Status().Usage
+	w.Header().Set(BackupOmitsHeader, "file-contents")
+	w.Header().Set(BackupFilesHeader, fmt.Sprintf("%d files, %d bytes", u.Files, u.Bytes))
+	if u.Files > 0 {
+		n.log.Warn("backup holds the shared files' metadata, not their contents: copy a node's files directory too",
+			"files", u.Files, "bytes", u.Bytes)
+	}
 	lw := &lazyHeader{w: w}
 	meta, err := n.cluster.Backup(lw)
 	if err != nil {

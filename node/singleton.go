@@ -129,7 +129,7 @@ func (n *Node) singletonMetrics() *metrics.Func {
 		{Name: "restarts_total", Help: "Restarts of the singleton since this node took it.", Labels: []string{"name"}, Counter: true},
 	}, func(emit metrics.Emit) {
 		for _, s := range n.Singletons() {
-			emit("running", boolFloat(s.Here && s.Process != nil && s.Process.PID != 0), s.Name)
+			emit("running", metrics.Bool(s.Here && s.Process != nil && s.Process.PID != 0), s.Name)
 			emit("fence", float64(s.Fence), s.Name)
 			if s.Process != nil {
 				emit("restarts_total", float64(s.Process.Restarts), s.Name)

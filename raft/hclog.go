@@ -2,9 +2,11 @@ package raft
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -45,8 +47,37 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	all := make([]any, 0, len(a.args)+len(args))
 	all = append(all, a.args...)
 	all = append(all, args...)
-	// hclog values may be errors or other values slog renders fine.
+	for i := 1; i < len(all); i += 2 {
+		all[i] = hclogValue(all[i])
+	}
 	a.l.Log(context.Background(), lvl, msg, all...)
+}
+
+// hclogValue renders the values hclog formats itself (hclog.Fmt and the
+// number and quoting wrappers) as hclog would; slog renders the rest
+// (errors, strings, numbers) fine as they are.
+func hclogValue(v any) any {
+	switch v := v.(type) {
+	case hclog.Format:
+		if len(v) == 0 {
+			return ""
+		}
+		if f, ok := v[0].(string); ok {
+			return fmt.Sprintf(f, v[1:]...)
+		}
+		return fmt.Sprint(v...)
+	case hclog.Hex:
+		return "0x" + strconv.FormatUint(uint64(v), 16)
+	case hclog.Octal:
+		return "0" + strconv.FormatUint(uint64(v), 8)
+	case hclog.Binary:
+		return "0b" + strconv.FormatUint(uint64(v), 2)
+	case hclog.Quote:
+		return strconv.Quote(string(v))
+	case hclog.CapturedStacktrace:
+		return string(v)
+	}
+	return v
 }
 
 func (a *hclogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }

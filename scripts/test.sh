@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/test.sh: the project's one test command (CI runs it through .ci/run).
 #
-#   ./scripts/test.sh                     gofmt check, go vet, then every test:
-#                                         go test -race -count=1 -timeout 25m ./...
+#   ./scripts/test.sh                     gofmt check, go vet (root and bench modules), then
+#                                         every test: go test -race -count=1 -timeout 25m ./...
+#                                         and the bench module's tests (cd bench; go test ./...)
 #   ./scripts/test.sh ARGS...             same checks, then go test -race -count=1 ARGS...
 #                                         e.g. ./scripts/test.sh -run TestElection ./raft/
 #                                         (package paths are relative to the repository root;
@@ -77,8 +78,9 @@ if [ -n "$unformatted" ]; then
 	die "the files above are not gofmt-ed: run gofmt -w on them"
 fi
 
-step "go vet ./..."
+step "go vet ./... (root module and bench/, its own module)"
 go vet ./...
+(cd bench && go vet ./...)
 
 # -race needs cgo, and cgo a C compiler; a minimal Debian has none.
 cc=$(go env CC)
@@ -87,7 +89,7 @@ if ! command -v "${cc%% *}" >/dev/null 2>&1; then
 		die "go test -race needs a C compiler ($cc): install gcc (apt-get install gcc libc6-dev)"
 	fi
 	step "installing gcc and libc6-dev for go test -race"
-	_cohort_apt_install gcc libc6-dev || die "apt-get install gcc libc6-dev failed"
+	cohort_apt_install gcc libc6-dev || die "apt-get install gcc libc6-dev failed"
 fi
 
 if [ "${COHORT_SKIP_MYSQL:-}" = 1 ]; then
@@ -128,7 +130,7 @@ fi
 
 step "go test -race -count=1 ${args[*]}"
 t0=$SECONDS
-if go test -race -count=1 "${args[@]}"; then
+if go test -race -count=1 "${args[@]}" && { [ "$#" -gt 0 ] || (cd bench && go test -race -count=1 ./...); }; then
 	step "tests passed in $((SECONDS - t0)) s"
 else
 	rc=$?

@@ -114,8 +114,10 @@ func (e codedError) Unwrap() error { return e.err }
 // ApplyCode implements raft.CodedError.
 func (e codedError) ApplyCode() string { return e.code }
 
-// Cluster is what the sessions need of Raft.
-type Cluster interface {
+// Log is what the sessions need of the replicated log and the cluster
+// port (*raft.Cluster implements it; every package names this interface
+// Log).
+type Log interface {
 	Register(name string, sm raft.StateMachine, types ...string) error
 	Apply(ctx context.Context, typ string, payload []byte) (raft.Result, error)
 	OnLeader(fn func(ctx context.Context, term uint64))
@@ -226,7 +228,7 @@ func (c *Config) defaults() {
 // the middleware and the context API handlers use.
 type Manager struct {
 	cfg     Config
-	cluster Cluster
+	cluster Log
 	st      *store
 	log     *slog.Logger
 
@@ -254,7 +256,7 @@ type Manager struct {
 
 // New builds a Manager and registers its state machine with the cluster
 // (before the cluster starts). It does no I/O.
-func New(cl Cluster, cfg Config) (*Manager, error) {
+func New(cl Log, cfg Config) (*Manager, error) {
 	cfg.defaults()
 	if (cfg.MemoryBudget > 0 || cfg.MemorySessions > 0) && cfg.Dir == "" {
 		return nil, errors.New("sessions: a memory budget needs a directory for the passivation file")

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/syncbuf"
 	"github.com/cohortserver/cohort/node"
 	"github.com/cohortserver/cohort/testcluster"
 )
@@ -299,7 +300,7 @@ func TestGracefulStopOfLeaderTransfersLeadership(t *testing.T) {
 
 func TestClusterPortRefusesConnectionsWithoutTheKey(t *testing.T) {
 	kvOpt, kvs := testcluster.WithKV()
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	c := testcluster.New(t, 3, kvOpt, testcluster.WithLogWriter(&logs))
 	leader := c.WaitLeader(t)
 

@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/syncbuf"
 	"github.com/cohortserver/cohort/testcluster"
 )
 
@@ -81,26 +81,8 @@ func TestAdminTokenRotationAcceptsEveryListedToken(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log lines from every node's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestSecretsNeverInLogsOrStatus(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	c := testcluster.New(t, 3, testcluster.WithLogWriter(&logs))
 	leader := c.WaitLeader(t)
 	key, _ := os.ReadFile(c.KeyFile())

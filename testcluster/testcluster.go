@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/internal/poll"
 	"github.com/cohortserver/cohort/internal/testport"
 	"github.com/cohortserver/cohort/node"
 	"github.com/cohortserver/cohort/raft"
@@ -315,19 +316,7 @@ func (c *Cluster) Dir() string { return c.dir }
 // test with what cond last said.
 func WaitFor(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := 5 * time.Millisecond
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s; last seen: %s", timeout, last)
-		}
-		time.Sleep(wait) // polling interval of a bounded wait, not a wait for a state
-		wait = min(wait*2, 100*time.Millisecond)
-	}
+	poll.Until(t, timeout, cond)
 }
 
 // WaitLeader waits until every running node, except those cut off by a
@@ -576,6 +565,26 @@ func (nd *Node) Do(t testing.TB, method, path string, body any) (int, []byte) {
 	b, err := io.ReadAll(resp.Body)
 	must(t, err)
 	return resp.StatusCode, b
+}
+
+// PutFile writes content as the shared file path through nd's files API
+// with the cluster's admin token, and fails t unless it was stored.
+func (nd *Node) PutFile(t testing.TB, path string, content []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, nd.URL("/_cohort/api/files/"+path), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+nd.c.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("put %s through %s: %v", path, nd.ID, err)
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("put %s through %s: HTTP %d %s", path, nd.ID, resp.StatusCode, b)
+	}
 }
 
 // Status fetches the node's /_cohort/status.

@@ -36,30 +36,9 @@ _cohort_chr_find() {
 	return 1
 }
 
-# _cohort_chr_apt_install PKG...: apt-get install as root, output shown only on failure.
-# Shares the "apt-get update already ran" mark with scripts/lib/mariadb.sh.
-_cohort_chr_apt_install() {
-	if [ "$EUID" -ne 0 ]; then
-		return 1
-	fi
-	local log
-	log=$(mktemp "${TMPDIR:-/tmp}/cohort-apt.XXXXXX") || return 1
-	if [ -z "${_COHORT_APT_UPDATED:-}" ]; then
-		if ! apt-get -o DPkg::Lock::Timeout=300 update -qq >"$log" 2>&1; then
-			cat "$log" >&2
-			rm -f "$log"
-			return 1
-		fi
-		_COHORT_APT_UPDATED=1
-	fi
-	if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$@" >>"$log" 2>&1; then
-		cat "$log" >&2
-		rm -f "$log"
-		return 1
-	fi
-	rm -f "$log"
-	return 0
-}
+# cohort_apt_install (the shared installer) comes from scripts/lib/apt.sh.
+# shellcheck source=SCRIPTDIR/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 # cohort_ensure_chromium: see the header.
 cohort_ensure_chromium() {
@@ -80,7 +59,7 @@ cohort_ensure_chromium() {
 	fi
 	local t0=$SECONDS
 	_cohort_chr_log "installing chromium with apt-get"
-	if ! _cohort_chr_apt_install chromium; then
+	if ! cohort_apt_install chromium; then
 		_cohort_chr_log "apt-get install chromium failed"
 		return 1
 	fi

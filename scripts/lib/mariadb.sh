@@ -44,29 +44,9 @@ _cohort_mdb_bin() {
 	return 1
 }
 
-# _cohort_apt_install PKG...: apt-get install as root, output to a log shown only on failure.
-_cohort_apt_install() {
-	if [ "$EUID" -ne 0 ]; then
-		return 1
-	fi
-	local log
-	log=$(mktemp "${TMPDIR:-/tmp}/cohort-apt.XXXXXX") || return 1
-	if [ -z "${_COHORT_APT_UPDATED:-}" ]; then
-		if ! apt-get -o DPkg::Lock::Timeout=300 update -qq >"$log" 2>&1; then
-			cat "$log" >&2
-			rm -f "$log"
-			return 1
-		fi
-		_COHORT_APT_UPDATED=1
-	fi
-	if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$@" >>"$log" 2>&1; then
-		cat "$log" >&2
-		rm -f "$log"
-		return 1
-	fi
-	rm -f "$log"
-	return 0
-}
+# cohort_apt_install (the shared installer) comes from scripts/lib/apt.sh.
+# shellcheck source=SCRIPTDIR/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 # _cohort_pid_alive PID: true while PID exists and is not a zombie.
 _cohort_pid_alive() {
@@ -116,7 +96,7 @@ _cohort_mdb_install() {
 		return 1
 	fi
 	_cohort_mdb_log "installing mariadb-server and mariadb-client with apt-get"
-	if ! _cohort_apt_install mariadb-server mariadb-client; then
+	if ! cohort_apt_install mariadb-server mariadb-client; then
 		_cohort_mdb_log "apt-get install mariadb-server mariadb-client failed"
 		return 1
 	fi
