@@ -96,8 +96,14 @@ func (f *Front) restoreState(ctx context.Context) {
 	f.goRun(func() {
 		backoff := 100 * time.Millisecond
 		for {
+			// Decide only on a member table that has caught up: right
+			// after a restart it may not hold the drain's own change yet,
+			// and reading the state from before it would drop the file
+			// and leave the node disabled.
+			caughtUp := f.cfg.Ready == nil || f.cfg.Ready()
 			m, ok := f.cfg.Members.Get(f.cfg.SelfID)
 			switch {
+			case !caughtUp:
 			case prev != membership.StateActive && prev != membership.StateDraining,
 				ok && (m.State == prev || m.State == membership.StateActive):
 				_ = os.Remove(f.cfg.StateFile) // nothing to restore, or changed meanwhile
