@@ -13,6 +13,7 @@ import (
 type Result struct {
 	Index uint64 // log index of the command
 	Data  []byte // what the state machine returned
+	term  uint64 // of the entry, when known: lets a follower catch up from its own log
 }
 
 // Apply proposes a command of type typ and waits until it is committed and
@@ -28,6 +29,7 @@ func (c *Cluster) Apply(ctx context.Context, typ string, payload []byte) (Result
 		start := time.Now()
 		defer func() { c.applyFn(typ, time.Since(start)) }()
 	}
+	c.stages.mark(stageApply, 0)
 	backoff := 10 * time.Millisecond
 	for {
 		var res Result
@@ -42,6 +44,9 @@ func (c *Cluster) Apply(ctx context.Context, typ string, payload []byte) (Result
 				return Result{}, fmt.Errorf("apply %s: %w", typ, lerr)
 			}
 			res, err = c.forwardApply(ctx, typ, payload)
+			if err == nil {
+				c.router.catchUp(c.logs, res.Index, res.term)
+			}
 		}
 		if err == nil {
 			if werr := c.waitWritable(ctx, res.Index); werr != nil {
@@ -50,6 +55,7 @@ func (c *Cluster) Apply(ctx context.Context, typ string, payload []byte) (Result
 				}
 				return res, werr
 			}
+			c.stages.mark(stageApplied, res.Index)
 			return res, nil
 		}
 		if !errors.Is(err, errRetry) {
@@ -85,6 +91,7 @@ func (c *Cluster) applyLocal(ctx context.Context, origin, typ string, payload []
 		now = c.cfg.Now
 	}
 	data := encodeEnvelope(typ, origin, now(), payload)
+	c.stages.mark(stagePropose, 0)
 	f := c.raft.Apply(data, timeout)
 	// Wait for the outcome, the caller's context or our own shutdown:
 	// hashicorp/raft can enqueue a command just as it shuts down and then
@@ -122,9 +129,10 @@ func (c *Cluster) applyLocal(ctx context.Context, origin, typ string, payload []
 		return Result{}, fmt.Errorf("apply %s: %w", typ, err)
 	}
 	res := Result{Index: f.Index()}
+	c.stages.mark(stageProposed, res.Index)
 	ar, _ := f.Response().(*applyResult)
 	if ar != nil {
-		res.Data = ar.data
+		res.Data, res.term = ar.data, ar.term
 		if ar.err != nil {
 			return res, ar.err
 		}

@@ -67,7 +67,15 @@ type Config struct {
 	TrailingLogs      uint64
 	// SnapshotInterval overrides how often the threshold is checked.
 	SnapshotInterval time.Duration
-	Logger           *slog.Logger
+	// CommitTimeout is how long the leader's replication to an idle
+	// follower sleeps before it sends an append (empty, carrying the commit
+	// index) anyway; 0 is DefaultCommitTimeout. A write or read index that
+	// a follower serves does not wait for it (the follower applies from
+	// its own log once the leader answered, see router.catchUp): it only
+	// bounds how stale an idle follower's state machines may be, and each
+	// wake-up costs CPU on every node.
+	CommitTimeout time.Duration
+	Logger        *slog.Logger
 	// Faults is the test seam of the transport; nil in production.
 	Faults *Faults
 	// Listener, when set, is the cluster port already opened.
@@ -76,6 +84,9 @@ type Config struct {
 	// Tests skew it to show a follower's clock never reaches the log.
 	Now func() time.Time
 }
+
+// DefaultCommitTimeout is Config.CommitTimeout's default.
+const DefaultCommitTimeout = 2 * time.Millisecond
 
 // Timing returns the Raft timers for a scale factor: heartbeat and election
 // timeouts of 500 ms and a leader lease of a quarter of that. The quarter is
@@ -104,6 +115,7 @@ type Cluster struct {
 	leaderFns []func(ctx context.Context, term uint64)
 	changeFns []func(leaderID string)
 	applyFn   func(typ string, took time.Duration) // see OnApply
+	stages    stageFn                              // test seam: steps of the write path
 
 	mu        sync.Mutex
 	started   bool
@@ -112,7 +124,8 @@ type Cluster struct {
 	transport *Transport
 	netTrans  *hraft.NetworkTransport
 	store     *raftboltdb.BoltStore
-	watch     *watchedStore // store, remembering failed log writes
+	watch     *watchedStore  // store, remembering failed log writes
+	logs      hraft.LogStore // the log as Raft reads it (cached); catchUp reads it too
 	srv       *http.Server
 	client    *http.Client
 	observer  *hraft.Observer

@@ -60,7 +60,7 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	}
 	cleanup = append(cleanup, func() { _ = r.Shutdown().Error() })
 	st.started.Store(r)
-	c.raft, c.transport, c.netTrans, c.store, c.watch = r, tr, nt, st.store, st.watch
+	c.raft, c.transport, c.netTrans, c.store, c.watch, c.logs = r, tr, nt, st.store, st.watch, st.logs
 	c.hadState = has
 
 	if !has && len(c.cfg.Peers) > 0 {
@@ -106,6 +106,7 @@ func (c *Cluster) openStores(cleanup *[]func()) (*stores, error) {
 	*cleanup = append(*cleanup, func() { store.Close() })
 	st := &stores{store: store, started: new(atomic.Pointer[hraft.Raft])}
 	st.watch = newWatchedStore(store, filepath.Join(dir, "raft.db"))
+	st.watch.stages, c.router.stages = c.stages, c.stages
 	st.watch.onChange = func(failing bool) {
 		if r := st.started.Load(); r != nil {
 			c.standBack(r, failing)
@@ -172,7 +173,10 @@ func (c *Cluster) raftConfig(hl hclog.Logger, notify chan bool) *hraft.Config {
 	rc.LocalID = hraft.ServerID(c.cfg.NodeID)
 	rc.Logger = hl
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = Timing(c.cfg.TimeoutScale)
-	rc.CommitTimeout = 2 * time.Millisecond // followers learn a commit within ~2-4 ms (forwarded writes wait for it)
+	rc.CommitTimeout = DefaultCommitTimeout
+	if c.cfg.CommitTimeout > 0 {
+		rc.CommitTimeout = c.cfg.CommitTimeout
+	}
 	rc.MaxAppendEntries = 256
 	if c.cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = c.cfg.SnapshotThreshold

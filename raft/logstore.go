@@ -22,6 +22,7 @@ type watchedStore struct {
 	// onChange, if set, is called (on the goroutine that wrote) when log
 	// writes start failing (true) and when they succeed again (false).
 	onChange func(failing bool)
+	stages   stageFn // test seam, set before Start
 
 	mu     sync.Mutex
 	err    error         // cause of the last failed log write; nil once one succeeds
@@ -45,6 +46,10 @@ func (s *watchedStore) StoreLog(l *hraft.Log) error {
 
 // StoreLogs implements hraft.LogStore.
 func (s *watchedStore) StoreLogs(logs []*hraft.Log) error {
+	if s.stages != nil && len(logs) > 0 {
+		s.stages.mark(stageStoreStart, logs[0].Index)
+		defer s.stages.mark(stageStoreEnd, logs[len(logs)-1].Index)
+	}
 	return s.record(s.BoltStore.StoreLogs(logs))
 }
 

@@ -35,9 +35,13 @@ func (c *Cluster) ReadIndex(ctx context.Context) error {
 		var idx uint64
 		var err error
 		if c.IsLeader() {
-			idx, err = c.leaderReadIndex(ctx)
+			idx, _, err = c.leaderReadIndex(ctx)
 		} else {
-			idx, err = c.forwardReadIndex(ctx)
+			var term uint64
+			idx, term, err = c.forwardReadIndex(ctx)
+			if err == nil {
+				c.router.catchUp(c.logs, idx, term)
+			}
 		}
 		if err == nil {
 			if werr := c.waitWritable(ctx, idx); werr != nil {
@@ -59,61 +63,63 @@ func (c *Cluster) ReadIndex(ctx context.Context) error {
 	}
 }
 
-// leaderReadIndex confirms leadership and returns the applied index.
-func (c *Cluster) leaderReadIndex(ctx context.Context) (uint64, error) {
+// leaderReadIndex confirms leadership and returns the applied index and
+// the term of its entry (0 when not known).
+func (c *Cluster) leaderReadIndex(ctx context.Context) (index, term uint64, err error) {
 	r, err := c.running()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// Entries of earlier terms must be applied here first (Barrier as new
 	// leader), or the applied index could miss writes the old leader acked.
 	for c.barrierDone.Load() != r.CurrentTerm() {
 		if !c.IsLeader() {
-			return 0, errRetry
+			return 0, 0, errRetry
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, 0, ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	idx := c.router.applied.get()
+	idx, term := c.router.applied.getTerm()
 	if err := r.VerifyLeader().Error(); err != nil {
-		return 0, errRetry
+		return 0, 0, errRetry
 	}
-	return idx, nil
+	return idx, term, nil
 }
 
 type readIndexAnswer struct {
 	Index uint64 `json:"index"`
+	Term  uint64 `json:"term,omitempty"` // of the entry at Index; absent from older nodes
 }
 
-func (c *Cluster) forwardReadIndex(ctx context.Context) (uint64, error) {
+func (c *Cluster) forwardReadIndex(ctx context.Context) (index, term uint64, err error) {
 	_, addr := c.Leader()
 	if addr == "" {
-		return 0, errRetry
+		return 0, 0, errRetry
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/_internal/raft/readindex", nil)
 	if err != nil {
-		return 0, fmt.Errorf("read index: %w", err)
+		return 0, 0, fmt.Errorf("read index: %w", err)
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return 0, fmt.Errorf("read index: %w (%w)", ErrNoLeader, ctx.Err())
+			return 0, 0, fmt.Errorf("read index: %w (%w)", ErrNoLeader, ctx.Err())
 		}
-		return 0, errRetry
+		return 0, 0, errRetry
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return 0, errRetry
+		return 0, 0, errRetry
 	}
 	var a readIndexAnswer
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&a); err != nil {
-		return 0, fmt.Errorf("read index answer: %w", err)
+		return 0, 0, fmt.Errorf("read index answer: %w", err)
 	}
-	return a.Index, nil
+	return a.Index, a.Term, nil
 }
 
 func (c *Cluster) handleReadIndex(w http.ResponseWriter, r *http.Request) {
@@ -123,11 +129,11 @@ func (c *Cluster) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	idx, err := c.leaderReadIndex(ctx)
+	idx, term, err := c.leaderReadIndex(ctx)
 	if err != nil {
 		http.Error(w, "leadership not confirmed", codeNotLeader)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(readIndexAnswer{Index: idx})
+	_ = json.NewEncoder(w).Encode(readIndexAnswer{Index: idx, Term: term})
 }
