@@ -44,12 +44,9 @@ func (c *Cluster) Apply(ctx context.Context, typ string, payload []byte) (Result
 				return Result{}, fmt.Errorf("apply %s: %w", typ, lerr)
 			}
 			res, err = c.forwardApply(ctx, typ, payload)
-			if err == nil {
-				c.router.catchUp(c.logs, res.Index, res.term)
-			}
 		}
 		if err == nil {
-			if werr := c.waitWritable(ctx, res.Index); werr != nil {
+			if werr := c.waitWritable(ctx, res.Index, res.term); werr != nil {
 				if errors.Is(werr, ErrLogUnwritable) {
 					return res, fmt.Errorf("apply %s: committed as entry %d, but this node cannot apply it: %w", typ, res.Index, werr)
 				}
@@ -160,9 +157,15 @@ func (c *Cluster) WaitApplied(ctx context.Context, index uint64) error {
 // waitWritable is WaitApplied, except that it gives up with the
 // ErrLogUnwritable error as soon as this node cannot write its Raft log:
 // entries it has not stored cannot reach its state machines until a log
-// write succeeds again, and a request should not hang on that.
-func (c *Cluster) waitWritable(ctx context.Context, index uint64) error {
+// write succeeds again, and a request should not hang on that. With the
+// term of the entry at index, which the leader reported committed, it
+// applies this node's log up to index as soon as the log holds that entry
+// (router.catchUp), instead of waiting for Raft to say it committed.
+func (c *Cluster) waitWritable(ctx context.Context, index, term uint64) error {
 	for {
+		if term != 0 && c.router.catchUp(c.logs, index, term) {
+			return nil
+		}
 		cur, ch := c.router.applied.waitCh()
 		if cur >= index {
 			return nil
@@ -171,8 +174,13 @@ func (c *Cluster) waitWritable(ctx context.Context, index uint64) error {
 		if lerr != nil {
 			return lerr
 		}
+		var grew <-chan struct{} // nil (never ready) without a term
+		if term != 0 {
+			grew = c.watch.grewCh()
+		}
 		select {
 		case <-ch:
+		case <-grew:
 		case <-failed:
 		case <-ctx.Done():
 			return fmt.Errorf("wait for index %d (applied %d): %w", index, cur, ctx.Err())

@@ -86,7 +86,7 @@ type Config struct {
 }
 
 // DefaultCommitTimeout is Config.CommitTimeout's default.
-const DefaultCommitTimeout = 2 * time.Millisecond
+const DefaultCommitTimeout = 50 * time.Millisecond
 
 // Timing returns the Raft timers for a scale factor: heartbeat and election
 // timeouts of 500 ms and a leader lease of a quarter of that. The quarter is
@@ -116,6 +116,7 @@ type Cluster struct {
 	changeFns []func(leaderID string)
 	applyFn   func(typ string, took time.Duration) // see OnApply
 	stages    stageFn                              // test seam: steps of the write path
+	noPush    bool                                 // test seam: no commit pushes (pushCommits)
 
 	mu        sync.Mutex
 	started   bool
@@ -157,6 +158,7 @@ func New(cfg Config) *Cluster {
 	c.internal.HandleFunc("POST /_internal/raft/remove", c.handleRemove)
 	c.internal.HandleFunc("POST /_internal/raft/transfer", c.handleTransfer)
 	c.internal.HandleFunc("POST /_internal/raft/readindex", c.handleReadIndex)
+	c.internal.HandleFunc("POST "+commitPushPath, c.handleCommit)
 	c.internal.HandleFunc("GET /_internal/ping", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte(c.cfg.NodeID))

@@ -3,6 +3,7 @@ package raft
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -29,7 +30,7 @@ func startTestCluster(t *testing.T, n int, setup func(c *Cluster), opts ...func(
 	var cs []*Cluster
 	for i, p := range peers {
 		cfg := Config{NodeID: p.ID, DataDir: t.TempDir(), BindAddr: p.Address, Key: []byte("0123456789abcdef0123"),
-			Peers: peers, Listener: lns[i], TimeoutScale: 2}
+			Peers: peers, Listener: lns[i], TimeoutScale: 4}
 		for _, o := range opts {
 			o(&cfg)
 		}
@@ -79,29 +80,81 @@ func memOf(c *Cluster) *memMachine { return c.router.machines["mem"].(*memMachin
 // index it asked for, must still be applied here at once, from its own log
 // (router.catchUp): without that both would wait out their context.
 func TestFollowerAppliesWithoutWaitingForTheNextAppend(t *testing.T) {
-	cs := startTestCluster(t, 3, nil, func(c *Config) { c.CommitTimeout = time.Hour })
-	leader, follower := leaderOf(cs)
+	cs := startTestCluster(t, 3, func(c *Cluster) { c.noPush = true }, func(c *Config) { c.CommitTimeout = time.Hour })
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
+	// A leader change on a loaded machine makes an outcome unknown (the
+	// write may or may not have committed); try again, with whoever
+	// follows then.
+	apply := func(onLeader bool, w []byte) (*Cluster, Result) {
+		for {
+			leader, follower := leaderOf(cs)
+			c := follower
+			if onLeader {
+				c = leader
+			}
+			if c == nil || leader == nil {
+				if ctx.Err() != nil {
+					t.Fatal("no leader")
+				}
+				time.Sleep(10 * time.Millisecond) // poll for a leader, with a deadline
+				continue
+			}
+			res, err := c.Apply(ctx, "mem.put", w)
+			if errors.Is(err, ErrOutcomeUnknown) && ctx.Err() == nil {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("write %q: %v", w, err)
+			}
+			return c, res
+		}
+	}
 	for i := range 5 {
 		w := fmt.Appendf(nil, "<forwarded %d>", i)
-		res, err := follower.Apply(ctx, "mem.put", w)
-		if err != nil {
-			t.Fatalf("forwarded write %d: %v", i, err)
-		}
+		follower, res := apply(false, w)
 		if !bytes.Contains(memOf(follower).get(), w) || follower.AppliedIndex() < res.Index {
 			t.Fatalf("write %d returned on the follower before it applied it (applied %d, index %d)", i, follower.AppliedIndex(), res.Index)
 		}
 	}
 	w := []byte("<on the leader>")
-	if _, err := leader.Apply(ctx, "mem.put", w); err != nil {
-		t.Fatal(err)
-	}
+	apply(true, w)
+	_, follower := leaderOf(cs)
 	if err := follower.ReadIndex(ctx); err != nil {
 		t.Fatalf("read index on the follower: %v", err)
 	}
 	if !bytes.Contains(memOf(follower).get(), w) {
 		t.Fatal("after a read index the follower's state misses the leader's acknowledged write")
+	}
+}
+
+// With a commit timeout of an hour, followers learn of a write on the
+// leader only from the leader's commit push (pushCommits); without it they
+// would apply the write only with the next write.
+func TestLeaderPushesCommitsToFollowers(t *testing.T) {
+	cs := startTestCluster(t, 3, nil, func(c *Config) { c.CommitTimeout = time.Hour })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	w := []byte("<pushed>")
+	var res Result
+	var err error
+	for {
+		leader, _ := leaderOf(cs)
+		res, err = leader.Apply(ctx, "mem.put", w)
+		if !errors.Is(err, ErrOutcomeUnknown) || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if err := c.WaitApplied(ctx, res.Index); err != nil {
+			t.Fatalf("%s never applied the leader's write: %v", c.NodeID(), err)
+		}
+		if !bytes.Contains(memOf(c).get(), w) {
+			t.Fatalf("%s applied index %d but misses the write", c.NodeID(), res.Index)
+		}
 	}
 }
 

@@ -61,6 +61,13 @@ func (c *Cluster) becomeLeader() {
 			return
 		}
 		c.barrierDone.Store(term)
+		if !c.noPush {
+			c.leaderWG.Add(1)
+			go func() {
+				defer c.leaderWG.Done()
+				c.pushCommits(ctx, r)
+			}()
+		}
 		for _, fn := range c.leaderFns {
 			c.leaderWG.Add(1)
 			go func() {

@@ -25,6 +25,7 @@ type watchedStore struct {
 	stages   stageFn // test seam, set before Start
 
 	mu     sync.Mutex
+	grew   chan struct{} // closed by the next successful log write
 	err    error         // cause of the last failed log write; nil once one succeeds
 	since  time.Time     // first failure of the current run of failures
 	failed chan struct{} // closed when writes start failing; replaced on success
@@ -55,6 +56,10 @@ func (s *watchedStore) StoreLogs(logs []*hraft.Log) error {
 
 func (s *watchedStore) record(err error) error {
 	s.mu.Lock()
+	if err == nil && s.grew != nil {
+		close(s.grew)
+		s.grew = nil
+	}
 	changed := (err != nil) != (s.err != nil)
 	switch {
 	case err != nil && s.err == nil:
@@ -71,6 +76,16 @@ func (s *watchedStore) record(err error) error {
 		s.onChange(err != nil)
 	}
 	return err
+}
+
+// grewCh returns a channel closed by the next successful log write.
+func (s *watchedStore) grewCh() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.grew == nil {
+		s.grew = make(chan struct{})
+	}
+	return s.grew
 }
 
 // state returns a channel closed once log writes fail, and the failure

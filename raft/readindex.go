@@ -34,17 +34,14 @@ func (c *Cluster) ReadIndex(ctx context.Context) error {
 	for {
 		var idx uint64
 		var err error
+		var term uint64
 		if c.IsLeader() {
 			idx, _, err = c.leaderReadIndex(ctx)
 		} else {
-			var term uint64
 			idx, term, err = c.forwardReadIndex(ctx)
-			if err == nil {
-				c.router.catchUp(c.logs, idx, term)
-			}
 		}
 		if err == nil {
-			if werr := c.waitWritable(ctx, idx); werr != nil {
+			if werr := c.waitWritable(ctx, idx, term); werr != nil {
 				return fmt.Errorf("read index: %w", werr)
 			}
 			return nil
