@@ -54,7 +54,7 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
-	r, err := hraft.NewRaft(c.raftConfig(st.hclog, notify), c.router, st.logs, st.watch, st.snaps, nt)
+	r, err := hraft.NewRaft(c.raftConfig(st.hclog, notify), c.router, st.logs, st.watch, st.snaps, guardedTransport{nt})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -138,14 +138,10 @@ func (c *Cluster) openTransport(hl hclog.Logger, cleanup *[]func()) (*Transport,
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
 		Logger:  hl.Named("net"),
-		// No pipelined replication: when a follower answers an append with
-		// Success=false (its log write failed: a full disk) while a pipeline
-		// runs, hashicorp/raft can park the replication goroutine in
-		// pipelineSend for good (hashicorp/raft#612): that follower never
-		// gets another entry, and the leader's Shutdown waits forever. Our
-		// disk-full nemesis hit it. Synchronous appends still batch up to
-		// MaxAppendEntries per round trip.
-		MaxRPCsInFlight: 1,
+		// Pipelined replication, through guardedTransport, which keeps
+		// hashicorp/raft#612 (a follower whose log write failed parked
+		// the leader's replication to it for good) from happening.
+		MaxRPCsInFlight: maxRPCsInFlight,
 	})
 	*cleanup = append(*cleanup, func() { nt.Close() })
 	return tr, nt, nil

@@ -150,3 +150,42 @@ func TestWriteStages(t *testing.T) {
 		t.Log(b.String())
 	}
 }
+
+// TestWriteThroughput64 prints the commits/s of 64 concurrent writers
+// spread over the three nodes of an in-process cluster (COHORT_LONG=1; it
+// asserts nothing about speed).
+func TestWriteThroughput64(t *testing.T) {
+	if os.Getenv("COHORT_LONG") == "" {
+		t.Skip("COHORT_LONG=1 runs the 64-writer throughput")
+	}
+	cs := startTestCluster(t, 3, nil)
+	payload := make([]byte, 1024)
+	var wg sync.WaitGroup
+	var n, fails sync.Map
+	start := time.Now()
+	stop := start.Add(5 * time.Second)
+	for w := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := cs[w%len(cs)]
+			count, failed := 0, 0
+			for time.Now().Before(stop) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				if _, err := c.Apply(ctx, "mem.put", payload); err != nil {
+					failed++
+				} else {
+					count++
+				}
+				cancel()
+			}
+			n.Store(w, count)
+			fails.Store(w, failed)
+		}()
+	}
+	wg.Wait()
+	total, failed := 0, 0
+	n.Range(func(_, v any) bool { total += v.(int); return true })
+	fails.Range(func(_, v any) bool { failed += v.(int); return true })
+	t.Logf("64 writers: %.0f commits/s (%d failed), pipeline depth %d", float64(total)/time.Since(start).Seconds(), failed, maxRPCsInFlight)
+}
