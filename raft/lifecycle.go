@@ -92,16 +92,9 @@ type stores struct {
 // openStores opens DataDir/raft: the bbolt log and stable store, the log
 // cache and the snapshot store.
 func (c *Cluster) openStores(cleanup *[]func()) (*stores, error) {
-	dir := filepath.Join(c.cfg.DataDir, "raft")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create raft dir: %w", err)
-	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(dir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true},
-	})
+	dir, store, err := openLogStore(c.cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(dir, "raft.db"), err)
+		return nil, err
 	}
 	*cleanup = append(*cleanup, func() { store.Close() })
 	st := &stores{store: store, started: new(atomic.Pointer[hraft.Raft])}
@@ -120,6 +113,24 @@ func (c *Cluster) openStores(cleanup *[]func()) (*stores, error) {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
 	return st, nil
+}
+
+// openLogStore creates DataDir/raft and opens the bbolt log and stable
+// store in it (raft.db).
+func openLogStore(dataDir string) (dir string, store *raftboltdb.BoltStore, err error) {
+	dir = filepath.Join(dataDir, "raft")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, fmt.Errorf("create raft dir: %w", err)
+	}
+	path := filepath.Join(dir, "raft.db")
+	store, err = raftboltdb.New(raftboltdb.Options{
+		Path:        path,
+		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true},
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("open raft log %s (is a node still running on it?): %w", path, err)
+	}
+	return dir, store, nil
 }
 
 // openTransport opens the cluster port and hashicorp/raft's network
