@@ -388,7 +388,7 @@ func (c *Cluster) Snapshot() error {
 	if err != nil {
 		return err
 	}
-	if err := r.Snapshot().Error(); err != nil {
+	if err := snapshotNow(r).Error(); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
 	return nil

@@ -91,7 +91,11 @@ type router struct {
 	// from its own log (catchUp) once the leader said an index committed.
 	applyMu sync.Mutex
 	applied appliedIndex
-	stages  stageFn // test seam, set before Start
+	// raftIndex is the last index Raft's FSM goroutine handed to Apply
+	// (applied or skipped), or restored; under applyMu. While catchUp ran
+	// ahead of it, no snapshot is taken (errAhead).
+	raftIndex uint64
+	stages    stageFn // test seam, set before Start
 }
 
 var _ hraft.FSM = (*router)(nil)
@@ -138,11 +142,21 @@ func (r *router) Apply(l *hraft.Log) any {
 	}
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
+	r.raftIndex = l.Index
 	if l.Index <= r.applied.get() {
 		return nil
 	}
 	return r.applyLocked(l)
 }
+
+// errAhead refuses a snapshot while this node's state machines hold
+// entries (applied by catchUp) that Raft has not handed to the FSM yet:
+// Raft labels a snapshot with its own last applied index, and a snapshot
+// holding later entries would be restored under the wrong index (a
+// backup restored into a new cluster would skip that many new entries).
+// Raft hands them over within a commit timeout; Cluster.Snapshot and
+// Backup retry.
+var errAhead = errors.New("state machines are ahead of raft (caught up from the log); snapshot again shortly")
 
 // applyLocked applies one command entry; applyMu is held.
 func (r *router) applyLocked(l *hraft.Log) *applyResult {
@@ -205,6 +219,9 @@ func (r *router) catchUp(logs hraft.LogStore, index, term uint64) bool {
 func (r *router) Snapshot() (hraft.FSMSnapshot, error) {
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
+	if r.applied.get() > r.raftIndex {
+		return nil, errAhead
+	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	names := make([]string, 0, len(r.machines))
@@ -277,6 +294,7 @@ func (r *router) Restore(rc io.ReadCloser) error {
 		}
 	}
 	r.applied.set(index)
+	r.raftIndex = index
 	return nil
 }
 

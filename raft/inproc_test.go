@@ -185,8 +185,17 @@ func TestRouterCatchUpChecksTheTerm(t *testing.T) {
 	if !r.catchUp(logs, 2, 1) || string(m.get()) != "12" {
 		t.Fatalf("catch up to 2: state %q", m.get())
 	}
+	// Raft would label this snapshot with index 0 while it holds 1 and 2.
+	if _, err := r.Snapshot(); !errors.Is(err, errAhead) {
+		t.Fatalf("snapshot while ahead of raft: err %v, want errAhead", err)
+	}
 	for _, e := range entries {
 		r.Apply(e)
+	}
+	if s, err := r.Snapshot(); err != nil {
+		t.Fatalf("snapshot once raft caught up: %v", err)
+	} else {
+		s.Release()
 	}
 	if string(m.get()) != "123" || r.applied.get() != 3 {
 		t.Fatalf("raft's apply after a catch-up: state %q applied %d, want 123 and 3", m.get(), r.applied.get())
