@@ -162,21 +162,28 @@ func (c *Cluster) WaitApplied(ctx context.Context, index uint64) error {
 // applies this node's log up to index as soon as the log holds that entry
 // (router.catchUp), instead of waiting for Raft to say it committed.
 func (c *Cluster) waitWritable(ctx context.Context, index, term uint64) error {
+	tried := uint64(0) // last log index a catch-up was tried at
 	for {
-		if term != 0 && c.router.catchUp(c.logs, index, term) {
-			return nil
-		}
 		cur, ch := c.router.applied.waitCh()
 		if cur >= index {
 			return nil
 		}
+		var grew <-chan struct{} // nil (never ready) without a term
+		if term != 0 {
+			// Try once the log holds the entry, and again only after
+			// it grew: many writers wait here at once under load.
+			var last uint64
+			grew, last = c.watch.grewCh()
+			if last >= index && last > tried {
+				tried = last
+				if c.router.catchUp(c.logs, index, term) {
+					return nil
+				}
+			}
+		}
 		failed, lerr := c.watch.state()
 		if lerr != nil {
 			return lerr
-		}
-		var grew <-chan struct{} // nil (never ready) without a term
-		if term != 0 {
-			grew = c.watch.grewCh()
 		}
 		select {
 		case <-ch:

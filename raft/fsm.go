@@ -192,6 +192,9 @@ func (r *router) catchUp(logs hraft.LogStore, index, term uint64) bool {
 	if term == 0 || logs == nil {
 		return false
 	}
+	if r.applied.get() >= index {
+		return true
+	}
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	cur := r.applied.get()

@@ -61,7 +61,7 @@ func (c *Cluster) becomeLeader() {
 			return
 		}
 		c.barrierDone.Store(term)
-		if !c.noPush {
+		if !c.noPush && c.commitTimeout() > pushAbove {
 			c.leaderWG.Add(1)
 			go func() {
 				defer c.leaderWG.Done()

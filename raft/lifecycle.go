@@ -149,9 +149,10 @@ func (c *Cluster) openTransport(hl hclog.Logger, cleanup *[]func()) (*Transport,
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
 		Logger:  hl.Named("net"),
-		// Pipelined replication, through guardedTransport, which keeps
-		// hashicorp/raft#612 (a follower whose log write failed parked
-		// the leader's replication to it for good) from happening.
+		// See maxRPCsInFlight: pipelining is off; when on, it runs
+		// through guardedTransport, which keeps hashicorp/raft#612 (a
+		// follower whose log write failed parked the leader's replication
+		// to it for good) from happening.
 		MaxRPCsInFlight: maxRPCsInFlight,
 	})
 	*cleanup = append(*cleanup, func() { nt.Close() })
@@ -180,10 +181,7 @@ func (c *Cluster) raftConfig(hl hclog.Logger, notify chan bool) *hraft.Config {
 	rc.LocalID = hraft.ServerID(c.cfg.NodeID)
 	rc.Logger = hl
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = Timing(c.cfg.TimeoutScale)
-	rc.CommitTimeout = DefaultCommitTimeout
-	if c.cfg.CommitTimeout > 0 {
-		rc.CommitTimeout = c.cfg.CommitTimeout
-	}
+	rc.CommitTimeout = c.commitTimeout()
 	rc.MaxAppendEntries = 256
 	if c.cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = c.cfg.SnapshotThreshold
@@ -196,6 +194,14 @@ func (c *Cluster) raftConfig(hl hclog.Logger, notify chan bool) *hraft.Config {
 	}
 	rc.NotifyCh = notify
 	return rc
+}
+
+// commitTimeout is Config.CommitTimeout or its default.
+func (c *Cluster) commitTimeout() time.Duration {
+	if c.cfg.CommitTimeout > 0 {
+		return c.cfg.CommitTimeout
+	}
+	return DefaultCommitTimeout
 }
 
 // serveInternal starts the node-to-node HTTP server on tr's HTTP channel.

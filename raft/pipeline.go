@@ -6,8 +6,14 @@ import (
 	hraft "github.com/hashicorp/raft"
 )
 
-// maxRPCsInFlight is the depth of pipelined replication to each follower.
-const maxRPCsInFlight = 8
+// maxRPCsInFlight is the depth of pipelined replication to each follower:
+// 1 is none (synchronous appends, each carrying up to MaxAppendEntries).
+// Pipelining (8) measured no clear gain at 64 writers on the shared 2-core
+// machine, and with CommitTimeout at 50 ms it made leaders change under
+// load in tests that pass without it (files' TestCatchUpNoResurrection
+// failed 2 runs of 3 with it, 0 of 3 without), not understood yet. The
+// guard below stays, so that turning it on cannot bring back #612.
+const maxRPCsInFlight = 1
 
 // guardedTransport is hashicorp/raft's network transport whose pipelines
 // cannot park the leader's replication for good (hashicorp/raft#612).

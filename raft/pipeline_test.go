@@ -27,7 +27,7 @@ func TestGuardedPipelineFreesASendAfterAFailedAppend(t *testing.T) {
 		}
 	}()
 	leader, err := hraft.NewTCPTransportWithConfig("127.0.0.1:0", nil, &hraft.NetworkTransportConfig{
-		MaxPool: 2, Timeout: 5 * time.Second, MaxRPCsInFlight: maxRPCsInFlight,
+		MaxPool: 2, Timeout: 5 * time.Second, MaxRPCsInFlight: 8,
 		Logger: newHCLog(slog.New(slog.DiscardHandler), "test"),
 	})
 	if err != nil {
@@ -47,7 +47,7 @@ func TestGuardedPipelineFreesASendAfterAFailedAppend(t *testing.T) {
 	}()
 	sent := make(chan error, 1)
 	go func() { // pipelineSend, as long as sends succeed
-		for i := range 10 * maxRPCsInFlight {
+		for i := range 80 {
 			req := &hraft.AppendEntriesRequest{Term: 1, PrevLogEntry: uint64(i)}
 			if _, err := p.AppendEntries(req, new(hraft.AppendEntriesResponse)); err != nil {
 				sent <- err
