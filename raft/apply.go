@@ -44,6 +44,9 @@ func (c *Cluster) Apply(ctx context.Context, typ string, payload []byte) (Result
 				return Result{}, fmt.Errorf("apply %s: %w", typ, lerr)
 			}
 			res, err = c.forwardApply(ctx, typ, payload)
+			if !c.cfg.FollowerCatchUp {
+				res.term = 0 // wait for Raft to apply it here
+			}
 		}
 		if err == nil {
 			if werr := c.waitWritable(ctx, res.Index, res.term); werr != nil {

@@ -113,7 +113,9 @@ func (c *Cluster) handleCommit(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	c.router.catchUp(c.logs, index, term)
+	if c.cfg.FollowerCatchUp {
+		c.router.catchUp(c.logs, index, term)
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -80,7 +80,7 @@ func memOf(c *Cluster) *memMachine { return c.router.machines["mem"].(*memMachin
 // index it asked for, must still be applied here at once, from its own log
 // (router.catchUp): without that both would wait out their context.
 func TestFollowerAppliesWithoutWaitingForTheNextAppend(t *testing.T) {
-	cs := startTestCluster(t, 3, func(c *Cluster) { c.noPush = true }, func(c *Config) { c.CommitTimeout = time.Hour })
+	cs := startTestCluster(t, 3, func(c *Cluster) { c.noPush = true }, func(c *Config) { c.CommitTimeout, c.FollowerCatchUp = time.Hour, true })
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	// A leader change on a loaded machine makes an outcome unknown (the
@@ -132,7 +132,7 @@ func TestFollowerAppliesWithoutWaitingForTheNextAppend(t *testing.T) {
 // leader only from the leader's commit push (pushCommits); without it they
 // would apply the write only with the next write.
 func TestLeaderPushesCommitsToFollowers(t *testing.T) {
-	cs := startTestCluster(t, 3, nil, func(c *Config) { c.CommitTimeout = time.Hour })
+	cs := startTestCluster(t, 3, nil, func(c *Config) { c.CommitTimeout, c.FollowerCatchUp = time.Hour, true })
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	w := []byte("<pushed>")

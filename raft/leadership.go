@@ -61,7 +61,7 @@ func (c *Cluster) becomeLeader() {
 			return
 		}
 		c.barrierDone.Store(term)
-		if !c.noPush && c.commitTimeout() > pushAbove {
+		if !c.noPush && c.cfg.FollowerCatchUp && c.commitTimeout() > pushAbove {
 			c.leaderWG.Add(1)
 			go func() {
 				defer c.leaderWG.Done()

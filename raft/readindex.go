@@ -39,6 +39,9 @@ func (c *Cluster) ReadIndex(ctx context.Context) error {
 			idx, _, err = c.leaderReadIndex(ctx)
 		} else {
 			idx, term, err = c.forwardReadIndex(ctx)
+			if !c.cfg.FollowerCatchUp {
+				term = 0 // wait for Raft to apply it here
+			}
 		}
 		if err == nil {
 			if werr := c.waitWritable(ctx, idx, term); werr != nil {

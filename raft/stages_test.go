@@ -107,7 +107,9 @@ func TestWriteStages(t *testing.T) {
 		t.Skip("COHORT_LONG=1 runs the per-stage timing of a write")
 	}
 	log := &stageLog{}
-	cs := startTestCluster(t, 3, func(c *Cluster) { c.stages = log.fn(c.cfg.NodeID) })
+	catchUp := os.Getenv("COHORT_RAFT_CATCHUP") != ""
+	t.Logf("follower catch-up: %v (COHORT_RAFT_CATCHUP=1 turns it on)", catchUp)
+	cs := startTestCluster(t, 3, func(c *Cluster) { c.stages = log.fn(c.cfg.NodeID) }, func(c *Config) { c.FollowerCatchUp = catchUp })
 	var leader, follower *Cluster
 	for _, c := range cs {
 		if c.IsLeader() {
