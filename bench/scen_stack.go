@@ -162,17 +162,7 @@ func runStack(ctx context.Context, e *env) *section {
 			fmtDur(medDur(s.samples, func(x sample) time.Duration { return x.writeP99 })))
 	}
 	sec.extra += b.String()
-	g := goal{scenario: "1 stack", text: "cohort ≥ 1.5× the stack's req/s at 64 connections, p99 no worse"}
-	if s := sec.find("cohort", "c=64"); s != nil {
-		if r, _, p99, ok := sec.ratio(s); ok {
-			g.checked = true
-			g.met = r >= 1.5 && p99 <= 1.0
-			g.measured = fmt.Sprintf("%.2f× req/s (%s vs %s); p99 %.2f× (%s vs %s)", r,
-				fmtNum(s.medOps()), fmtNum(sec.find(s.peer, "c=64").medOps()), p99,
-				fmtDur(s.medP99()), fmtDur(sec.find(s.peer, "c=64").medP99()))
-		}
-	}
-	sec.goals = append(sec.goals, g)
+	sec.goals = append(sec.goals, stackGoals(sec)...)
 	e.chart(sec, "stack-throughput", "line", "Scenario 1: 90% session reads / 10% writes", "concurrent connections", "req/s (median of rounds)",
 		func(s *series) float64 { return s.medOps() })
 	e.chart(sec, "stack-p99", "line", "Scenario 1: p99 latency", "concurrent connections", "p99 (ms)",

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net/http"
 	"runtime"
@@ -14,12 +13,13 @@ import (
 	"sync"
 	"time"
 
-	hraft "github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortserver/cohort/buildinfo"
 	"github.com/cohortserver/cohort/console"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/metrics"
+	"github.com/cohortserver/cohort/raft"
 )
 
 // ops is the operator's surface of a node: metrics, the event log, the
@@ -490,7 +490,7 @@ func (n *Node) handlePing(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	err := n.cluster.Snapshot()
-	if err != nil && !errors.Is(err, hraft.ErrNothingNewToSnapshot) {
+	if err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		writeClusterErr(w, err)
 		return
 	}

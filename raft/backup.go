@@ -47,7 +47,7 @@ func (c *Cluster) Backup(w io.Writer) (BackupMeta, error) {
 		meta *hraft.SnapshotMeta
 		rc   io.ReadCloser
 	)
-	f := r.Snapshot()
+	f := snapshotNow(r)
 	if err := f.Error(); err == nil {
 		meta, rc, err = f.Open()
 		if err != nil {

@@ -13,7 +13,10 @@
 //     and their section of the single snapshot (StateMachine).
 //   - Apply from any node: followers forward to the leader over the cluster
 //     port, and Apply returns only after the serving node applied the index
-//     (read-your-writes where the request was served).
+//     (read-your-writes where the request was served). With
+//     Config.FollowerCatchUp (off by default) a follower applies from its
+//     own log as soon as the leader answers, without waiting for Raft's
+//     next append.
 //   - Leadership for subscribers (OnLeader): from a drained, buffered
 //     NotifyCh (never LeaderCh, which drops transitions), after a Barrier,
 //     with a context cancelled the moment leadership is lost.

@@ -73,6 +73,7 @@ func toApplyError(err error) *ApplyError {
 type applyResult struct {
 	data []byte
 	err  *ApplyError
+	term uint64 // of the entry: a follower checks its own log against it
 }
 
 const snapshotMagic = "COHSNAP1"
@@ -85,7 +86,16 @@ type router struct {
 	byType   map[string]StateMachine // command type -> machine
 	sealed   bool
 
+	// applyMu orders every change of the machines' state: Raft's FSM
+	// goroutine (Apply, Restore, Snapshot) and a follower catching up
+	// from its own log (catchUp) once the leader said an index committed.
+	applyMu sync.Mutex
 	applied appliedIndex
+	// raftIndex is the last index Raft's FSM goroutine handed to Apply
+	// (applied or skipped), or restored; under applyMu. While catchUp ran
+	// ahead of it, no snapshot is taken (errAhead).
+	raftIndex uint64
+	stages    stageFn // test seam, set before Start
 }
 
 var _ hraft.FSM = (*router)(nil)
@@ -124,11 +134,32 @@ func (r *router) seal() {
 	r.mu.Unlock()
 }
 
-// Apply implements hraft.FSM.
+// Apply implements hraft.FSM. An entry this node already applied while
+// catching up (catchUp) is skipped.
 func (r *router) Apply(l *hraft.Log) any {
 	if l.Type != hraft.LogCommand {
 		return nil
 	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	r.raftIndex = l.Index
+	if l.Index <= r.applied.get() {
+		return nil
+	}
+	return r.applyLocked(l)
+}
+
+// errAhead refuses a snapshot while this node's state machines hold
+// entries (applied by catchUp) that Raft has not handed to the FSM yet:
+// Raft labels a snapshot with its own last applied index, and a snapshot
+// holding later entries would be restored under the wrong index (a
+// backup restored into a new cluster would skip that many new entries).
+// Raft hands them over within a commit timeout; Cluster.Snapshot and
+// Backup retry.
+var errAhead = errors.New("state machines are ahead of raft (caught up from the log); snapshot again shortly")
+
+// applyLocked applies one command entry; applyMu is held.
+func (r *router) applyLocked(l *hraft.Log) *applyResult {
 	e, err := decodeEnvelope(l.Data)
 	if err != nil {
 		// Every node would fail the same way; carrying on would hide a
@@ -143,13 +174,57 @@ func (r *router) Apply(l *hraft.Log) any {
 		panic(fmt.Sprintf("raft log index %d: command type %q has no state machine on this node (mixed versions?)", l.Index, e.Type))
 	}
 	data, aerr := sm.Apply(e)
-	r.applied.set(l.Index)
-	return &applyResult{data: data, err: toApplyError(aerr)}
+	r.applied.setTerm(l.Index, l.Term)
+	r.stages.mark(stageFSM, l.Index)
+	return &applyResult{data: data, err: toApplyError(aerr), term: l.Term}
 }
 
-// Snapshot implements hraft.FSM. It runs on the FSM goroutine, so no Apply
-// runs concurrently with the machines' Snapshot calls.
+// catchUp applies the entries of this node's own log up to index, when the
+// entry at index has the term the leader reported for it. The leader
+// answers a write or a read index only once that entry is committed; by
+// Raft's log matching property a log holding the same term at the same
+// index holds the same entries up to it, so all of them are committed too.
+// A follower otherwise learns a commit only with the leader's next append
+// (CommitTimeout later). It reports whether index is applied; false (term
+// unknown, entry not in this log yet, or of another term) leaves the
+// entries to Raft. Raft's own Apply skips what was applied here.
+func (r *router) catchUp(logs hraft.LogStore, index, term uint64) bool {
+	if term == 0 || logs == nil {
+		return false
+	}
+	if r.applied.get() >= index {
+		return true
+	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	cur := r.applied.get()
+	if cur >= index {
+		return true
+	}
+	var l hraft.Log
+	if err := logs.GetLog(index, &l); err != nil || l.Term != term {
+		return false
+	}
+	for i := cur + 1; i <= index; i++ {
+		if err := logs.GetLog(i, &l); err != nil {
+			return false // compacted or missing: Raft applies from here
+		}
+		if l.Type == hraft.LogCommand {
+			r.applyLocked(&l)
+		}
+	}
+	r.applied.setTerm(index, term)
+	return true
+}
+
+// Snapshot implements hraft.FSM. It holds applyMu, so no Apply runs
+// concurrently with the machines' Snapshot calls.
 func (r *router) Snapshot() (hraft.FSMSnapshot, error) {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	if r.applied.get() > r.raftIndex {
+		return nil, errAhead
+	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	names := make([]string, 0, len(r.machines))
@@ -184,6 +259,8 @@ func (r *router) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("read snapshot index: %w", err)
 	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	seen := make(map[string]bool)
@@ -220,6 +297,7 @@ func (r *router) Restore(rc io.ReadCloser) error {
 		}
 	}
 	r.applied.set(index)
+	r.raftIndex = index
 	return nil
 }
 
@@ -348,12 +426,15 @@ func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 type appliedIndex struct {
 	mu    sync.Mutex
 	index uint64
+	term  uint64 // of the entry at index; 0 when not known (after a restore)
 	wake  chan struct{}
 }
 
-func (a *appliedIndex) set(i uint64) {
+func (a *appliedIndex) set(i uint64) { a.setTerm(i, 0) }
+
+func (a *appliedIndex) setTerm(i, term uint64) {
 	a.mu.Lock()
-	a.index = i
+	a.index, a.term = i, term
 	if a.wake != nil {
 		close(a.wake)
 		a.wake = nil
@@ -365,6 +446,13 @@ func (a *appliedIndex) get() uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.index
+}
+
+// getTerm returns the index and the term of its entry (0 if not known).
+func (a *appliedIndex) getTerm() (index, term uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.index, a.term
 }
 
 // waitCh returns the current index and a channel closed at the next change.

@@ -22,8 +22,11 @@ type watchedStore struct {
 	// onChange, if set, is called (on the goroutine that wrote) when log
 	// writes start failing (true) and when they succeed again (false).
 	onChange func(failing bool)
+	stages   stageFn // test seam, set before Start
 
 	mu     sync.Mutex
+	grew   chan struct{} // closed by the next successful log write
+	last   uint64        // last index of the last successful log write
 	err    error         // cause of the last failed log write; nil once one succeeds
 	since  time.Time     // first failure of the current run of failures
 	failed chan struct{} // closed when writes start failing; replaced on success
@@ -35,21 +38,37 @@ var (
 )
 
 func newWatchedStore(s *raftboltdb.BoltStore, path string) *watchedStore {
-	return &watchedStore{BoltStore: s, path: path, failed: make(chan struct{})}
+	last, _ := s.LastIndex()
+	return &watchedStore{BoltStore: s, path: path, failed: make(chan struct{}), last: last}
 }
 
 // StoreLog implements hraft.LogStore.
 func (s *watchedStore) StoreLog(l *hraft.Log) error {
-	return s.record(s.BoltStore.StoreLog(l))
+	return s.record(s.BoltStore.StoreLog(l), l.Index)
 }
 
 // StoreLogs implements hraft.LogStore.
 func (s *watchedStore) StoreLogs(logs []*hraft.Log) error {
-	return s.record(s.BoltStore.StoreLogs(logs))
+	if len(logs) == 0 {
+		return s.record(s.BoltStore.StoreLogs(logs), 0)
+	}
+	if s.stages != nil {
+		s.stages.mark(stageStoreStart, logs[0].Index)
+		defer s.stages.mark(stageStoreEnd, logs[len(logs)-1].Index)
+	}
+	return s.record(s.BoltStore.StoreLogs(logs), logs[len(logs)-1].Index)
 }
 
-func (s *watchedStore) record(err error) error {
+// record remembers the outcome of a log write whose last entry is last.
+func (s *watchedStore) record(err error, last uint64) error {
 	s.mu.Lock()
+	if err == nil && last > 0 {
+		s.last = last // a suffix rewritten after a conflict can be shorter
+		if s.grew != nil {
+			close(s.grew)
+			s.grew = nil
+		}
+	}
 	changed := (err != nil) != (s.err != nil)
 	switch {
 	case err != nil && s.err == nil:
@@ -66,6 +85,17 @@ func (s *watchedStore) record(err error) error {
 		s.onChange(err != nil)
 	}
 	return err
+}
+
+// grewCh returns a channel closed by the next successful log write, and
+// the last index of the last one (at Start: of the log).
+func (s *watchedStore) grewCh() (<-chan struct{}, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.grew == nil {
+		s.grew = make(chan struct{})
+	}
+	return s.grew, s.last
 }
 
 // state returns a channel closed once log writes fail, and the failure

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	hraft "github.com/hashicorp/raft"
 )
 
 // ReadLease is how long a node may serve local reads after a read index
@@ -28,13 +30,17 @@ func (c *Cluster) readIndex(ctx context.Context) error {
 	for {
 		var idx uint64
 		var err error
+		var term uint64
 		if c.IsLeader() {
-			idx, err = c.leaderReadIndex(ctx)
+			idx, _, err = c.leaderReadIndex(ctx)
 		} else {
-			idx, err = c.forwardReadIndex(ctx)
+			idx, term, err = c.forwardReadIndex(ctx)
+			if !c.cfg.FollowerCatchUp {
+				term = 0 // wait for Raft to apply it here
+			}
 		}
 		if err == nil {
-			if werr := c.waitWritable(ctx, idx); werr != nil {
+			if werr := c.waitWritable(ctx, idx, term); werr != nil {
 				return fmt.Errorf("read index: %w", werr)
 			}
 			return nil
@@ -53,61 +59,79 @@ func (c *Cluster) readIndex(ctx context.Context) error {
 	}
 }
 
-// leaderReadIndex confirms leadership and returns the applied index.
-func (c *Cluster) leaderReadIndex(ctx context.Context) (uint64, error) {
+// leaderReadIndex confirms leadership and returns the applied index and
+// the term of its entry (0 when not known).
+func (c *Cluster) leaderReadIndex(ctx context.Context) (index, term uint64, err error) {
 	r, err := c.running()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// Entries of earlier terms must be applied here first (Barrier as new
 	// leader), or the applied index could miss writes the old leader acked.
 	for c.barrierDone.Load() != r.CurrentTerm() {
 		if !c.IsLeader() {
-			return 0, errRetry
+			return 0, 0, errRetry
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, 0, ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	idx := c.router.applied.get()
-	if err := r.VerifyLeader().Error(); err != nil {
-		return 0, errRetry
+	idx, term := c.router.applied.getTerm()
+	if err := verifyLeader(ctx, r); err != nil {
+		return 0, 0, errRetry
 	}
-	return idx, nil
+	return idx, term, nil
+}
+
+// verifyLeader waits for r.VerifyLeader until ctx ends. hashicorp/raft
+// answers a verification queued just before it shuts down never, so an
+// unbounded wait held a node's Close forever; the waiting goroutine left
+// behind then ends with the process.
+func verifyLeader(ctx context.Context, r *hraft.Raft) error {
+	f := r.VerifyLeader()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 type readIndexAnswer struct {
 	Index uint64 `json:"index"`
+	Term  uint64 `json:"term,omitempty"` // of the entry at Index; absent from older nodes
 }
 
-func (c *Cluster) forwardReadIndex(ctx context.Context) (uint64, error) {
+func (c *Cluster) forwardReadIndex(ctx context.Context) (index, term uint64, err error) {
 	_, addr := c.Leader()
 	if addr == "" {
-		return 0, errRetry
+		return 0, 0, errRetry
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/_internal/raft/readindex", nil)
 	if err != nil {
-		return 0, fmt.Errorf("read index: %w", err)
+		return 0, 0, fmt.Errorf("read index: %w", err)
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return 0, fmt.Errorf("read index: %w (%w)", ErrNoLeader, ctx.Err())
+			return 0, 0, fmt.Errorf("read index: %w (%w)", ErrNoLeader, ctx.Err())
 		}
-		return 0, errRetry
+		return 0, 0, errRetry
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return 0, errRetry
+		return 0, 0, errRetry
 	}
 	var a readIndexAnswer
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&a); err != nil {
-		return 0, fmt.Errorf("read index answer: %w", err)
+		return 0, 0, fmt.Errorf("read index answer: %w", err)
 	}
-	return a.Index, nil
+	return a.Index, a.Term, nil
 }
 
 func (c *Cluster) handleReadIndex(w http.ResponseWriter, r *http.Request) {
@@ -117,11 +141,11 @@ func (c *Cluster) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	idx, err := c.leaderReadIndex(ctx)
+	idx, term, err := c.leaderReadIndex(ctx)
 	if err != nil {
 		http.Error(w, "leadership not confirmed", codeNotLeader)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(readIndexAnswer{Index: idx})
+	_ = json.NewEncoder(w).Encode(readIndexAnswer{Index: idx, Term: term})
 }

@@ -7,13 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"time"
 
 	hraft "github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 )
 
 // ErrHasState is returned by SeedFromBackup when the data dir already holds
@@ -27,16 +23,9 @@ type offlineStores struct {
 }
 
 func openOffline(cfg Config) (*offlineStores, error) {
-	dir := filepath.Join(cfg.DataDir, "raft")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create raft dir: %w", err)
-	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(dir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true},
-	})
+	dir, store, err := openLogStore(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("open raft log %s (is a node still running on it?): %w", filepath.Join(dir, "raft.db"), err)
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {

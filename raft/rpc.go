@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	hraft "github.com/hashicorp/raft"
@@ -17,6 +18,12 @@ import (
 
 // maxForwardBody bounds a forwarded command.
 const maxForwardBody = 64 << 20
+
+// termHeader carries the term of a forwarded command's entry in the
+// leader's answer, so the follower can apply it from its own log at once
+// (router.catchUp). A header, not part of the answer's body, so that nodes
+// of the previous version ignore it during a rolling upgrade.
+const termHeader = "Cohort-Term"
 
 // Status codes of the internal RPCs beyond 200.
 const (
@@ -37,6 +44,7 @@ func (c *Cluster) forwardApply(ctx context.Context, typ string, payload []byte) 
 	if err != nil {
 		return Result{}, fmt.Errorf("forward apply: %w", err)
 	}
+	c.stages.mark(stageForward, 0)
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if isDialError(err) {
@@ -61,7 +69,10 @@ func (c *Cluster) forwardApply(ctx context.Context, typ string, payload []byte) 
 	default:
 		return Result{}, fmt.Errorf("forward %s to leader: %s: %s", typ, resp.Status, bytes.TrimSpace(rb))
 	}
-	return decodeApplyAnswer(rb)
+	res, err := decodeApplyAnswer(rb)
+	res.term, _ = strconv.ParseUint(resp.Header.Get(termHeader), 10, 64) // absent from an older leader: 0
+	c.stages.mark(stageForwarded, res.Index)
+	return res, err
 }
 
 func isDialError(err error) bool {
@@ -87,6 +98,7 @@ func (c *Cluster) handleApply(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not the leader", codeNotLeader)
 		return
 	}
+	c.stages.mark(stageLeaderRecv, 0)
 	res, err := c.applyLocal(r.Context(), PeerID(r.Context()), typ, payload)
 	var ae *ApplyError
 	switch {
@@ -100,6 +112,10 @@ func (c *Cluster) handleApply(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
+	}
+	c.stages.mark(stageLeaderReply, res.Index)
+	if res.term != 0 {
+		w.Header().Set(termHeader, strconv.FormatUint(res.term, 10))
 	}
 	_, _ = w.Write(encodeApplyAnswer(res, ae))
 }

@@ -1,0 +1,209 @@
+package raft
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	hraft "github.com/hashicorp/raft"
+)
+
+// startTestCluster starts n in-process nodes with a "mem" machine owning
+// "mem.put", after setup(c) on each, and returns them once one leads and
+// its Barrier ran.
+func startTestCluster(t *testing.T, n int, setup func(c *Cluster), opts ...func(*Config)) []*Cluster {
+	t.Helper()
+	var lns []net.Listener
+	var peers []Peer
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i+1), Address: ln.Addr().String()})
+	}
+	var cs []*Cluster
+	for i, p := range peers {
+		cfg := Config{NodeID: p.ID, DataDir: t.TempDir(), BindAddr: p.Address, Key: []byte("0123456789abcdef0123"),
+			Peers: peers, Listener: lns[i], TimeoutScale: 4}
+		for _, o := range opts {
+			o(&cfg)
+		}
+		c := New(cfg)
+		if setup != nil {
+			setup(c)
+		}
+		if err := c.Register("mem", &memMachine{}, "mem.put"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		cs = append(cs, c)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, c := range cs {
+			if c.IsLeader() && c.barrierDone.Load() > 0 {
+				return cs
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader within 30 s")
+		}
+		time.Sleep(10 * time.Millisecond) // poll for a state, with a deadline
+	}
+}
+
+// leaderOf returns the leader among cs and one follower.
+func leaderOf(cs []*Cluster) (leader, follower *Cluster) {
+	for _, c := range cs {
+		if c.IsLeader() {
+			leader = c
+		} else if follower == nil {
+			follower = c
+		}
+	}
+	return leader, follower
+}
+
+func memOf(c *Cluster) *memMachine { return c.router.machines["mem"].(*memMachine) }
+
+// With a commit timeout of an hour, a follower learns a commit from Raft
+// only with the leader's next append. A write it forwarded, and a read
+// index it asked for, must still be applied here at once, from its own log
+// (router.catchUp): without that both would wait out their context.
+func TestFollowerAppliesWithoutWaitingForTheNextAppend(t *testing.T) {
+	cs := startTestCluster(t, 3, func(c *Cluster) { c.noPush = true }, func(c *Config) { c.CommitTimeout, c.FollowerCatchUp = time.Hour, true })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	// A leader change on a loaded machine makes an outcome unknown (the
+	// write may or may not have committed); try again, with whoever
+	// follows then.
+	apply := func(onLeader bool, w []byte) (*Cluster, Result) {
+		for {
+			leader, follower := leaderOf(cs)
+			c := follower
+			if onLeader {
+				c = leader
+			}
+			if c == nil || leader == nil {
+				if ctx.Err() != nil {
+					t.Fatal("no leader")
+				}
+				time.Sleep(10 * time.Millisecond) // poll for a leader, with a deadline
+				continue
+			}
+			res, err := c.Apply(ctx, "mem.put", w)
+			if errors.Is(err, ErrOutcomeUnknown) && ctx.Err() == nil {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("write %q: %v", w, err)
+			}
+			return c, res
+		}
+	}
+	for i := range 5 {
+		w := fmt.Appendf(nil, "<forwarded %d>", i)
+		follower, res := apply(false, w)
+		if !bytes.Contains(memOf(follower).get(), w) || follower.AppliedIndex() < res.Index {
+			t.Fatalf("write %d returned on the follower before it applied it (applied %d, index %d)", i, follower.AppliedIndex(), res.Index)
+		}
+	}
+	w := []byte("<on the leader>")
+	apply(true, w)
+	_, follower := leaderOf(cs)
+	if err := follower.ReadIndex(ctx); err != nil {
+		t.Fatalf("read index on the follower: %v", err)
+	}
+	if !bytes.Contains(memOf(follower).get(), w) {
+		t.Fatal("after a read index the follower's state misses the leader's acknowledged write")
+	}
+}
+
+// With a commit timeout of an hour, followers learn of a write on the
+// leader only from the leader's commit push (pushCommits); without it they
+// would apply the write only with the next write.
+func TestLeaderPushesCommitsToFollowers(t *testing.T) {
+	cs := startTestCluster(t, 3, nil, func(c *Config) { c.CommitTimeout, c.FollowerCatchUp = time.Hour, true })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	w := []byte("<pushed>")
+	var res Result
+	var err error
+	for {
+		leader, _ := leaderOf(cs)
+		res, err = leader.Apply(ctx, "mem.put", w)
+		if !errors.Is(err, ErrOutcomeUnknown) || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if err := c.WaitApplied(ctx, res.Index); err != nil {
+			t.Fatalf("%s never applied the leader's write: %v", c.NodeID(), err)
+		}
+		if !bytes.Contains(memOf(c).get(), w) {
+			t.Fatalf("%s applied index %d but misses the write", c.NodeID(), res.Index)
+		}
+	}
+}
+
+// catchUp applies from the log only when the entry at the index has the
+// term the leader reported, and Raft's later Apply of the same entries is
+// skipped.
+func TestRouterCatchUpChecksTheTerm(t *testing.T) {
+	r := newRouter()
+	m := &memMachine{}
+	if err := r.register("mem", m, "mem.put"); err != nil {
+		t.Fatal(err)
+	}
+	logs := hraft.NewInmemStore()
+	var entries []*hraft.Log
+	for i := uint64(1); i <= 3; i++ {
+		entries = append(entries, &hraft.Log{Index: i, Term: 1, Type: hraft.LogCommand,
+			Data: encodeEnvelope("mem.put", "n1", time.Unix(0, 0), fmt.Appendf(nil, "%d", i))})
+	}
+	if err := logs.StoreLogs(entries); err != nil {
+		t.Fatal(err)
+	}
+	if r.catchUp(logs, 3, 2) || r.applied.get() != 0 || len(m.get()) != 0 {
+		t.Fatalf("caught up on a term mismatch: applied %d, state %q", r.applied.get(), m.get())
+	}
+	if r.catchUp(logs, 4, 1) || r.catchUp(logs, 3, 0) {
+		t.Fatal("caught up to an entry not in the log, or with no term")
+	}
+	if !r.catchUp(logs, 2, 1) || string(m.get()) != "12" {
+		t.Fatalf("catch up to 2: state %q", m.get())
+	}
+	// Raft would label this snapshot with index 0 while it holds 1 and 2.
+	if _, err := r.Snapshot(); !errors.Is(err, errAhead) {
+		t.Fatalf("snapshot while ahead of raft: err %v, want errAhead", err)
+	}
+	for _, e := range entries {
+		r.Apply(e)
+	}
+	if s, err := r.Snapshot(); err != nil {
+		t.Fatalf("snapshot once raft caught up: %v", err)
+	} else {
+		s.Release()
+	}
+	if string(m.get()) != "123" || r.applied.get() != 3 {
+		t.Fatalf("raft's apply after a catch-up: state %q applied %d, want 123 and 3", m.get(), r.applied.get())
+	}
+}
+
+func (m *memMachine) get() []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return bytes.Clone(m.data)
+}
