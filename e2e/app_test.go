@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/poll"
 	"github.com/cohortserver/cohort/internal/testport"
 )
 
@@ -226,10 +227,10 @@ func TestPHPAppOnThreeNodes(t *testing.T) {
 	must(t, err)
 	must(t, syscall.Kill(-before.Process.PID, syscall.SIGKILL))
 	killed := time.Now()
-	waitFor(t, 3*time.Second, func() (bool, string) { return !ready(op), owner + " still ready after its app was killed" })
+	poll.Until(t, 3*time.Second, func() (bool, string) { return !ready(op), owner + " still ready after its app was killed" })
 	t.Logf("%s unready %s after its app was killed", owner, time.Since(killed).Round(time.Millisecond))
 	downAt := int(l.ok.Load())
-	waitFor(t, 30*time.Second, func() (bool, string) {
+	poll.Until(t, 30*time.Second, func() (bool, string) {
 		st := a.app(op)
 		return ready(op) && st.Process.Restarts > before.Process.Restarts, fmt.Sprintf("%s: ready=%v %+v", owner, ready(op), *st.Process)
 	})
@@ -256,7 +257,7 @@ func TestPHPAppOnThreeNodes(t *testing.T) {
 		go func() { defer wg.Done(); l.run(lctx, t, c.others(victim), "/counter", g) }()
 	}
 	c.kill(victim, syscall.SIGKILL)
-	waitFor(t, 5*time.Second, func() (bool, string) {
+	poll.Until(t, 5*time.Second, func() (bool, string) {
 		conn, err := net.DialTimeout("tcp", a.appAddr[victim.id], time.Second)
 		if err != nil {
 			return true, ""
@@ -265,7 +266,7 @@ func TestPHPAppOnThreeNodes(t *testing.T) {
 		return false, victim.id + "'s app still listens after kill -9 of its node"
 	})
 	after := int(l.ok.Load())
-	waitFor(t, 10*time.Second, func() (bool, string) { return int(l.ok.Load()) > after+40, "no answers after the kill" })
+	poll.Until(t, 10*time.Second, func() (bool, string) { return int(l.ok.Load()) > after+40, "no answers after the kill" })
 	lstop()
 	wg.Wait()
 	if n := l.failed.Load(); n != 0 {
@@ -296,7 +297,7 @@ func TestPHPAppOnThreeNodes(t *testing.T) {
 	out, err := exec.Command(cohortBinary(t), "app", "restart", "--addr", "http://"+c.nodes[1].http,
 		"--token-file", filepath.Join(c.dir, "admin.token"), "--command", newCmd).CombinedOutput()
 	afterRestart := l.ok.Load()
-	waitFor(t, 10*time.Second, func() (bool, string) { return l.ok.Load() > afterRestart+100, "no load after the restart" })
+	poll.Until(t, 10*time.Second, func() (bool, string) { return l.ok.Load() > afterRestart+100, "no load after the restart" })
 	lstop()
 	wg.Wait()
 	if err != nil {
