@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 
 	"github.com/cohortserver/cohort/buildinfo"
@@ -120,6 +121,9 @@ func serve(ctx context.Context, dev bool, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "  app:     http://%s/\n", n.HTTPAddr())
 		fmt.Fprintf(stdout, "  console: http://%s/_cohort/ui/\n", n.HTTPAddr())
 		fmt.Fprintf(stdout, "  db:      %s\n", n.Database().Describe())
+		if addr := n.RedisAddr(); addr != "" {
+			fmt.Fprintf(stdout, "  redis:   redis-cli -p %s (the replicated store)\n", portOf(addr))
+		}
 		fmt.Fprintf(stdout, "  status:  curl -H 'Authorization: Bearer %s' http://%s/_cohort/status\n", n.AdminToken(), n.HTTPAddr())
 		fmt.Fprintf(stdout, "  admin token: %s\n\n", n.AdminToken())
 	}
@@ -130,4 +134,13 @@ func serve(ctx context.Context, dev bool, args []string, stdout, stderr io.Write
 		return ExitFailure
 	}
 	return ExitOK
+}
+
+// portOf is the port of HOST:PORT.
+func portOf(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return port
 }

@@ -63,6 +63,7 @@ type Config struct {
 	Files    FilesConfig
 	Jobs     JobsConfig
 	DB       DBConfig
+	KV       KVConfig
 
 	// Dev is single-node dev mode: the cluster key and admin token are
 	// generated into the data dir when no file is given.
@@ -91,6 +92,7 @@ func Default() Config {
 	c.Files = defaultFiles()
 	c.Jobs = defaultJobs()
 	c.DB = defaultDB()
+	c.KV = defaultKV()
 	return c
 }
 
@@ -103,6 +105,7 @@ func Dev() Config {
 	c.HTTPAddr = "127.0.0.1:8080"
 	c.ClusterAddr = "127.0.0.1:7070"
 	c.Peers = []Peer{{ID: "dev", Address: "127.0.0.1:7070"}}
+	c.KV.RedisAddr = DevRedisAddr
 	return c
 }
 
@@ -256,7 +259,7 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		add(problem("shutdown-timeout", "%s must be positive", c.ShutdownTimeout))
 	}
-	for _, check := range []func(add func(error)){c.Sessions.validate, c.Front.validate, c.Files.validate, c.Jobs.validate, c.DB.validate} {
+	for _, check := range []func(add func(error)){c.Sessions.validate, c.Front.validate, c.Files.validate, c.Jobs.validate, c.DB.validate, c.KV.validate} {
 		check(add)
 	}
 	if len(errs) > 0 {

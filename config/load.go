@@ -54,6 +54,7 @@ func Flags(dev bool) *pflag.FlagSet {
 	d.Files.flags(fs)
 	d.Jobs.flags(fs)
 	d.DB.flags(fs)
+	d.KV.flags(fs)
 	return fs
 }
 
@@ -141,6 +142,7 @@ func Load(dev bool, args []string, usage io.Writer) (Config, error) {
 	c.Files.load(v)
 	c.Jobs.load(v)
 	c.DB.load(v)
+	c.KV.load(v)
 	if err := c.Validate(); err != nil {
 		return c, err
 	}

@@ -192,6 +192,7 @@ type Status struct {
 	Version       string         `json:"version"`
 	UptimeSeconds int64          `json:"uptime_seconds"`
 	Members       []MemberStatus `json:"members"`
+	KV            *KVStatus      `json:"kv,omitempty"`
 }
 
 // Status returns this node's view of the cluster.
@@ -206,6 +207,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		st.LastContactMS = time.Since(in.LastContact).Milliseconds()
 	}
 	st.Ready, st.ReadyReason = n.Ready(ctx)
+	st.KV = n.kvStatus()
 	servers, _ := n.cluster.Servers()
 	for _, s := range servers {
 		m, _ := n.members.Get(s.ID)

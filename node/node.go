@@ -22,6 +22,7 @@ import (
 	"github.com/cohortserver/cohort/db"
 	"github.com/cohortserver/cohort/files"
 	"github.com/cohortserver/cohort/jobs"
+	"github.com/cohortserver/cohort/kv"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/metrics"
 	"github.com/cohortserver/cohort/proxy"
@@ -81,15 +82,18 @@ type Node struct {
 	started     time.Time
 
 	readyChecks []ReadyCheck
-	events      *metrics.Events   // front and job events for /_cohort/metrics
-	caughtUp    chan struct{}     // closed once ready for the first time (catchup.go)
-	draining    atomic.Bool       // graceful shutdown under way (catchup.go)
-	syncStart   atomic.Int64      // start of the last successful read index (readguard.go)
-	readDemand  atomic.Int64      // when a session read last needed the sync (readguard.go)
-	files       *files.Store      // shared files (files.go)
-	jobs        *jobs.Runner      // master-only jobs (jobs.go)
-	bus         *broadcast.Bus    // cluster broadcast (jobs.go)
-	sessions    *sessions.Manager // replicated HTTP sessions (sessions.go)
+	events      *metrics.Events    // front and job events for /_cohort/metrics
+	caughtUp    chan struct{}      // closed once ready for the first time (catchup.go)
+	draining    atomic.Bool        // graceful shutdown under way (catchup.go)
+	syncStart   atomic.Int64       // start of the last successful read index (readguard.go)
+	readDemand  atomic.Int64       // when a session read last needed the sync (readguard.go)
+	files       *files.Store       // shared files (files.go)
+	jobs        *jobs.Runner       // master-only jobs (jobs.go)
+	bus         *broadcast.Bus     // cluster broadcast (jobs.go)
+	sessions    *sessions.Manager  // replicated HTTP sessions (sessions.go)
+	kv          *kv.Store          // replicated key-value store (kv.go)
+	redis       *kv.RESPServer     // Redis protocol listener, when on (kv.go)
+	memcached   *kv.MemcacheServer // memcached protocol listener, when on (kv.go)
 	// sessionIgnore is --session-ignore compiled once: the sessions
 	// middleware skips these paths and the front serves them locally.
 	sessionIgnore *regexp.Regexp
@@ -148,7 +152,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	n.members = members
 	n.routes()
 	for _, setup := range []func() error{
-		n.setupSessions, n.setupFiles, n.setupJobs, n.setupApp, n.setupFront,
+		n.setupSessions, n.setupFiles, n.setupJobs, n.setupKV, n.setupApp, n.setupFront,
 		n.setupOps,
 	} {
 		if err := setup(); err != nil {

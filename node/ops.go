@@ -190,6 +190,34 @@ func (n *Node) registerCapabilityMetrics() error {
 			}
 		}))
 	}
+	if n.kv != nil {
+		cs = append(cs, metrics.NewFunc("kv", []metrics.Figure{
+			{Name: "keys", Help: "Keys in the replicated store (every namespace, expired ones not yet removed included)."},
+			{Name: "used_bytes", Help: "Approximate bytes the store's data takes."},
+			{Name: "max_bytes", Help: "Memory cap of the store (0 = none)."},
+			{Name: "batches_total", Help: "Raft entries of store writes this node proposed (group commit).", Counter: true},
+			{Name: "batched_ops_total", Help: "Store writes in those entries.", Counter: true},
+			{Name: "read_indexes_total", Help: "Read index rounds passed for store reads.", Counter: true},
+			{Name: "lease_reads_total", Help: "Store reads the leader answered under its read lease.", Counter: true},
+			{Name: "commands_total", Help: "Commands served, per protocol.", Labels: []string{"protocol"}, Counter: true},
+			{Name: "errors_total", Help: "Error replies, per protocol.", Labels: []string{"protocol"}, Counter: true},
+			{Name: "connections_total", Help: "Client connections accepted, per protocol.", Labels: []string{"protocol"}, Counter: true},
+		}, func(emit metrics.Emit) {
+			st := n.kv.Stats()
+			emit("keys", float64(st.Keys))
+			emit("used_bytes", float64(st.UsedBytes))
+			emit("max_bytes", float64(st.MaxBytes))
+			emit("batches_total", float64(st.Batches))
+			emit("batched_ops_total", float64(st.BatchedOps))
+			emit("read_indexes_total", float64(st.ReadIndexes))
+			emit("lease_reads_total", float64(st.LeaseReads))
+			for proto, c := range n.kvCounters() {
+				emit("commands_total", float64(c.Commands.Load()), proto)
+				emit("errors_total", float64(c.Errors.Load()), proto)
+				emit("connections_total", float64(c.Connections.Load()), proto)
+			}
+		}))
+	}
 	if n.front != nil {
 		cs = append(cs, metrics.NewFunc("front", []metrics.Figure{
 			{Name: "inflight_requests", Help: "Application requests in flight on this node's front."},
