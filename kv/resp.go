@@ -141,7 +141,7 @@ type client struct {
 	watches  []watch
 	watchIdx uint64
 
-	rawName  []byte // the command name as the client sent it
+	rawName []byte // the command name as the client sent it
 
 	// pub/sub (detached connections only)
 	dconn redcon.DetachedConn

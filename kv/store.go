@@ -69,6 +69,9 @@ type Store struct {
 
 	publish atomic.Pointer[func(channel, msg []byte)]
 
+	localMu    sync.Mutex // newLocal only
+	localIndex uint64
+
 	batches, batchedOps, readIndexes, leaseReads atomic.Int64
 }
 
@@ -309,7 +312,7 @@ func (s *Store) commit(batch []*pending) {
 	}()
 	s.batches.Add(1)
 	s.batchedOps.Add(int64(len(batch)))
-	res, err := s.cluster.Apply(ctx, cmdBatch, encodeBatch(s.limits(), ops))
+	res, err := s.apply(ctx, encodeBatch(s.limits(), ops))
 	var replies []Reply
 	if err == nil {
 		replies, err = decodeReplies(res.Data)
@@ -325,6 +328,36 @@ func (s *Store) commit(batch []*pending) {
 		}
 		close(p.done)
 	}
+}
+
+// apply commits a batch through Raft, or applies it at once on a store
+// without a cluster (newLocal, for tests and fuzzing).
+func (s *Store) apply(ctx context.Context, payload []byte) (raft.Result, error) {
+	if s.cluster != nil {
+		return s.cluster.Apply(ctx, cmdBatch, payload)
+	}
+	s.localMu.Lock()
+	defer s.localMu.Unlock()
+	s.localIndex++
+	data, err := s.Apply(raft.Entry{Index: s.localIndex, Type: cmdBatch, Time: s.clock.local(), Payload: payload})
+	return raft.Result{Index: s.localIndex, Data: data}, err
+}
+
+// newLocal returns a started store that applies its writes at once,
+// without Raft: one process, no replication (tests and fuzz targets).
+func newLocal(cfg Config, now func() time.Time) *Store {
+	if cfg.MaxValue <= 0 {
+		cfg.MaxValue = DefaultMaxValue
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{cfg: cfg, log: cfg.Logger, st: newState(), queue: make(chan *pending, 4096),
+		inflight: make(chan struct{}, maxInFlight), stop: make(chan struct{})}
+	s.clock.local = now
+	s.gate.run = func(context.Context) error { return nil }
+	_ = s.Start(context.Background())
+	return s
 }
 
 // ---- commands
@@ -394,6 +427,9 @@ func (s *Store) Sync(ctx context.Context) error {
 	now := time.Now().UnixNano()
 	if now-s.readDemand.Load() > int64(50*time.Millisecond) {
 		s.readDemand.Store(now)
+	}
+	if s.cluster == nil {
+		return nil
 	}
 	if s.cluster.IsLeader() {
 		if ls := s.leaseStart.Load(); ls != 0 && time.Duration(now-ls) < s.cluster.ReadLease() {
