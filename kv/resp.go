@@ -84,9 +84,12 @@ func (s *RESPServer) Counters() *Counters { return &s.stats }
 func (s *RESPServer) Addr() string { return s.ln.Addr().String() }
 
 // maxRequest bounds the bytes a client may send for one command before it
-// is complete: beyond, the connection gets an error and is closed.
+// is complete: beyond, the connection gets an error and is closed. It is
+// kept small because redcon parses an incomplete command again from its
+// start after every read: the cost of a giant command grows with its
+// square (a 20 MB MSET stalled a node long enough to lose its leadership).
 func (s *RESPServer) maxRequest() int64 {
-	return max(16<<20, 4*s.store.MaxValue()+1<<20)
+	return 2*s.store.MaxValue() + 1<<20
 }
 
 // Start listens and serves in the background.
@@ -120,7 +123,7 @@ func (s *RESPServer) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	for c := range s.detached {
-		c.dconn.Close()
+		c.dconn.NetConn().Close()
 	}
 	s.mu.Unlock()
 	return err
@@ -631,7 +634,7 @@ func (s *RESPServer) startPubSub(conn redcon.Conn, c *client, first [][]byte) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		c.dconn.Close()
+		c.dconn.NetConn().Close()
 		return
 	}
 	s.detached[c] = true
@@ -651,7 +654,7 @@ func (s *RESPServer) startPubSub(conn redcon.Conn, c *client, first [][]byte) {
 		for p := range c.sub.patterns {
 			s.hub.set(s.hub.patterns, p, c.sub, false)
 		}
-		c.dconn.Close()
+		c.dconn.NetConn().Close()
 		s.mu.Lock()
 		delete(s.detached, c)
 		s.mu.Unlock()
@@ -661,11 +664,11 @@ func (s *RESPServer) startPubSub(conn redcon.Conn, c *client, first [][]byte) {
 			select {
 			case f := <-c.sub.out:
 				if write(f) != nil {
-					c.dconn.Close()
+					c.dconn.NetConn().Close()
 					return
 				}
 			case <-c.sub.gone:
-				c.dconn.Close()
+				c.dconn.NetConn().Close()
 				return
 			}
 		}
@@ -750,9 +753,9 @@ var errTooBigRequest = errors.New("request too big")
 func (c *limitConn) resetCount() { c.read.Store(0) }
 
 func (c *limitConn) Read(p []byte) (int, error) {
-	if c.read.Load() > c.l.max {
+	if c.l.max > 0 && c.read.Load() > c.l.max {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = c.Conn.Write([]byte(c.l.proto + "\r\n"))
+		_, _ = c.Conn.Write([]byte("-" + c.l.proto + "\r\n"))
 		return 0, errTooBigRequest
 	}
 	n, err := c.Conn.Read(p)

@@ -236,6 +236,8 @@ func (s *Store) propose(ctx context.Context, op []byte) (Reply, error) {
 	select {
 	case <-p.done:
 		return p.reply, p.err
+	case <-s.stop:
+		return Reply{}, fmt.Errorf("%w: the node is shutting down", raft.ErrOutcomeUnknown)
 	case <-ctx.Done():
 		// It may still commit: the outcome is unknown to this client.
 		return Reply{}, fmt.Errorf("%w: %w", raft.ErrOutcomeUnknown, ctx.Err())
@@ -385,6 +387,16 @@ func (s *Store) Do(ctx context.Context, ns byte, args [][]byte) (Reply, error) {
 		return errArity(string(args[0])), nil
 	}
 	if spec.write(args) {
+		// Refuse an oversized value before it reaches the log (Apply
+		// checks again, with the limit stamped into the entry).
+		for _, a := range args[1:] {
+			if int64(len(a)) > s.cfg.MaxValue {
+				if ns == nsMemcached {
+					return rErr(mcTooLarge), nil
+				}
+				return rErr(errTooBig), nil
+			}
+		}
 		return s.propose(ctx, encodeCmdOp(ns, args))
 	}
 	if err := s.Sync(ctx); err != nil {
