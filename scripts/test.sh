@@ -21,6 +21,8 @@
 #   COHORT_SKIP_MYSQL=1        no MariaDB: COHORT_TEST_MYSQL_DSN is unset, tests that need it skip.
 #   COHORT_CHROMIUM=PATH       use this Chromium/Chrome executable.
 #   COHORT_SKIP_BROWSER=1      no Chromium: COHORT_CHROMIUM is unset, browser tests skip.
+#   COHORT_SKIP_KV_CLIENTS=1   do not install redis-cli, python3-redis/-pymemcache, php-redis/-memcached;
+#                              the kv tests that drive them skip.
 #   COHORT_LONG=1              long modes (soak, longer fuzzing); only read by the tests. Raises
 #                              the default go test timeout to 120m.
 #   COHORT_TEST_TIMEOUT=DUR    go test -timeout when no ARGS are given (default 25m).
@@ -39,6 +41,8 @@ cd "$root"
 source scripts/lib/mariadb.sh
 # shellcheck source=SCRIPTDIR/lib/chromium.sh
 source scripts/lib/chromium.sh
+# shellcheck source=SCRIPTDIR/lib/kvclients.sh
+source scripts/lib/kvclients.sh
 
 # Stop only the MariaDB started below (cohort_stop_mariadb ignores any other). Turning INT
 # and TERM into exit makes the EXIT trap run on Ctrl-C and on a CI cancel too.
@@ -58,7 +62,7 @@ fi
 command -v go >/dev/null 2>&1 || die "go not found on PATH (nor in /usr/local/go/bin)"
 
 # Pass the switches on to the tests even when they were set without export.
-for v in COHORT_SKIP_MYSQL COHORT_SKIP_BROWSER COHORT_LONG; do
+for v in COHORT_SKIP_MYSQL COHORT_SKIP_BROWSER COHORT_SKIP_KV_CLIENTS COHORT_LONG; do
 	if [ -n "${!v:-}" ]; then
 		export "${v?}"
 	fi
@@ -104,6 +108,13 @@ else
 	step "Chromium"
 	cohort_ensure_chromium || die "no Chromium for the browser tests (set COHORT_CHROMIUM, or COHORT_SKIP_BROWSER=1)"
 	printf 'COHORT_CHROMIUM=%s\n' "$COHORT_CHROMIUM" >&2
+fi
+
+if [ "${COHORT_SKIP_KV_CLIENTS:-}" = 1 ]; then
+	step "Redis/memcached clients: skipped (COHORT_SKIP_KV_CLIENTS=1)"
+else
+	step "Redis/memcached clients (redis-cli, python3-redis, python3-pymemcache, php-redis, php-memcached)"
+	cohort_ensure_kv_clients || die "the kv tests need these clients (or COHORT_SKIP_KV_CLIENTS=1)"
 fi
 
 if [ "$#" -gt 0 ]; then
