@@ -42,6 +42,8 @@ Operations (admin API; --addr URL, --token-file F or COHORT_ADMIN_TOKEN, --json)
   cohort ping ID           round trip to a node through the cluster port
   cohort jobs [run|suspend|resume|runs NAME]
                            the scheduled jobs, or act on one
+  cohort kv [KEY] [--db N | --memcached]
+                           inspect a key of the replicated store (no KEY: its figures)
   cohort backup FILE       download a consistent snapshot of the cluster state
 Offline, on a stopped node's data dir:
   cohort restore FILE --node-id ID --data-dir DIR [--cluster-addr HOST:PORT]
@@ -79,6 +81,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ping(ctx, args[1:], stdout, stderr)
 	case "jobs":
 		return jobs(ctx, args[1:], stdout, stderr)
+	case "kv":
+		return kvCmd(ctx, args[1:], stdout, stderr)
 	case "backup":
 		return backup(ctx, args[1:], stdout, stderr)
 	case "restore":
