@@ -473,3 +473,34 @@ func TestBadInputKeepsTheNodeServing(t *testing.T) {
 	mc.Close()
 	check("memcached input")
 }
+
+// TestSkewedClocksJudgeExpiryByTheLeader: nodes whose clocks run an hour
+// fast or slow answer TTLs and expiry as the leader's clock says.
+func TestSkewedClocksJudgeExpiryByTheLeader(t *testing.T) {
+	k := newKVCluster(t, 3, testcluster.WithClockSkew(map[string]time.Duration{"n2": -time.Hour, "n3": time.Hour}))
+	w := dial(t, k.redis["n1"])
+	defer w.Close()
+	doIdem(t, w, "SET", "long", "v", "EX", "100")
+	doIdem(t, w, "SET", "short", "v", "PX", "1500")
+	acked := time.Now()
+	for _, id := range []string{"n2", "n3"} {
+		c := dial(t, k.redis[id])
+		if v, err := redis.String(doIdem(t, c, "GET", "long"), nil); err != nil || v != "v" {
+			t.Errorf("node %s: GET long = %q, %v; want v (expires in 100 s)", id, v, err)
+		}
+		if ttl, err := redis.Int(doIdem(t, c, "TTL", "long"), nil); err != nil || ttl < 90 || ttl > 100 {
+			t.Errorf("node %s: TTL long = %d, %v; want about 100", id, ttl, err)
+		}
+		c.Close()
+	}
+	if d := time.Until(acked.Add(1600 * time.Millisecond)); d > 0 {
+		<-time.After(d) // the expiry instant is what this checks
+	}
+	for _, id := range []string{"n2", "n3"} {
+		c := dial(t, k.redis[id])
+		if v := doIdem(t, c, "GET", "short"); v != nil {
+			t.Errorf("node %s: GET short = %q 1.6 s after a PX 1500 write", id, v)
+		}
+		c.Close()
+	}
+}

@@ -293,16 +293,18 @@ func (x *execCtx) checkSize(n int) bool { return int64(n) <= x.lim.maxValue }
 
 // ---- strings
 
-func (x *execCtx) getString(key []byte) (*item, Reply, bool) {
+// getTyped returns the live item of key, nil when missing, or Redis'
+// WRONGTYPE error when it holds another type.
+func (x *execCtx) getTyped(typ byte, key []byte) (*item, Reply, bool) {
 	it := x.get(key)
-	if it != nil && it.typ != typeString {
+	if it != nil && it.typ != typ {
 		return nil, rErr(errWrongType), false
 	}
 	return it, Reply{}, true
 }
 
 func cmdGet(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getString(a[1])
+	it, e, ok := x.getTyped(typeString, a[1])
 	if !ok {
 		return e
 	}
@@ -439,7 +441,7 @@ func cmdSetnx(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdGetdel(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getString(a[1])
+	it, e, ok := x.getTyped(typeString, a[1])
 	if !ok {
 		return e
 	}
@@ -451,7 +453,7 @@ func cmdGetdel(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdGetex(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getString(a[1])
+	it, e, ok := x.getTyped(typeString, a[1])
 	if !ok {
 		return e
 	}
@@ -545,7 +547,7 @@ func cmdIncr(x *execCtx, a [][]byte) Reply {
 			by = -n
 		}
 	}
-	it, e, ok := x.getString(a[1])
+	it, e, ok := x.getTyped(typeString, a[1])
 	if !ok {
 		return e
 	}
@@ -566,7 +568,7 @@ func cmdIncr(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdAppend(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getString(a[1])
+	it, e, ok := x.getTyped(typeString, a[1])
 	if !ok {
 		return e
 	}
@@ -588,7 +590,7 @@ func cmdAppend(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdStrlen(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getString(a[1])
+	it, e, ok := x.getTyped(typeString, a[1])
 	if !ok {
 		return e
 	}
@@ -878,16 +880,8 @@ func cmdScan(x *execCtx, a [][]byte) Reply {
 
 // ---- hashes
 
-func (x *execCtx) getHash(key []byte) (*item, Reply, bool) {
-	it := x.get(key)
-	if it != nil && it.typ != typeHash {
-		return nil, rErr(errWrongType), false
-	}
-	return it, Reply{}, true
-}
-
 func (x *execCtx) hashForWrite(key []byte) (*item, Reply, bool) {
-	it, e, ok := x.getHash(key)
+	it, e, ok := x.getTyped(typeHash, key)
 	if !ok {
 		return nil, e, false
 	}
@@ -941,7 +935,7 @@ func cmdHsetnx(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdHget(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getHash(a[1])
+	it, e, ok := x.getTyped(typeHash, a[1])
 	if !ok {
 		return e
 	}
@@ -956,7 +950,7 @@ func cmdHget(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdHmget(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getHash(a[1])
+	it, e, ok := x.getTyped(typeHash, a[1])
 	if !ok {
 		return e
 	}
@@ -976,7 +970,7 @@ func cmdHmget(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdHgetall(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getHash(a[1])
+	it, e, ok := x.getTyped(typeHash, a[1])
 	if !ok {
 		return e
 	}
@@ -1002,7 +996,7 @@ func cmdHgetall(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdHlen(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getHash(a[1])
+	it, e, ok := x.getTyped(typeHash, a[1])
 	if !ok {
 		return e
 	}
@@ -1013,7 +1007,7 @@ func cmdHlen(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdHexists(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getHash(a[1])
+	it, e, ok := x.getTyped(typeHash, a[1])
 	if !ok {
 		return e
 	}
@@ -1024,29 +1018,37 @@ func cmdHexists(x *execCtx, a [][]byte) Reply {
 	return rBool(had)
 }
 
-func cmdHdel(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getHash(a[1])
-	if !ok || it == nil {
-		if !ok {
-			return e
-		}
+func cmdHdel(x *execCtx, a [][]byte) Reply { return x.delMembers(typeHash, a[1], a[2:]) }
+
+// delMembers removes fields of a hash or members of a set; the key goes
+// when nothing is left.
+func (x *execCtx) delMembers(typ byte, key []byte, names [][]byte) Reply {
+	it, e, ok := x.getTyped(typ, key)
+	if !ok {
+		return e
+	}
+	if it == nil {
 		return rInt(0)
 	}
 	it = it.clone()
 	var n int64
-	for _, f := range a[2:] {
-		if _, had := it.hash[string(f)]; had {
-			delete(it.hash, string(f))
+	for _, f := range names {
+		k := string(f)
+		if _, had := it.hash[k]; had {
+			delete(it.hash, k)
+			n++
+		} else if _, had := it.set[k]; had {
+			delete(it.set, k)
 			n++
 		}
 	}
 	if n == 0 {
 		return rInt(0)
 	}
-	if len(it.hash) == 0 {
-		x.remove(fullKey(x.ns, a[1]))
+	if len(it.hash)+len(it.set) == 0 {
+		x.remove(fullKey(x.ns, key))
 	} else {
-		x.put(a[1], it)
+		x.put(key, it)
 	}
 	return rInt(n)
 }
@@ -1084,7 +1086,7 @@ func cmdHscan(x *execCtx, a [][]byte) Reply {
 	if !ok {
 		return e
 	}
-	it, e, ok := x.getHash(a[1])
+	it, e, ok := x.getTyped(typeHash, a[1])
 	if !ok {
 		return e
 	}
@@ -1106,16 +1108,8 @@ func cmdHscan(x *execCtx, a [][]byte) Reply {
 
 // ---- sets
 
-func (x *execCtx) getSet(key []byte) (*item, Reply, bool) {
-	it := x.get(key)
-	if it != nil && it.typ != typeSet {
-		return nil, rErr(errWrongType), false
-	}
-	return it, Reply{}, true
-}
-
 func cmdSadd(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getSet(a[1])
+	it, e, ok := x.getTyped(typeSet, a[1])
 	if !ok {
 		return e
 	}
@@ -1140,35 +1134,10 @@ func cmdSadd(x *execCtx, a [][]byte) Reply {
 	return rInt(n)
 }
 
-func cmdSrem(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getSet(a[1])
-	if !ok || it == nil {
-		if !ok {
-			return e
-		}
-		return rInt(0)
-	}
-	it = it.clone()
-	var n int64
-	for _, m := range a[2:] {
-		if _, had := it.set[string(m)]; had {
-			delete(it.set, string(m))
-			n++
-		}
-	}
-	if n == 0 {
-		return rInt(0)
-	}
-	if len(it.set) == 0 {
-		x.remove(fullKey(x.ns, a[1]))
-	} else {
-		x.put(a[1], it)
-	}
-	return rInt(n)
-}
+func cmdSrem(x *execCtx, a [][]byte) Reply { return x.delMembers(typeSet, a[1], a[2:]) }
 
 func cmdSmembers(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getSet(a[1])
+	it, e, ok := x.getTyped(typeSet, a[1])
 	if !ok {
 		return e
 	}
@@ -1182,7 +1151,7 @@ func cmdSmembers(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdSismember(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getSet(a[1])
+	it, e, ok := x.getTyped(typeSet, a[1])
 	if !ok {
 		return e
 	}
@@ -1194,7 +1163,7 @@ func cmdSismember(x *execCtx, a [][]byte) Reply {
 }
 
 func cmdScard(x *execCtx, a [][]byte) Reply {
-	it, e, ok := x.getSet(a[1])
+	it, e, ok := x.getTyped(typeSet, a[1])
 	if !ok {
 		return e
 	}

@@ -35,19 +35,8 @@ type regOut struct {
 
 // kvModel is one register per key.
 var kvModel = porcupine.Model{
-	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
-		by := map[string][]porcupine.Operation{}
-		for _, op := range h {
-			k := op.Input.(regOp).key
-			by[k] = append(by[k], op)
-		}
-		out := make([][]porcupine.Operation, 0, len(by))
-		for _, ops := range by {
-			out = append(out, ops)
-		}
-		return out
-	},
-	Init: func() any { return "" },
+	Partition: testcluster.PartitionBy(func(op porcupine.Operation) string { return op.Input.(regOp).key }),
+	Init:      func() any { return "" },
 	Step: func(state, input, output any) (bool, any) {
 		in, out := input.(regOp), output.(regOut)
 		if in.put {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/leaderclock"
 	"github.com/cohortserver/cohort/raft"
 )
 
@@ -39,9 +40,10 @@ var ErrUnavailable = errors.New("the cluster cannot confirm this answer now (no 
 
 // Config configures a Store.
 type Config struct {
-	MaxValue       int64         // largest string, field or member in bytes (--kv-max-value)
-	MaxMemory      int64         // writes that add data are refused beyond this many bytes; 0 = no cap (--kv-max-memory)
-	ExpireInterval time.Duration // how often the leader removes expired keys
+	MaxValue       int64            // largest string, field or member in bytes (--kv-max-value)
+	MaxMemory      int64            // writes that add data are refused beyond this many bytes; 0 = no cap (--kv-max-memory)
+	ExpireInterval time.Duration    // how often the leader removes expired keys
+	Now            func() time.Time // this node's clock (tests skew it); time.Now when nil
 	Logger         *slog.Logger
 }
 
@@ -55,7 +57,7 @@ type Store struct {
 	mu      sync.RWMutex
 	st      *state
 	applied uint64 // last Raft index applied, under mu
-	clock   leaderClock
+	clock   *leaderclock.Clock
 
 	queue    chan *pending
 	inflight chan struct{}
@@ -96,7 +98,7 @@ func New(cluster *raft.Cluster, cfg Config) (*Store, error) {
 		inflight: make(chan struct{}, maxInFlight),
 		stop:     make(chan struct{}),
 	}
-	s.clock.local = time.Now
+	s.clock = leaderclock.New(cfg.Now)
 	s.gate.run = s.readIndex
 	if err := cluster.Register("kv", s, cmdBatch); err != nil {
 		return nil, fmt.Errorf("kv: %w", err)
@@ -156,7 +158,7 @@ func (s *Store) Apply(e raft.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kv: entry %d: %w", e.Index, err)
 	}
-	s.clock.observe(e.Time)
+	s.clock.Observe(e.Time)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	x := &execCtx{st: s.st, now: e.Time.UnixNano(), index: e.Index, write: true, lim: lim, publish: s.deliver}
@@ -341,7 +343,7 @@ func (s *Store) apply(ctx context.Context, payload []byte) (raft.Result, error) 
 	s.localMu.Lock()
 	defer s.localMu.Unlock()
 	s.localIndex++
-	data, err := s.Apply(raft.Entry{Index: s.localIndex, Type: cmdBatch, Time: s.clock.local(), Payload: payload})
+	data, err := s.Apply(raft.Entry{Index: s.localIndex, Type: cmdBatch, Time: s.clock.Local(), Payload: payload})
 	return raft.Result{Index: s.localIndex, Data: data}, err
 }
 
@@ -356,7 +358,7 @@ func newLocal(cfg Config, now func() time.Time) *Store {
 	}
 	s := &Store{cfg: cfg, log: cfg.Logger, st: newState(), queue: make(chan *pending, 4096),
 		inflight: make(chan struct{}, maxInFlight), stop: make(chan struct{})}
-	s.clock.local = now
+	s.clock = leaderclock.New(now)
 	s.gate.run = func(context.Context) error { return nil }
 	_ = s.Start(context.Background())
 	return s
@@ -416,7 +418,7 @@ func (s *Store) Exec(ctx context.Context, ns byte, watchIndex uint64, watches []
 func (s *Store) Watch(ns byte, key []byte) (rev, index uint64) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	x := &execCtx{st: s.st, now: s.clock.now(), ns: ns}
+	x := &execCtx{st: s.st, now: s.clock.Now(), ns: ns}
 	if it := x.get(key); it != nil {
 		rev = it.rev
 	}
@@ -428,7 +430,7 @@ func (s *Store) Watch(ns byte, key []byte) (rev, index uint64) {
 func (s *Store) Local(ns byte, args [][]byte) Reply {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	x := &execCtx{st: s.st, now: s.clock.now(), ns: ns, lim: s.limits()}
+	x := &execCtx{st: s.st, now: s.clock.Now(), ns: ns, lim: s.limits()}
 	return x.run(args)
 }
 
@@ -496,7 +498,7 @@ func (s *Store) leaderLoop(ctx context.Context, _ uint64) {
 				cancel()
 			}
 		case <-expire.C:
-			if keys := s.expiredKeys(time.Now().UnixNano()); len(keys) > 0 {
+			if keys := s.expiredKeys(s.clock.Local().UnixNano()); len(keys) > 0 {
 				pctx, cancel := context.WithTimeout(ctx, commitTimeout)
 				if _, err := s.propose(pctx, encodeExpireOp(keys)); err != nil && ctx.Err() == nil {
 					s.log.Warn("kv: background expiry failed", "keys", len(keys), "err", err)
@@ -569,7 +571,7 @@ func (s *Store) Inspect(ctx context.Context, ns byte, key []byte) (KeyInfo, erro
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	now := s.clock.now()
+	now := s.clock.Now()
 	x := &execCtx{st: s.st, now: now, ns: ns}
 	it := x.get(key)
 	if it == nil {
@@ -654,35 +656,3 @@ func (g *readGate) exec(r *round) {
 		g.mu.Unlock()
 	}
 }
-
-// ---- the leader's clock
-
-// leaderClockWindow is how long the best offset sample stands.
-const leaderClockWindow = 10 * time.Second
-
-// leaderClock estimates the leader's clock, in which every expiry is
-// written: an applied entry's stamp is never later than the leader's
-// clock at that moment, so stamp minus local time bounds the offset from
-// below; the largest recent bound is the estimate (low by the apply lag,
-// a few milliseconds). The sessions package judges idle times the same way.
-type leaderClock struct {
-	local  func() time.Time
-	offset atomic.Int64
-	best   int64 // apply goroutine only
-	bestAt int64
-	has    bool
-}
-
-func (c *leaderClock) observe(entry time.Time) {
-	if entry.IsZero() {
-		return
-	}
-	local := c.local().UnixNano()
-	sample := entry.UnixNano() - local
-	if !c.has || sample >= c.best || time.Duration(local-c.bestAt) > leaderClockWindow {
-		c.best, c.bestAt, c.has = sample, local, true
-		c.offset.Store(sample)
-	}
-}
-
-func (c *leaderClock) now() int64 { return c.local().UnixNano() + c.offset.Load() }

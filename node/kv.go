@@ -17,7 +17,7 @@ import (
 // the admin endpoint that inspects a key.
 func (n *Node) setupKV() error {
 	kc := n.cfg.KV
-	st, err := kv.New(n.cluster, kv.Config{MaxValue: kc.MaxValue, MaxMemory: kc.MaxMemory, Logger: n.log})
+	st, err := kv.New(n.cluster, kv.Config{MaxValue: kc.MaxValue, MaxMemory: kc.MaxMemory, Now: n.opts.now, Logger: n.log})
 	if err != nil {
 		return err
 	}
