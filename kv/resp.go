@@ -176,11 +176,90 @@ func (s *RESPServer) handle(conn redcon.Conn, cmd redcon.Command) {
 			return
 		}
 	}
+	if c.authed && !c.multi && plainData(args) {
+		if pipe := conn.PeekPipeline(); len(pipe) > 0 && allPlainData(pipe) {
+			all := [][][]byte{args}
+			for _, p := range conn.ReadPipeline() {
+				p.Args[0] = bytes.ToUpper(p.Args[0])
+				all = append(all, p.Args)
+			}
+			conn.WriteRaw(s.runPipeline(c, all))
+			return
+		}
+	}
 	out, closeConn := s.dispatch(c, args, nil)
 	conn.WriteRaw(out)
 	if closeConn {
 		conn.Close()
 	}
+}
+
+// plainData reports whether args (upper-case name) is a data command with
+// the right arity that may run in a pipeline batch.
+func plainData(args [][]byte) bool {
+	name := string(args[0])
+	spec, ok := lookupCommand(name)
+	return ok && arityOK(spec, len(args)) && !strings.HasPrefix(name, "MC.") && name != "FLUSHDB"
+}
+
+func allPlainData(cmds []redcon.Command) bool {
+	for _, c := range cmds {
+		up := append([][]byte{bytes.ToUpper(c.Args[0])}, c.Args[1:]...)
+		if !plainData(up) {
+			return false
+		}
+	}
+	return true
+}
+
+// runPipeline answers pipelined data commands in order: each run of
+// consecutive writes is one operation of one entry (so their order holds
+// and they share one commit), each run of reads one sync.
+func (s *RESPServer) runPipeline(c *client, cmds [][][]byte) []byte {
+	var out []byte
+	reply := func(r Reply) {
+		s.stats.Commands.Add(1)
+		if r.Kind == kindErr {
+			s.stats.Errors.Add(1)
+		}
+		out = appendRESP(out, r, c.proto)
+	}
+	for len(cmds) > 0 {
+		write := commands[string(cmds[0][0])].write(cmds[0])
+		n := 1
+		for n < len(cmds) && commands[string(cmds[n][0])].write(cmds[n]) == write {
+			n++
+		}
+		run := cmds[:n]
+		cmds = cmds[n:]
+		ctx, cancel := s.ctx()
+		if write {
+			r, err := s.store.Exec(ctx, c.db, 0, nil, run)
+			for i, a := range run {
+				switch {
+				case err != nil:
+					reply(clusterErr(err))
+				case i >= len(r.Arr):
+					reply(rErr("ERR missing reply"))
+				case string(a[0]) == "PUBLISH" && !r.Arr[i].IsErr():
+					reply(rInt(int64(s.hub.count(a[1]))))
+				default:
+					reply(r.Arr[i])
+				}
+			}
+		} else {
+			err := s.store.Sync(ctx)
+			for _, a := range run {
+				if err != nil {
+					reply(clusterErr(err))
+				} else {
+					reply(s.store.Local(c.db, a))
+				}
+			}
+		}
+		cancel()
+	}
+	return out
 }
 
 // dispatch runs one command and appends its reply to out; closeConn asks
@@ -230,7 +309,7 @@ func (s *RESPServer) command(c *client, args [][]byte) (Reply, bool) {
 		default:
 			spec, ok := lookupCommand(name)
 			switch {
-			case !ok:
+			case !ok || strings.HasPrefix(name, "MC."):
 				c.multiErr = true
 				return c.unknown(args), false
 			case !arityOK(spec, len(args)):
@@ -349,7 +428,7 @@ func (s *RESPServer) command(c *client, args [][]byte) (Reply, bool) {
 		}
 		args = args[:1] // ASYNC/SYNC make no difference here
 	}
-	if _, ok := lookupCommand(name); !ok {
+	if _, ok := lookupCommand(name); !ok || strings.HasPrefix(name, "MC.") {
 		return c.unknown(args), false
 	}
 	ctx, cancel := s.ctx()
