@@ -259,7 +259,7 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		add(problem("shutdown-timeout", "%s must be positive", c.ShutdownTimeout))
 	}
-	for _, check := range []func(add func(error)){c.Sessions.validate, c.Front.validate, c.Files.validate, c.Jobs.validate, c.DB.validate, c.KV.validate} {
+	for _, check := range []func(add func(error)){c.Sessions.validate, c.Front.validate, c.Files.validate, c.Jobs.validate, c.DB.validate, c.KV.validate, c.validateRedisTLS} {
 		check(add)
 	}
 	if len(errs) > 0 {

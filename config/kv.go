@@ -12,6 +12,7 @@ import (
 type KVConfig struct {
 	RedisAddr            string // --redis-addr: serve RESP here; "" = off
 	RedisPasswordFile    string // --redis-password-file: AUTH password; required unless RedisAddr is loopback
+	RedisTLS             bool   // --redis-tls: serve RESP over TLS with the public certificate (--public-tls-cert-file)
 	MemcachedAddr        string // --memcached-addr: serve the memcached text protocol; "" = off
 	MemcachedAllowRemote bool   // --memcached-allow-remote: allow a non-loopback memcached address (it has no authentication)
 	MaxValue             int64  // --kv-max-value: largest string, field or member in bytes
@@ -30,6 +31,7 @@ func defaultKV() KVConfig {
 func (d KVConfig) flags(fs *pflag.FlagSet) {
 	fs.String("redis-addr", d.RedisAddr, "serve the Redis protocol (RESP2/RESP3) over the replicated store at HOST:PORT (off unless set)")
 	fs.String("redis-password-file", d.RedisPasswordFile, "AUTH password of the Redis listener; required unless --redis-addr is a loopback address")
+	fs.Bool("redis-tls", d.RedisTLS, "serve the Redis protocol over TLS with the public certificate (--public-tls-cert-file and --public-tls-key-file)")
 	fs.String("memcached-addr", d.MemcachedAddr, "serve the memcached text protocol over the replicated store at HOST:PORT (off unless set)")
 	fs.Bool("memcached-allow-remote", d.MemcachedAllowRemote, "allow --memcached-addr on a non-loopback address (memcached has no authentication)")
 	fs.String("kv-max-value", FormatBytes(d.MaxValue), "largest value (string, hash field or set member) of the replicated store")
@@ -40,6 +42,7 @@ func (c *KVConfig) load(v *viper.Viper) {
 	c.bad = nil
 	c.RedisAddr = v.GetString("redis-addr")
 	c.RedisPasswordFile = v.GetString("redis-password-file")
+	c.RedisTLS = v.GetBool("redis-tls")
 	c.MemcachedAddr = v.GetString("memcached-addr")
 	c.MemcachedAllowRemote = v.GetBool("memcached-allow-remote")
 	for _, s := range []struct {
@@ -99,5 +102,12 @@ func (c *KVConfig) validate(add func(error)) {
 	}
 	if c.MaxMemory < 0 {
 		add(problem("kv-max-memory", "%d must be 0 (no cap) or positive", c.MaxMemory))
+	}
+}
+
+// validateRedisTLS checks that --redis-tls has the public certificate.
+func (c *Config) validateRedisTLS(add func(error)) {
+	if c.KV.RedisTLS && c.Front.PublicTLSCertFile == "" {
+		add(problem("redis-tls", "needs the public certificate: set --public-tls-cert-file and --public-tls-key-file"))
 	}
 }

@@ -77,6 +77,9 @@ func NewRESPServer(store *Store, cfg RESPConfig) *RESPServer {
 	return s
 }
 
+// SetTLS makes Start serve TLS with conf. Call it before Start.
+func (s *RESPServer) SetTLS(conf *tls.Config) { s.cfg.TLS = conf }
+
 // Counters returns the server's counters.
 func (s *RESPServer) Counters() *Counters { return &s.stats }
 
@@ -99,10 +102,13 @@ func (s *RESPServer) Start(context.Context) error {
 		return fmt.Errorf("redis listener: %w", err)
 	}
 	s.ln = ln
-	var l net.Listener = &limitListener{Listener: ln, max: s.maxRequest(), writeTimeout: s.cfg.WriteTimeout, proto: "ERR Protocol error: too big request"}
+	inner := ln
 	if s.cfg.TLS != nil {
-		l = tls.NewListener(l, s.cfg.TLS)
+		inner = tls.NewListener(ln, s.cfg.TLS)
 	}
+	// The limits wrap the TLS connection, so that handle can reset the
+	// request count on the connection redcon hands it.
+	l := &limitListener{Listener: inner, max: s.maxRequest(), writeTimeout: s.cfg.WriteTimeout, proto: "ERR Protocol error: too big request"}
 	s.srv = redcon.NewServerNetwork("tcp", s.cfg.Addr, s.handle, s.accept, s.closedConn)
 	go func() {
 		defer close(s.done)

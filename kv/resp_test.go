@@ -3,12 +3,14 @@ package kv
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/testcert"
 	"github.com/cohortserver/cohort/internal/testport"
 )
 
@@ -85,6 +87,34 @@ func TestAuthAndAdmin(t *testing.T) {
 	for i := range want {
 		if !strings.HasPrefix(got[i], strings.TrimPrefix(want[i], "")) && !strings.HasPrefix(got[i], "-"+want[i]) {
 			t.Errorf("reply %d: %q, want %q", i, got[i], want[i])
+		}
+	}
+}
+
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	pair := testcert.Write(t, dir+"/cert.pem", dir+"/key.pem")
+	cert, err := tls.LoadX509KeyPair(dir+"/cert.pem", dir+"/key.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := startRESP(t, RESPConfig{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	c, err := tls.Dial("tcp", srv.Addr(), &tls.Config{RootCAs: pair.Pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	// More than one request limit's worth of commands on one connection:
+	// the count must reset per command behind TLS too.
+	val := strings.Repeat("v", 512<<10)
+	for i := 0; i < 8; i++ {
+		if _, err := c.Write([]byte(resp("SET", "k", val))); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := br.ReadString('\n'); err != nil || l != "+OK\r\n" {
+			t.Fatalf("SET %d over TLS: %q, %v", i, l, err)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -39,7 +40,19 @@ func (n *Node) setupKV() error {
 			NodeID:     n.cfg.NodeID,
 			Logger:     n.log,
 		})
-		n.OnStart(n.redis.Start, n.redis.Close)
+		start := n.redis.Start
+		if kc.RedisTLS {
+			start = func(ctx context.Context) error {
+				fc := n.cfg.Front
+				cf, err := loadCertFile(fc.PublicTLSCertFile, fc.PublicTLSKeyFile, n.log)
+				if err != nil {
+					return fmt.Errorf("--redis-tls: %w", err)
+				}
+				n.redis.SetTLS(&tls.Config{GetCertificate: cf.getCertificate, MinVersion: tls.VersionTLS12})
+				return n.redis.Start(ctx)
+			}
+		}
+		n.OnStart(start, n.redis.Close)
 	}
 	if kc.MemcachedAddr != "" {
 		n.memcached = kv.NewMemcacheServer(st, kv.MemcacheConfig{Addr: kc.MemcachedAddr, Logger: n.log})
