@@ -16,6 +16,7 @@ const (
 	typeString byte = 1
 	typeHash   byte = 2
 	typeSet    byte = 3
+	typeList   byte = 4
 )
 
 // nsMemcached is the namespace of the memcached protocol; Redis databases
@@ -34,9 +35,10 @@ type item struct {
 	str    []byte
 	hash   map[string][]byte
 	set    map[string]struct{}
-	expire int64  // unix nanoseconds of the leader's clock; 0 = never
-	rev    uint64 // Raft index of the last change (WATCH, memcached cas)
-	flags  uint32 // memcached client flags
+	list   [][]byte // typeList; elements alias immutable buffers
+	expire int64    // unix nanoseconds of the leader's clock; 0 = never
+	rev    uint64   // Raft index of the last change (WATCH, memcached cas)
+	flags  uint32   // memcached client flags
 }
 
 // itemOverhead approximates the bookkeeping bytes of a key, as Redis'
@@ -51,6 +53,9 @@ func (it *item) size(key string) int64 {
 	for m := range it.set {
 		n += int64(len(m)) + 16
 	}
+	for _, e := range it.list {
+		n += int64(len(e)) + 16
+	}
 	return n
 }
 
@@ -61,6 +66,9 @@ func (it *item) clone() *item {
 	}
 	if it.set != nil {
 		c.set = maps.Clone(it.set)
+	}
+	if it.list != nil {
+		c.list = slices.Clone(it.list)
 	}
 	return &c
 }
@@ -226,6 +234,13 @@ func init() {
 		"SISMEMBER": {3, isRead, cmdSismember},
 		"SCARD":     {2, isRead, cmdScard},
 		"PUBLISH":   {3, isWrite, cmdPublish},
+		"LPUSH":     {-3, isWrite, cmdPush},
+		"RPUSH":     {-3, isWrite, cmdPush},
+		"LPOP":      {-2, isWrite, cmdPop},
+		"RPOP":      {-2, isWrite, cmdPop},
+		"LLEN":      {2, isRead, cmdLlen},
+		"LRANGE":    {4, isRead, cmdLrange},
+		"LINDEX":    {3, isRead, cmdLindex},
 		// memcached's commands, in their own namespace (memcache.go).
 		"MC.GET":   {2, isRead, mcGet},
 		"MC.STORE": {7, isWrite, mcStore},
@@ -717,7 +732,7 @@ func cmdType(x *execCtx, a [][]byte) Reply {
 	if it == nil {
 		return rStatus("none")
 	}
-	return rStatus(map[byte]string{typeString: "string", typeHash: "hash", typeSet: "set"}[it.typ])
+	return rStatus(map[byte]string{typeString: "string", typeHash: "hash", typeSet: "set", typeList: "list"}[it.typ])
 }
 
 // liveKeys lists the live keys of x's namespace matching pattern (nil =
@@ -1181,4 +1196,139 @@ func cmdPublish(x *execCtx, a [][]byte) Reply {
 		x.publish(a[1], a[2])
 	}
 	return rInt(0)
+}
+
+// ---- lists
+
+func cmdPush(x *execCtx, a [][]byte) Reply {
+	it, e, ok := x.getTyped(typeList, a[1])
+	if !ok {
+		return e
+	}
+	if it == nil {
+		it = &item{typ: typeList}
+	} else {
+		it = it.clone()
+	}
+	for _, v := range a[2:] {
+		if !x.checkSize(len(v)) {
+			return rErr(errTooBig)
+		}
+		if string(a[0]) == "LPUSH" {
+			it.list = slices.Insert(it.list, 0, v)
+		} else {
+			it.list = append(it.list, v)
+		}
+	}
+	x.put(a[1], it)
+	return rInt(int64(len(it.list)))
+}
+
+func cmdPop(x *execCtx, a [][]byte) Reply {
+	if len(a) > 3 {
+		return errArity(string(a[0]))
+	}
+	count, withCount := int64(1), len(a) == 3
+	if withCount {
+		n, ok := parseInt(a[2])
+		if !ok || n < 0 {
+			return rErr("ERR value is out of range, must be positive")
+		}
+		count = n
+	}
+	it, e, ok := x.getTyped(typeList, a[1])
+	if !ok {
+		return e
+	}
+	if it == nil {
+		if withCount {
+			return Reply{Kind: kindNilArray}
+		}
+		return rNil()
+	}
+	it = it.clone()
+	n := int(min(count, int64(len(it.list))))
+	var out []Reply
+	for range n {
+		var v []byte
+		if string(a[0]) == "LPOP" {
+			v, it.list = it.list[0], it.list[1:]
+		} else {
+			v, it.list = it.list[len(it.list)-1], it.list[:len(it.list)-1]
+		}
+		out = append(out, rBulk(v))
+	}
+	if n > 0 {
+		if len(it.list) == 0 {
+			x.remove(fullKey(x.ns, a[1]))
+		} else {
+			x.put(a[1], it)
+		}
+	}
+	if withCount {
+		return rArr(out)
+	}
+	if len(out) == 0 {
+		return rNil()
+	}
+	return out[0]
+}
+
+func cmdLlen(x *execCtx, a [][]byte) Reply {
+	it, e, ok := x.getTyped(typeList, a[1])
+	if !ok {
+		return e
+	}
+	if it == nil {
+		return rInt(0)
+	}
+	return rInt(int64(len(it.list)))
+}
+
+// listIndex turns a Redis index (negative from the end) into a position.
+func listIndex(i int64, n int) int64 {
+	if i < 0 {
+		i += int64(n)
+	}
+	return i
+}
+
+func cmdLrange(x *execCtx, a [][]byte) Reply {
+	start, ok1 := parseInt(a[2])
+	stop, ok2 := parseInt(a[3])
+	if !ok1 || !ok2 {
+		return rErr(errNotInt)
+	}
+	it, e, ok := x.getTyped(typeList, a[1])
+	if !ok {
+		return e
+	}
+	out := []Reply{}
+	if it == nil {
+		return rArr(out)
+	}
+	n := len(it.list)
+	start, stop = max(listIndex(start, n), 0), min(listIndex(stop, n), int64(n)-1)
+	for i := start; i <= stop; i++ {
+		out = append(out, rBulk(it.list[i]))
+	}
+	return rArr(out)
+}
+
+func cmdLindex(x *execCtx, a [][]byte) Reply {
+	i, ok := parseInt(a[2])
+	if !ok {
+		return rErr(errNotInt)
+	}
+	it, e, ok := x.getTyped(typeList, a[1])
+	if !ok {
+		return e
+	}
+	if it == nil {
+		return rNil()
+	}
+	if i = listIndex(i, len(it.list)); i < 0 || i >= int64(len(it.list)) {
+		return rNil()
+	}
+	return rBulk(it.list[i])
 }

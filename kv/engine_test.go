@@ -103,6 +103,17 @@ func TestCommands(t *testing.T) {
 		{"rename nope q", "-ERR no such key"},
 		{"keys z*", "[zz]"},
 		{"getdel zz", "3"},
+		{"rpush l a b c", "3"},
+		{"lpush l z", "4"},
+		{"lrange l 0 -1", "[z a b c]"},
+		{"lrange l -2 100", "[b c]"},
+		{"lindex l -1", "c"},
+		{"lpop l", "z"},
+		{"rpop l 2", "[c b]"},
+		{"llen l", "1"},
+		{"rpop l", "a"},
+		{"type l", "+none"},
+		{"lpop l 1", "nil"},
 		{"nosuch 1 2", "-ERR unknown command 'NOSUCH', with args beginning with: '1' '2' "},
 		{"get", "-ERR wrong number of arguments for 'get' command"},
 	}
@@ -245,6 +256,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	run(t, s, 0, "set", "a", "1", "EX", "100")
 	run(t, s, 3, "hset", "h", "f", "v")
 	run(t, s, 0, "sadd", "s", "x", "y")
+	run(t, s, 0, "rpush", "l", "1", "2")
 	run(t, s, 0, "set", "bin\x00key", "\x00\xff")
 	snap, err := s.Snapshot()
 	if err != nil {
@@ -269,6 +281,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		{3, []string{"hgetall", "h"}, "[f v]"},
 		{0, []string{"smembers", "s"}, "[x y]"},
 		{0, []string{"get", "bin\x00key"}, "\x00\xff"},
+		{0, []string{"lrange", "l", "0", "-1"}, "[1 2]"},
 	} {
 		if got := run(t, r, c.ns, c.cmd...); got != c.want {
 			t.Errorf("restored %v: %q, want %q", c.cmd, got, c.want)

@@ -55,6 +55,11 @@ func (sn *snapshot) Persist(w io.Writer) error {
 			for m := range it.set {
 				buf = appendBytes(buf, []byte(m))
 			}
+		case typeList:
+			buf = binary.AppendUvarint(buf, uint64(len(it.list)))
+			for _, e := range it.list {
+				buf = appendBytes(buf, e)
+			}
 		}
 		if _, err := bw.Write(buf); err != nil {
 			return fmt.Errorf("kv snapshot: %w", err)
@@ -151,6 +156,19 @@ func readState(br *bufio.Reader) (*state, error) {
 		case typeString:
 			if it.str, err = readBytes(br); err != nil {
 				return nil, err
+			}
+		case typeList:
+			n, err := binary.ReadUvarint(br)
+			if err != nil {
+				return nil, err
+			}
+			it.list = make([][]byte, 0, min(n, 1<<16))
+			for range n {
+				e, err := readBytes(br)
+				if err != nil {
+					return nil, err
+				}
+				it.list = append(it.list, e)
 			}
 		case typeHash, typeSet:
 			n, err := binary.ReadUvarint(br)

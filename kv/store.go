@@ -147,7 +147,7 @@ var _ raft.StateMachine = (*Store)(nil)
 var denyOOM = map[string]bool{
 	"SET": true, "SETEX": true, "PSETEX": true, "SETNX": true, "MSET": true, "MSETNX": true,
 	"INCR": true, "DECR": true, "INCRBY": true, "DECRBY": true, "APPEND": true, "GETEX": false,
-	"HSET": true, "HMSET": true, "HSETNX": true, "HINCRBY": true, "SADD": true,
+	"HSET": true, "HMSET": true, "HSETNX": true, "HINCRBY": true, "SADD": true, "LPUSH": true, "RPUSH": true,
 	"MC.STORE": true, "MC.INCR": true,
 }
 
