@@ -81,6 +81,7 @@ func FuzzRESPCommands(f *testing.F) {
 		"*2\r\n$4\r\nPING\r\n$2\r\na\nb\r\n",
 		"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$-5\r\nv\r\n",
 		"*1\r\n$3\r\nFOO\r\n",
+		"*4\r\n$5\r\nRPUSH\r\n$1\r\nl\r\n$1\r\na\r\n$1\r\nb\r\n*4\r\n$6\r\nLRANGE\r\n$1\r\nl\r\n$2\r\n-5\r\n$1\r\n9\r\n*3\r\n$4\r\nLPOP\r\n$1\r\nl\r\n$1\r\n5\r\n",
 		"*1\r\n$3\r\nA\nB\r\n",
 		"*4\r\n$3\r\nSET\r\n$1\r\ne\r\n$1\r\nv\r\n$2\r\nEX\r\n",
 		"*3\r\n$4\r\nSCAN\r\n$1\r\n0\r\n$5\r\nCOUNT\r\n",
