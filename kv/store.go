@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,6 +105,7 @@ func New(cluster *raft.Cluster, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("kv: %w", err)
 	}
 	cluster.OnLeader(s.leaderLoop)
+	cluster.HandleInternal("POST "+readIndexPath, http.HandlerFunc(s.handleReadIndex))
 	return s, nil
 }
 
@@ -447,7 +449,12 @@ func (s *Store) Sync(ctx context.Context) error {
 	}
 	if s.cluster.IsLeader() {
 		if ls := s.leaseStart.Load(); ls != 0 && time.Duration(now-ls) < s.cluster.ReadLease() {
+			// Followers may have applied committed entries this leader
+			// has not applied yet: catch up with its own commit index.
 			s.leaseReads.Add(1)
+			if err := s.cluster.WaitApplied(ctx, s.cluster.Info().CommitIndex); err != nil {
+				return fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
 			return nil
 		}
 	}
@@ -463,7 +470,11 @@ func (s *Store) readIndex(ctx context.Context) error {
 	start := time.Now().UnixNano()
 	leader := s.cluster.IsLeader()
 	s.readIndexes.Add(1)
-	if err := s.cluster.ReadIndex(ctx); err != nil {
+	idx, err := s.commitReadIndex(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.cluster.WaitApplied(ctx, idx); err != nil {
 		return err
 	}
 	if leader && s.cluster.IsLeader() {
