@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -131,7 +130,6 @@ func TestMemcachedCasIsLinearizableUnderFaults(t *testing.T) {
 }
 
 func runCasSchedule(t *testing.T, k *kvCluster, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, 7))
 	ids := []string{"n1", "n2", "n3"}
 	key := fmt.Sprintf("cas%d", seed)
 	testcluster.WaitFor(t, 30*time.Second, func() (bool, string) {
@@ -144,64 +142,37 @@ func runCasSchedule(t *testing.T, k *kvCluster, seed uint64) {
 		l, err := m.line()
 		return l == "STORED", fmt.Sprintf("set: %q %v", l, err)
 	})
-	start := time.Now()
-	now := func() int64 { return int64(time.Since(start)) }
-	var mu sync.Mutex
-	var history []porcupine.Operation
-	var open []int
-	record := func(op porcupine.Operation, unknown bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if unknown {
-			open = append(open, len(history))
-		}
-		history = append(history, op)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
-	defer cancel()
-	var wg sync.WaitGroup
-	for client := 0; client < 4; client++ {
-		crng := rand.New(rand.NewPCG(seed, uint64(client)))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ctx.Err() == nil; i++ {
-				id := ids[crng.IntN(3)]
-				m, err := mcDial(k.mc[id])
-				if err != nil {
-					continue
-				}
-				call := now()
-				v, u, err := m.gets(key)
-				ret := now()
-				if err != nil {
-					m.c.Close()
-					continue
-				}
-				record(porcupine.Operation{ClientId: client, Input: casOp{key: key}, Call: call, Output: casOut{value: v}, Return: ret, Metadata: "via " + id}, false)
-				in := casOp{cas: true, key: key, expect: v, value: fmt.Sprintf("c%d-%d", client, i)}
-				call = now()
-				l, err := m.cas(key, in.value, u)
-				ret = now()
-				m.c.Close()
-				switch {
-				case err == nil && l == "STORED":
-					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: casOut{stored: true}, Return: ret, Metadata: "via " + id}, false)
-				case err == nil && l == "EXISTS":
-					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: casOut{}, Return: ret, Metadata: "via " + id}, false)
-				default:
-					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: casOut{unknown: true}, Return: math.MaxInt64, Metadata: fmt.Sprintf("via %s: %q %v", id, l, err)}, true)
-				}
+	h := newHistory()
+	what := underNemesis(t, k, seed, func(ctx context.Context, client int, crng *rand.Rand) {
+		for i := 0; ctx.Err() == nil; i++ {
+			id := ids[crng.IntN(3)]
+			m, err := mcDial(k.mc[id])
+			if err != nil {
+				continue
 			}
-		}()
-	}
-	<-time.After(time.Duration(300+rng.IntN(500)) * time.Millisecond) // when the fault starts
-	what, undo := k.Strike(rng)
-	<-time.After(time.Duration(500+rng.IntN(700)) * time.Millisecond) // how long it lasts
-	undo()
-	wg.Wait()
-	k.Heal()
-	k.WaitLeader(t)
+			call := h.now()
+			v, u, err := m.gets(key)
+			ret := h.now()
+			if err != nil {
+				m.c.Close()
+				continue
+			}
+			h.add(porcupine.Operation{ClientId: client, Input: casOp{key: key}, Call: call, Output: casOut{value: v}, Return: ret, Metadata: "via " + id}, false)
+			in := casOp{cas: true, key: key, expect: v, value: fmt.Sprintf("c%d-%d", client, i)}
+			call = h.now()
+			l, err := m.cas(key, in.value, u)
+			ret = h.now()
+			m.c.Close()
+			switch {
+			case err == nil && l == "STORED":
+				h.add(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: casOut{stored: true}, Return: ret, Metadata: "via " + id}, false)
+			case err == nil && l == "EXISTS":
+				h.add(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: casOut{}, Return: ret, Metadata: "via " + id}, false)
+			default:
+				h.add(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: casOut{unknown: true}, Return: math.MaxInt64, Metadata: fmt.Sprintf("via %s: %q %v", id, l, err)}, true)
+			}
+		}
+	})
 	for _, id := range ids {
 		var v string
 		var call int64
@@ -211,21 +182,15 @@ func runCasSchedule(t *testing.T, k *kvCluster, seed uint64) {
 				return false, err.Error()
 			}
 			defer m.c.Close()
-			call = now()
+			call = h.now()
 			v, _, err = m.gets(key)
 			return err == nil, fmt.Sprintf("final gets via %s: %v", id, err)
 		})
-		record(porcupine.Operation{ClientId: 99, Input: casOp{key: key}, Call: call, Output: casOut{value: v}, Return: now()}, false)
+		h.add(porcupine.Operation{ClientId: 99, Input: casOp{key: key}, Call: call, Output: casOut{value: v}, Return: h.now()}, false)
 	}
-	end := now()
-	mu.Lock()
-	for _, i := range open {
-		history[i].Return = end + 1
-	}
-	ops := history
-	mu.Unlock()
+	ops := h.done()
 	res := porcupine.CheckOperationsTimeout(casModel, ops, 30*time.Second)
-	t.Logf("seed %d: nemesis %q, %d operations (%d unknown): %s", seed, what, len(ops), len(open), res)
+	t.Logf("seed %d: nemesis %q, %d operations (%d unknown): %s", seed, what, len(ops), len(h.open), res)
 	if res == porcupine.Illegal {
 		t.Fatalf("seed %d: memcached gets/cas history is not linearizable (nemesis %q)", seed, what)
 	}

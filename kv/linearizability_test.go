@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -83,70 +82,41 @@ func TestRESPHistoriesAreLinearizableUnderFaults(t *testing.T) {
 }
 
 func runKVSchedule(t *testing.T, k *kvCluster, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	start := time.Now()
-	now := func() int64 { return int64(time.Since(start)) }
 	ids := []string{"n1", "n2", "n3"}
 	keys := []string{fmt.Sprintf("a%d", seed), fmt.Sprintf("b%d", seed)}
-
-	var mu sync.Mutex
-	var history []porcupine.Operation
-	var open []int
-	record := func(op porcupine.Operation, unknown bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if unknown {
-			open = append(open, len(history))
-		}
-		history = append(history, op)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
-	defer cancel()
-	var wg sync.WaitGroup
-	for client := 0; client < 4; client++ {
-		crng := rand.New(rand.NewPCG(seed, uint64(client)))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ctx.Err() == nil; i++ {
-				id := ids[crng.IntN(len(ids))]
-				in := regOp{key: keys[crng.IntN(len(keys))], put: crng.IntN(2) == 0}
-				c, err := redis.Dial("tcp", k.redis[id], redis.DialConnectTimeout(500*time.Millisecond),
-					redis.DialReadTimeout(3*time.Second), redis.DialWriteTimeout(time.Second))
-				if err != nil {
-					continue // node down: nothing sent
-				}
-				call := now()
-				var v string
-				if in.put {
-					in.value = fmt.Sprintf("c%d-%d", client, i)
-					_, err = c.Do("SET", in.key, in.value)
-				} else {
-					v, err = redis.String(c.Do("GET", in.key))
-					if errors.Is(err, redis.ErrNil) {
-						v, err = "", nil
-					}
-				}
-				ret := now()
-				c.Close()
-				meta := "via " + id
-				switch {
-				case err == nil:
-					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: regOut{value: v}, Return: ret, Metadata: meta}, false)
-				case in.put:
-					// Any failed write may have committed.
-					record(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: regOut{unknown: true}, Return: math.MaxInt64, Metadata: meta + " err " + err.Error()}, true)
+	h := newHistory()
+	what := underNemesis(t, k, seed, func(ctx context.Context, client int, crng *rand.Rand) {
+		for i := 0; ctx.Err() == nil; i++ {
+			id := ids[crng.IntN(len(ids))]
+			in := regOp{key: keys[crng.IntN(len(keys))], put: crng.IntN(2) == 0}
+			c, err := redis.Dial("tcp", k.redis[id], redis.DialConnectTimeout(500*time.Millisecond),
+				redis.DialReadTimeout(3*time.Second), redis.DialWriteTimeout(time.Second))
+			if err != nil {
+				continue // node down: nothing sent
+			}
+			call := h.now()
+			var v string
+			if in.put {
+				in.value = fmt.Sprintf("c%d-%d", client, i)
+				_, err = c.Do("SET", in.key, in.value)
+			} else {
+				v, err = redis.String(c.Do("GET", in.key))
+				if errors.Is(err, redis.ErrNil) {
+					v, err = "", nil
 				}
 			}
-		}()
-	}
-	<-time.After(time.Duration(300+rng.IntN(500)) * time.Millisecond) // when the fault starts
-	what, undo := k.Strike(rng)
-	<-time.After(time.Duration(500+rng.IntN(700)) * time.Millisecond) // how long it lasts
-	undo()
-	wg.Wait()
-	k.Heal()
-	k.WaitLeader(t)
+			ret := h.now()
+			c.Close()
+			meta := "via " + id
+			switch {
+			case err == nil:
+				h.add(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: regOut{value: v}, Return: ret, Metadata: meta}, false)
+			case in.put:
+				// Any failed write may have committed.
+				h.add(porcupine.Operation{ClientId: client, Input: in, Call: call, Output: regOut{unknown: true}, Return: math.MaxInt64, Metadata: meta + " err " + err.Error()}, true)
+			}
+		}
+	})
 	// Final reads through every node.
 	for _, id := range ids {
 		for _, key := range keys {
@@ -158,25 +128,19 @@ func runKVSchedule(t *testing.T, k *kvCluster, seed uint64) {
 					return false, err.Error()
 				}
 				defer c.Close()
-				call = now()
+				call = h.now()
 				v, err = redis.String(c.Do("GET", key))
 				if errors.Is(err, redis.ErrNil) {
 					v, err = "", nil
 				}
 				return err == nil, fmt.Sprintf("final GET %s on %s: %v", key, id, err)
 			})
-			record(porcupine.Operation{ClientId: 99, Input: regOp{key: key}, Call: call, Output: regOut{value: v}, Return: now(), Metadata: "final via " + id}, false)
+			h.add(porcupine.Operation{ClientId: 99, Input: regOp{key: key}, Call: call, Output: regOut{value: v}, Return: h.now(), Metadata: "final via " + id}, false)
 		}
 	}
-	end := now()
-	mu.Lock()
-	for _, i := range open {
-		history[i].Return = end + 1
-	}
-	ops := history
-	mu.Unlock()
+	ops := h.done()
 	res, info := porcupine.CheckOperationsVerbose(kvModel, ops, 30*time.Second)
-	t.Logf("seed %d: nemesis %q, %d operations (%d unknown outcomes): %s", seed, what, len(ops), len(open), res)
+	t.Logf("seed %d: nemesis %q, %d operations (%d unknown outcomes): %s", seed, what, len(ops), len(h.open), res)
 	if res == porcupine.Illegal {
 		path := filepath.Join(os.TempDir(), fmt.Sprintf("cohort-kv-lin-%d.html", seed))
 		if f, err := os.Create(path); err == nil {
