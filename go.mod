@@ -11,12 +11,14 @@ require (
 	go.etcd.io/bbolt v1.5.0
 )
 
-require github.com/anishathalye/porcupine v1.3.1
+require (
+	github.com/anishathalye/porcupine v1.3.1
+	github.com/tidwall/redcon v1.6.4
+)
 
 require (
 	github.com/tidwall/btree v1.1.0 // indirect
 	github.com/tidwall/match v1.1.1 // indirect
-	github.com/tidwall/redcon v1.6.4 // indirect
 )
 
 require (

@@ -82,22 +82,24 @@ type Node struct {
 	started     time.Time
 
 	readyChecks []ReadyCheck
-	events      *metrics.Events    // front and job events for /_cohort/metrics
-	caughtUp    chan struct{}      // closed once ready for the first time (catchup.go)
-	draining    atomic.Bool        // graceful shutdown under way (catchup.go)
-	syncStart   atomic.Int64       // start of the last successful read index (readguard.go)
-	readDemand  atomic.Int64       // when a session read last needed the sync (readguard.go)
-	files       *files.Store       // shared files (files.go)
-	jobs        *jobs.Runner       // master-only jobs (jobs.go)
-	bus         *broadcast.Bus     // cluster broadcast (jobs.go)
-	sessions    *sessions.Manager  // replicated HTTP sessions (sessions.go)
-	kv          *kv.Store          // replicated key-value store (kv.go)
-	redis       *kv.RESPServer     // Redis protocol listener, when on (kv.go)
-	memcached   *kv.MemcacheServer // memcached protocol listener, when on (kv.go)
+	events      *metrics.Events   // front and job events for /_cohort/metrics
+	caughtUp    chan struct{}     // closed once ready for the first time (catchup.go)
+	draining    atomic.Bool       // graceful shutdown under way (catchup.go)
+	syncStart   atomic.Int64      // start of the last successful read index (readguard.go)
+	readDemand  atomic.Int64      // when a session read last needed the sync (readguard.go)
+	files       *files.Store      // shared files (files.go)
+	jobs        *jobs.Runner      // master-only jobs (jobs.go)
+	bus         *broadcast.Bus    // cluster broadcast (jobs.go)
+	sessions    *sessions.Manager // replicated HTTP sessions (sessions.go)
 	// sessionIgnore is --session-ignore compiled once: the sessions
 	// middleware skips these paths and the front serves them locally.
 	sessionIgnore *regexp.Regexp
 	ops           *ops // metrics, events, console (ops.go)
+
+	// The replicated key-value store and its listeners, when on (kv.go).
+	kv        *kv.Store
+	redis     *kv.RESPServer
+	memcached *kv.MemcacheServer
 
 	db *db.Database // business database, wired by setupApp (node/app.go)
 
