@@ -54,6 +54,7 @@ type RESPServer struct {
 	hub    *hub
 	nextID atomic.Int64
 	stats  Counters
+	open   atomic.Int64 // connections open now
 
 	mu       sync.Mutex
 	detached map[*client]bool
@@ -159,12 +160,17 @@ type client struct {
 
 func (s *RESPServer) accept(conn redcon.Conn) bool {
 	s.stats.Connections.Add(1)
+	s.open.Add(1)
 	c := &client{id: s.nextID.Add(1), proto: 2, authed: s.cfg.Password == "", addr: conn.RemoteAddr()}
 	conn.SetContext(c)
 	return true
 }
 
-func (s *RESPServer) closedConn(conn redcon.Conn, _ error) {}
+func (s *RESPServer) closedConn(conn redcon.Conn, _ error) {
+	if c, ok := conn.Context().(*client); !ok || c.dconn == nil {
+		s.open.Add(-1) // a detached (pub/sub) connection counts until it ends
+	}
+}
 
 func (s *RESPServer) handle(conn redcon.Conn, cmd redcon.Command) {
 	if lc, ok := conn.NetConn().(interface{ resetCount() }); ok {
@@ -564,7 +570,7 @@ func (s *RESPServer) info() Reply {
 	st := s.store.Stats()
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Server\r\nredis_version:%s\r\nredis_mode:standalone\r\ncohort_node:%s\r\n", redisVersion, s.cfg.NodeID)
-	fmt.Fprintf(&b, "\r\n# Clients\r\nconnected_clients:%d\r\n", s.stats.Connections.Load())
+	fmt.Fprintf(&b, "\r\n# Clients\r\nconnected_clients:%d\r\n", s.open.Load())
 	fmt.Fprintf(&b, "\r\n# Memory\r\nused_memory:%d\r\nmaxmemory:%d\r\n", st.UsedBytes, st.MaxBytes)
 	fmt.Fprintf(&b, "\r\n# Persistence\r\nloading:0\r\n")
 	fmt.Fprintf(&b, "\r\n# Stats\r\ntotal_commands_processed:%d\r\n", s.stats.Commands.Load())
@@ -732,6 +738,7 @@ func (s *RESPServer) startPubSub(conn redcon.Conn, c *client, first [][]byte) {
 		return c.dconn.Flush()
 	}
 	finish := func() {
+		s.open.Add(-1)
 		c.sub.drop()
 		for ch := range c.sub.channels {
 			s.hub.set(s.hub.channels, ch, c.sub, false)
