@@ -11,9 +11,20 @@ require (
 	go.etcd.io/bbolt v1.5.0
 )
 
-require github.com/anishathalye/porcupine v1.3.1
+require (
+	github.com/anishathalye/porcupine v1.3.1
+	github.com/tidwall/redcon v1.6.4
+)
 
-require github.com/hanwen/go-fuse/v2 v2.12.1
+require (
+	github.com/tidwall/btree v1.1.0 // indirect
+	github.com/tidwall/match v1.1.1 // indirect
+)
+
+require (
+	github.com/gomodule/redigo v1.9.3
+	github.com/hanwen/go-fuse/v2 v2.12.1
+)
 
 require (
 	filippo.io/edwards25519 v1.2.0 // indirect

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 
 	"github.com/cohortserver/cohort/buildinfo"
@@ -45,6 +46,8 @@ Operations (admin API; --addr URL, --token-file F or COHORT_ADMIN_TOKEN, --json)
   cohort jobs [run|suspend|resume|runs NAME]
                            the scheduled jobs, or act on one
   cohort app restart       rolling restart of the supervised app, one node at a time
+  cohort kv [KEY] [--db N | --memcached]
+                           inspect a key of the replicated store (no KEY: its figures)
   cohort backup FILE       download a consistent snapshot of the cluster state
 Offline, on a stopped node's data dir:
   cohort restore FILE --node-id ID --data-dir DIR [--cluster-addr HOST:PORT]
@@ -84,6 +87,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return jobs(ctx, args[1:], stdout, stderr)
 	case "app":
 		return app(ctx, args[1:], stdout, stderr)
+	case "kv":
+		return kvCmd(ctx, args[1:], stdout, stderr)
 	case "backup":
 		return backup(ctx, args[1:], stdout, stderr)
 	case "restore":
@@ -126,6 +131,9 @@ func serve(ctx context.Context, dev bool, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "  app:     http://%s/\n", n.HTTPAddr())
 		fmt.Fprintf(stdout, "  console: http://%s/_cohort/ui/\n", n.HTTPAddr())
 		fmt.Fprintf(stdout, "  db:      %s\n", n.Database().Describe())
+		if addr := n.RedisAddr(); addr != "" {
+			fmt.Fprintf(stdout, "  redis:   redis-cli -p %s (the replicated store)\n", portOf(addr))
+		}
 		fmt.Fprintf(stdout, "  status:  curl -H 'Authorization: Bearer %s' http://%s/_cohort/status\n", n.AdminToken(), n.HTTPAddr())
 		fmt.Fprintf(stdout, "  admin token: %s\n\n", n.AdminToken())
 	}
@@ -136,4 +144,13 @@ func serve(ctx context.Context, dev bool, args []string, stdout, stderr io.Write
 		return ExitFailure
 	}
 	return ExitOK
+}
+
+// portOf is the port of HOST:PORT.
+func portOf(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return port
 }

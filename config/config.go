@@ -70,6 +70,7 @@ type Config struct {
 	Jobs     JobsConfig
 	DB       DBConfig
 	App      AppConfig
+	KV       KVConfig
 
 	// Dev is single-node dev mode: the cluster key and admin token are
 	// generated into the data dir when no file is given.
@@ -99,6 +100,7 @@ func Default() Config {
 	c.Jobs = defaultJobs()
 	c.DB = defaultDB()
 	c.App = defaultApp()
+	c.KV = defaultKV()
 	return c
 }
 
@@ -111,6 +113,7 @@ func Dev() Config {
 	c.HTTPAddr = "127.0.0.1:8080"
 	c.ClusterAddr = "127.0.0.1:7070"
 	c.Peers = []Peer{{ID: "dev", Address: "127.0.0.1:7070"}}
+	c.KV.RedisAddr = DevRedisAddr
 	return c
 }
 
@@ -267,7 +270,7 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		add(problem("shutdown-timeout", "%s must be positive", c.ShutdownTimeout))
 	}
-	for _, check := range []func(add func(error)){c.Sessions.validate, c.Front.validate, c.Files.validate, c.Jobs.validate, c.DB.validate, c.App.validate} {
+	for _, check := range []func(add func(error)){c.Sessions.validate, c.Front.validate, c.Files.validate, c.Jobs.validate, c.DB.validate, c.App.validate, c.KV.validate, c.validateRedisTLS} {
 		check(add)
 	}
 	for _, j := range c.Jobs.Specs {

@@ -56,6 +56,7 @@ func Flags(dev bool) *pflag.FlagSet {
 	d.Jobs.flags(fs)
 	d.DB.flags(fs)
 	d.App.flags(fs)
+	d.KV.flags(fs)
 	return fs
 }
 
@@ -145,6 +146,7 @@ func Load(dev bool, args []string, usage io.Writer) (Config, error) {
 	c.Jobs.load(v)
 	c.DB.load(v)
 	c.App.load(v)
+	c.KV.load(v)
 	if err := c.Validate(); err != nil {
 		return c, err
 	}

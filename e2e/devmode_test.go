@@ -32,7 +32,8 @@ type devProc struct {
 // banner is printed and the node is ready.
 func startDev(t *testing.T, bin, dir, httpAddr, clusterAddr string) *devProc {
 	t.Helper()
-	cmd := exec.Command(bin, "dev", "--http-addr", httpAddr, "--cluster-addr", clusterAddr)
+	// The Redis listener, on by default in dev mode, gets its own port too.
+	cmd := exec.Command(bin, "dev", "--http-addr", httpAddr, "--cluster-addr", clusterAddr, "--redis-addr", freeAddr(t))
 	cmd.Dir = dir
 	out := &syncbuf.Buffer{}
 	stdout, err := cmd.StdoutPipe()

@@ -199,6 +199,7 @@ type Status struct {
 	Singletons []SingletonStatus `json:"singletons,omitempty"`
 	// FilesMount is the state of --files-mount, when set.
 	FilesMount *mount.Status `json:"files_mount,omitempty"`
+	KV         *KVStatus     `json:"kv,omitempty"`
 }
 
 // Status returns this node's view of the cluster.
@@ -219,6 +220,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		ms := n.filesMount.Status()
 		st.FilesMount = &ms
 	}
+	st.KV = n.kvStatus()
 	servers, _ := n.cluster.Servers()
 	for _, s := range servers {
 		m, _ := n.members.Get(s.ID)

@@ -24,6 +24,7 @@ import (
 	"github.com/cohortserver/cohort/files"
 	"github.com/cohortserver/cohort/files/mount"
 	"github.com/cohortserver/cohort/jobs"
+	"github.com/cohortserver/cohort/kv"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/metrics"
 	"github.com/cohortserver/cohort/proxy"
@@ -99,6 +100,11 @@ type Node struct {
 	sessionIgnore *regexp.Regexp
 	ops           *ops // metrics, events, console (ops.go)
 
+	// The replicated key-value store and its listeners, when on (kv.go).
+	kv        *kv.Store
+	redis     *kv.RESPServer
+	memcached *kv.MemcacheServer
+
 	db *db.Database // business database, wired by setupApp (node/app.go)
 
 	front *proxy.Front // sticky front, wired by setupFront (node/front.go)
@@ -162,7 +168,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	n.members = members
 	n.routes()
 	for _, setup := range []func() error{
-		n.setupSessions, n.setupFiles, n.setupFilesMount, n.setupUpstream, n.setupSingletons, n.setupJobs, n.setupAppEvents, n.setupApp, n.setupFront,
+		n.setupSessions, n.setupFiles, n.setupFilesMount, n.setupKV, n.setupUpstream, n.setupSingletons, n.setupJobs, n.setupAppEvents, n.setupApp, n.setupFront,
 		n.setupOps,
 	} {
 		if err := setup(); err != nil {

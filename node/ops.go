@@ -115,6 +115,9 @@ func (n *Node) registerCapabilityMetrics() error {
 	if n.singles != nil {
 		cs = append(cs, n.singletonMetrics())
 	}
+	if n.kv != nil {
+		cs = append(cs, n.kvMetrics())
+	}
 	return n.ops.metrics.Register(cs...)
 }
 

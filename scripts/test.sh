@@ -22,6 +22,8 @@
 #   COHORT_SKIP_MYSQL=1        no MariaDB: COHORT_TEST_MYSQL_DSN is unset, tests that need it skip.
 #   COHORT_CHROMIUM=PATH       use this Chromium/Chrome executable.
 #   COHORT_SKIP_BROWSER=1      no Chromium: COHORT_CHROMIUM is unset, browser tests skip.
+#   COHORT_SKIP_KV_CLIENTS=1   do not install redis-cli, python3-redis/-pymemcache, php-redis/-memcached;
+#                              the kv tests that drive them skip.
 #   COHORT_LONG=1              long modes (soak, longer fuzzing); only read by the tests. Raises
 #                              the default go test timeout to 120m.
 #   COHORT_TEST_TIMEOUT=DUR    go test -timeout when no ARGS are given (default 25m).
@@ -44,6 +46,8 @@ source scripts/lib/chromium.sh
 source scripts/lib/apps.sh
 # shellcheck source=SCRIPTDIR/lib/fuse.sh
 source scripts/lib/fuse.sh
+# shellcheck source=SCRIPTDIR/lib/kvclients.sh
+source scripts/lib/kvclients.sh
 
 # Stop only the MariaDB started below (cohort_stop_mariadb ignores any other). Turning INT
 # and TERM into exit makes the EXIT trap run on Ctrl-C and on a CI cancel too.
@@ -63,7 +67,7 @@ fi
 command -v go >/dev/null 2>&1 || die "go not found on PATH (nor in /usr/local/go/bin)"
 
 # Pass the switches on to the tests even when they were set without export.
-for v in COHORT_SKIP_MYSQL COHORT_SKIP_BROWSER COHORT_LONG; do
+for v in COHORT_SKIP_MYSQL COHORT_SKIP_BROWSER COHORT_SKIP_KV_CLIENTS COHORT_LONG; do
 	if [ -n "${!v:-}" ]; then
 		export "${v?}"
 	fi
@@ -117,6 +121,12 @@ fi
 
 step "php-cli (example apps of the upstream mode)"
 cohort_ensure_app_runtimes || printf 'test.sh: no php-cli: the PHP app tests skip (fail under CI)\n' >&2
+if [ "${COHORT_SKIP_KV_CLIENTS:-}" = 1 ]; then
+	step "Redis/memcached clients: skipped (COHORT_SKIP_KV_CLIENTS=1)"
+else
+	step "Redis/memcached clients (redis-cli, python3-redis, python3-pymemcache, php-redis, php-memcached)"
+	cohort_ensure_kv_clients || die "the kv tests need these clients (or COHORT_SKIP_KV_CLIENTS=1)"
+fi
 
 if [ "$#" -gt 0 ]; then
 	args=("$@")

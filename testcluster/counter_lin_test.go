@@ -42,7 +42,7 @@ type ctrOutput struct {
 // unknown outcome may take effect at any point after its call (at the
 // end, after every read, when it did not happen).
 var counterModel = porcupine.Model{
-	Partition: partitionBy(func(op porcupine.Operation) string { return op.Input.(ctrInput).key }),
+	Partition: testcluster.PartitionBy(func(op porcupine.Operation) string { return op.Input.(ctrInput).key }),
 	Init:      func() any { return int64(0) },
 	Step: func(state, input, output any) (bool, any) {
 		in, out, v := input.(ctrInput), output.(ctrOutput), state.(int64)

@@ -69,7 +69,7 @@ func (o fileOp) String() string {
 // no file): a put sets it, a delete clears it (answering 404 only when
 // there was nothing), a read must see it.
 var fileModel = porcupine.Model{
-	Partition: partitionBy(func(op porcupine.Operation) string { return op.Input.(fileOp).Path }),
+	Partition: testcluster.PartitionBy(func(op porcupine.Operation) string { return op.Input.(fileOp).Path }),
 	Init:      func() any { return "" },
 	Step: func(state, input, _ any) (bool, any) {
 		in, cur := input.(fileOp), state.(string)

@@ -40,27 +40,10 @@ type linOutput struct {
 	unknown bool
 }
 
-// partitionBy splits a history into independent registers by key, so
-// porcupine checks each alone.
-func partitionBy(key func(porcupine.Operation) string) func([]porcupine.Operation) [][]porcupine.Operation {
-	return func(h []porcupine.Operation) [][]porcupine.Operation {
-		by := map[string][]porcupine.Operation{}
-		for _, op := range h {
-			k := key(op)
-			by[k] = append(by[k], op)
-		}
-		out := make([][]porcupine.Operation, 0, len(by))
-		for _, ops := range by {
-			out = append(out, ops)
-		}
-		return out
-	}
-}
-
 // registerModel is a register per session key: a put sets it, a get must
 // see the latest put that linearizes before it.
 var registerModel = porcupine.Model{
-	Partition: partitionBy(func(op porcupine.Operation) string { return op.Input.(linInput).key }),
+	Partition: testcluster.PartitionBy(func(op porcupine.Operation) string { return op.Input.(linInput).key }),
 	Init:      func() any { return "" },
 	Step: func(state, input, output any) (bool, any) {
 		in, out := input.(linInput), output.(linOutput)
