@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cohortserver/cohort/buildinfo"
+	"github.com/cohortserver/cohort/raft"
 )
 
 // MemcacheConfig configures the memcached text protocol server.
@@ -175,12 +176,17 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 }
 
 func (s *MemcacheServer) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), s.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	return s.store.bound(ctx, "memcached"), cancel
 }
 
 func (s *MemcacheServer) serverErr(bw *bufio.Writer, err error) {
 	s.stats.Errors.Add(1)
-	fmt.Fprintf(bw, "SERVER_ERROR %s\r\n", oneLine(err.Error()))
+	msg := err.Error()
+	if m, ok := raft.RefusalMessage(err); ok {
+		msg = m
+	}
+	fmt.Fprintf(bw, "SERVER_ERROR %s\r\n", oneLine(msg))
 }
 
 func oneLine(m string) string {

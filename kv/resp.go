@@ -286,11 +286,15 @@ func (s *RESPServer) dispatch(c *client, args [][]byte, out []byte) ([]byte, boo
 }
 
 func (s *RESPServer) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), s.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	return s.store.bound(ctx, "redis"), cancel
 }
 
 // clusterErr is the Redis error for a failure of the cluster.
 func clusterErr(err error) Reply {
+	if msg, ok := raft.RefusalMessage(err); ok {
+		return rErr("CLUSTERDOWN " + msg)
+	}
 	switch {
 	case errors.Is(err, raft.ErrOutcomeUnknown):
 		return rErr("TRYAGAIN the outcome of this write is unknown (the leader changed while it was in flight); read before retrying: " + err.Error())

@@ -309,6 +309,9 @@ func (s *Store) commit(batch []*pending) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
+	// A batch's commit is bounded like a request: refused at once while
+	// this node is cut off from its quorum, so its clients hear at once.
+	ctx = s.bound(ctx, "kv")
 	go func() {
 		select {
 		case <-s.stop:
@@ -334,6 +337,16 @@ func (s *Store) commit(batch []*pending) {
 		}
 		close(p.done)
 	}
+}
+
+// bound marks ctx with the cluster's wait budget for requests entering
+// through route ("redis", "memcached"): waits on the cluster end within it,
+// and at once while this node is cut off from its quorum.
+func (s *Store) bound(ctx context.Context, route string) context.Context {
+	if s.cluster == nil {
+		return ctx
+	}
+	return s.cluster.Bounded(ctx, route)
 }
 
 // apply commits a batch through Raft, or applies it at once on a store
@@ -467,6 +480,12 @@ func (s *Store) Sync(ctx context.Context) error {
 // readIndex passes one read index; on the leader it also renews the read
 // lease from its start (see DESIGN.md).
 func (s *Store) readIndex(ctx context.Context) error {
+	// Under the request's wait budget: refused at once while this node
+	// is cut off from its quorum (raft.Cluster.Within).
+	return s.cluster.Within(ctx, "kv read index", s.readIndexWait)
+}
+
+func (s *Store) readIndexWait(ctx context.Context) error {
 	start := time.Now().UnixNano()
 	leader := s.cluster.IsLeader()
 	s.readIndexes.Add(1)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -117,9 +118,30 @@ func (n *Node) appEnvironment() []string {
 		// starts may write under the mount point before it is mounted.
 		env = append(env, "COHORT_FILES_DIR="+n.cfg.Files.Mount)
 	}
-	// COHORT_REDIS_ADDR and COHORT_MEMCACHED_ADDR join here with the
-	// listeners that provide them.
+	if a := dialable(n.cfg.KV.RedisAddr); a != "" {
+		env = append(env, "COHORT_REDIS_ADDR="+a)
+	}
+	if a := dialable(n.cfg.KV.MemcachedAddr); a != "" {
+		env = append(env, "COHORT_MEMCACHED_ADDR="+a)
+	}
 	return append(env, n.cfg.App.Env...)
+}
+
+// dialable turns a listen address into one the app can dial: a listener on
+// every address (":6380", "0.0.0.0:6380", "[::]:6380") is reached on
+// loopback.
+func dialable(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // appUp reports whether the local app can serve (true without upstream).

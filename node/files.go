@@ -56,6 +56,7 @@ func (n *Node) setupFilesMount() error {
 		Store:   n.files,
 		TempDir: filepath.Join(n.cfg.DataDir, "files-mount"),
 		Logger:  n.log,
+		Bound:   func(ctx context.Context) context.Context { return n.cluster.Bounded(ctx, "files-mount") },
 	})
 	if err != nil {
 		return err

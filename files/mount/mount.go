@@ -49,6 +49,11 @@ type Config struct {
 	// unlink...); when it expires without a quorum the call fails with
 	// EIO and nothing changes. If 0, 15 s.
 	CommitTimeout time.Duration
+	// Bound, if set, marks a commit's context with the cluster's wait
+	// budget (raft.Cluster.Bounded), so that a close on a node cut off
+	// from its quorum fails with EIO at once instead of after
+	// CommitTimeout.
+	Bound func(context.Context) context.Context
 	// CacheTimeout is how long the kernel may cache names and attributes
 	// before asking again; changes applied on this node invalidate them
 	// at once. If 0, 1 s.

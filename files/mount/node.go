@@ -119,7 +119,11 @@ func (d *dirNode) childPath(name string) (string, syscall.Errno) {
 // commitCtx bounds a commit; it is not cancelled with the request, so an
 // interrupted close does not leave an outcome unknown.
 func (m *Mount) commitCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), m.cfg.CommitTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CommitTimeout)
+	if m.cfg.Bound != nil {
+		ctx = m.cfg.Bound(ctx)
+	}
+	return ctx, cancel
 }
 
 // put stores r() at p: first without the leader round trip before the
