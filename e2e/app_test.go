@@ -58,7 +58,10 @@ type phpApp struct {
 	appAddr map[string]string // node id → the app's address
 }
 
-func startPHPCluster(t *testing.T) *phpApp {
+// startPHPCluster starts the PHP example on three nodes; with store, each
+// node also serves the Redis protocol (--redis-addr), so the example keeps
+// its sessions in the replicated store instead of node-local files.
+func startPHPCluster(t *testing.T, store bool) *phpApp {
 	t.Helper()
 	phpBinary(t)
 	a := &phpApp{dir: filepath.Join(t.TempDir(), "app"), appAddr: map[string]string{}}
@@ -69,19 +72,25 @@ func startPHPCluster(t *testing.T) *phpApp {
 		a.appAddr[p.id] = addr
 		sess := filepath.Join(sessions, p.id) // node-local PHP sessions
 		must(t, os.MkdirAll(sess, 0o700))
-		return []string{"--app-upstream", "http://" + addr,
+		var kv []string
+		if store {
+			kv = []string{"--redis-addr", testport.Addr(t)}
+		}
+		return append(kv, "--app-upstream", "http://"+addr,
 			"--app-command", `exec php -d session.save_path="$SESS" -S 127.0.0.1:$PORT index.php`,
-			"--app-dir", a.dir, "--app-env", "SESS=" + sess, "--app-env", "PHP_CLI_SERVER_WORKERS=4",
+			"--app-dir", a.dir, "--app-env", "SESS="+sess, "--app-env", "PHP_CLI_SERVER_WORKERS=4",
 			"--app-session-cookie", "PHPSESSID", "--app-health", "/health",
 			"--app-health-interval", "500ms", "--app-start-timeout", "8s", "--app-stop-grace", "3s",
-			"--access-log=false"}
+			"--access-log=false")
 	})
 	return a
 }
 
 type phpAnswer struct {
 	Count   int               `json:"count"`
+	User    string            `json:"user"`
 	Node    string            `json:"node"`
+	Store   string            `json:"store"` // the app's session.save_handler
 	Headers map[string]string `json:"headers"`
 }
 
@@ -90,6 +99,12 @@ func phpCall(ctx context.Context, cl *http.Client, p *proc, method, path string,
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
+	return phpDo(cl, p, req)
+}
+
+// phpDo sends req to node p and decodes the app's JSON answer.
+func phpDo(cl *http.Client, p *proc, req *http.Request) (phpAnswer, error) {
+	method, path := req.Method, req.URL.Path
 	resp, err := cl.Do(req)
 	if err != nil {
 		return phpAnswer{}, err
@@ -176,7 +191,7 @@ func (l *loop) servedSince(i int) []string {
 }
 
 func TestPHPAppOnThreeNodes(t *testing.T) {
-	a := startPHPCluster(t)
+	a := startPHPCluster(t, false)
 	c := a.procCluster
 	ctx := context.Background()
 

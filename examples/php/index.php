@@ -2,7 +2,8 @@
 // A plain PHP application, unchanged for cohort: native PHP sessions
 // (PHPSESSID), a counter, uploads, a health check. Run by cohort with
 //   --app-command 'php -S 127.0.0.1:$PORT index.php' --app-session-cookie PHPSESSID
-// (see README.md). cohort tells it its node in COHORT_NODE_ID.
+// (see README.md). cohort tells it its node in COHORT_NODE_ID and, with
+// --redis-addr, its store in COHORT_REDIS_ADDR.
 $node = getenv('COHORT_NODE_ID') ?: 'standalone';
 $path = parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH);
 
@@ -11,6 +12,22 @@ function json_out($v, int $code = 200): void {
     header('Content-Type: application/json');
     echo json_encode($v), "\n";
 }
+
+// Sessions: in cohort's replicated store when the node serves the Redis
+// protocol (--redis-addr: cohort hands the app COHORT_REDIS_ADDR) and
+// php-redis is loaded, so a session survives its node's death; else PHP's
+// default local files (sticky only). The same as these php.ini lines:
+//   session.save_handler = redis
+//   session.save_path = "tcp://127.0.0.1:6379"
+//   redis.session.locking_enabled = 0   ; the lock's release is a Lua script: not served
+// A handler set by the operator (php -d / php.ini) other than files is kept.
+$redis = getenv('COHORT_REDIS_ADDR');
+if ($redis && extension_loaded('redis') && ini_get('session.save_handler') === 'files') {
+    ini_set('session.save_handler', 'redis');
+    ini_set('session.save_path', "tcp://$redis");
+    ini_set('redis.session.locking_enabled', '0');
+}
+$store = ini_get('session.save_handler');
 
 // Uploads go to the shared directory when cohort mounts one, else here.
 $files = getenv('COHORT_FILES_DIR') ?: (__DIR__ . '/uploads-' . $node);
@@ -29,18 +46,26 @@ case $path === '/health':
     break;
 
 case $path === '/counter':
-    session_start();
     if ($_SERVER['REQUEST_METHOD'] === 'POST') {
+        session_start();
         $_SESSION['count'] = ($_SESSION['count'] ?? 0) + 1;
+        // Stored before the answer: an acknowledged increment is saved.
+        session_write_close();
+    } else {
+        // A read never writes the session back (no lock: a GET beside a
+        // POST of the same session must not undo the increment).
+        session_start(['read_and_close' => true]);
     }
-    json_out(['count' => $_SESSION['count'] ?? 0, 'node' => $node, 'session' => session_id()]);
+    json_out(['count' => $_SESSION['count'] ?? 0, 'user' => $_SESSION['user'] ?? null,
+        'node' => $node, 'session' => session_id(), 'store' => $store]);
     break;
 
 case $path === '/login' && $_SERVER['REQUEST_METHOD'] === 'POST':
     session_start();
     session_regenerate_id(true);
     $_SESSION['user'] = $_POST['user'] ?? 'anonymous';
-    json_out(['user' => $_SESSION['user'], 'node' => $node]);
+    session_write_close();
+    json_out(['user' => $_SESSION['user'], 'node' => $node, 'store' => $store]);
     break;
 
 case $path === '/upload' && $_SERVER['REQUEST_METHOD'] === 'POST':
@@ -88,6 +113,7 @@ case $path === '/headers':
 case $path === '/':
     session_start();
     $n = $_SESSION['count'] = ($_SESSION['count'] ?? 0) + 1;
+    session_write_close();
     header('Content-Type: text/html; charset=utf-8');
     $e = htmlspecialchars($node);
     echo "<!doctype html><title>PHP on cohort</title><h1>PHP on cohort</h1>",
