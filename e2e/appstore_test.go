@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cohortserver/cohort/internal/poll"
+	"github.com/cohortserver/cohort/internal/testport"
 )
 
 // phpRedis skips (fails under CI) unless php-cli has the redis extension
@@ -187,4 +189,47 @@ func TestPHPSessionInStoreSurvivesKill9OfItsNode(t *testing.T) {
 	}
 	t.Logf("kill -9 of the session's node %s: counter %d = %d acknowledged increments (+%d unknown) with %d failed GETs of %d (%d after the kill, served by %v, %d before)",
 		owner.id, final.Count, acked, unknown, len(bad), gets.Load(), getsAfter.Load(), servedAfter, getsAtKill)
+}
+
+// TestPythonSessionInStoreSurvivesKill9OfItsNode: the Python example keeps
+// its sessions in cohort's store when it gets COHORT_REDIS_ADDR (and
+// python3-redis is installed), so a session's counter survives kill -9 of
+// its node.
+func TestPythonSessionInStoreSurvivesKill9OfItsNode(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import redis").Run(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("python3-redis is required in CI (apt-get install python3-redis): %v", err)
+		}
+		t.Skip("python3-redis not installed for /usr/bin/python3: apt-get install python3-redis")
+	}
+	dir := filepath.Join(t.TempDir(), "app")
+	copyDir(t, filepath.Join("..", "examples", "python"), dir)
+	c := startProcClusterWith(t, 3, func(p *proc) []string {
+		return []string{"--redis-addr", testport.Addr(t), "--app-upstream", "http://" + testport.Addr(t),
+			"--app-command", "exec " + py + " app.py", "--app-dir", dir,
+			"--app-session-cookie", "SESSIONID", "--app-health", "/health", "--access-log=false"}
+	})
+	ctx := context.Background()
+	cl := newSessionClient(t)
+	var owner string
+	for i := 1; i <= 6; i++ {
+		got, err := phpCall(ctx, cl, c.nodes[i%3], http.MethodPost, "/counter", nil)
+		must(t, err)
+		if owner == "" {
+			owner = got.Node
+		}
+		if got.Store != "redis" || got.Node != owner || got.Count != i {
+			t.Fatalf("POST %d through %s: %+v; want store redis, node %s, count %d", i, c.nodes[i%3].id, got, owner, i)
+		}
+	}
+	victim := c.byID(owner)
+	c.kill(victim, syscall.SIGKILL)
+	for i, p := range c.others(victim) {
+		got, err := phpCall(ctx, cl, p, http.MethodGet, "/counter", nil)
+		must(t, err)
+		if got.Count != 6 || got.Node == owner {
+			t.Fatalf("GET %d through %s after kill -9 of %s: %+v; want count 6 from a live node", i, p.id, owner, got)
+		}
+	}
 }

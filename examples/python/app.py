@@ -1,10 +1,13 @@
 #!/usr/bin/python3
 """A plain Python web app (standard library only), unchanged for cohort.
 
-It keeps its sessions in memory under its own cookie SESSIONID, counts
-requests per session and answers a health check. cohort runs it with
+It keeps its sessions under its own cookie SESSIONID, counts requests per
+session and answers a health check. cohort runs it with
   --app-command '/usr/bin/python3 app.py' --app-session-cookie SESSIONID
-and tells it where to listen in PORT (see README.md).
+and tells it where to listen in PORT (see README.md). Sessions live in memory
+(sticky only: lost with the node), or, when cohort serves the Redis protocol
+(--redis-addr, handed over in COHORT_REDIS_ADDR) and Debian's python3-redis
+is installed, in cohort's replicated store, where they survive the node.
 """
 import http.cookies
 import json
@@ -17,8 +20,72 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NODE = os.environ.get("COHORT_NODE_ID", "standalone")
 PORT = int(os.environ.get("PORT", "9000"))
-SESSIONS = {}
-LOCK = threading.Lock()
+SESSION_TTL = 24 * 3600  # seconds a stored session lives after its last write
+
+
+class MemoryStore:
+    """Sessions in this process: each a dict with a count."""
+
+    name = "memory"
+
+    def __init__(self):
+        self.sessions = {}
+        self.lock = threading.Lock()
+
+    def count(self, sid):
+        with self.lock:
+            s = self.sessions.get(sid)
+            return None if s is None else s["count"]
+
+    def create(self, sid):
+        with self.lock:
+            self.sessions[sid] = {"count": 0}
+
+    def incr(self, sid):
+        with self.lock:
+            self.sessions[sid]["count"] += 1
+            return self.sessions[sid]["count"]
+
+
+class RedisStore:
+    """Sessions in a Redis-protocol store: a hash "session:SID" per session."""
+
+    name = "redis"
+
+    def __init__(self, addr):
+        import redis  # Debian's python3-redis
+
+        host, _, port = addr.rpartition(":")
+        self.r = redis.Redis(host=host, port=int(port), socket_timeout=15)
+
+    def count(self, sid):
+        v = self.r.hget("session:" + sid, "count")
+        return None if v is None else int(v)
+
+    def create(self, sid):
+        p = self.r.pipeline()  # MULTI/EXEC: one write
+        p.hset("session:" + sid, "count", 0)
+        p.expire("session:" + sid, SESSION_TTL)
+        p.execute()
+
+    def incr(self, sid):
+        p = self.r.pipeline()
+        p.hincrby("session:" + sid, "count", 1)
+        p.expire("session:" + sid, SESSION_TTL)
+        return p.execute()[0]
+
+
+def open_store():
+    addr = os.environ.get("COHORT_REDIS_ADDR")
+    if addr:
+        try:
+            return RedisStore(addr)
+        except ImportError:
+            print("COHORT_REDIS_ADDR is set but python3-redis is missing: sessions in memory", flush=True)
+    return MemoryStore()
+
+
+STORE = open_store()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -39,21 +106,23 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def session(self):
+        """The request's session id and count, and the id to set when new."""
         jar = http.cookies.SimpleCookie(self.headers.get("Cookie", ""))
         sid = jar["SESSIONID"].value if "SESSIONID" in jar else None
-        with LOCK:
-            if sid in SESSIONS:
-                return sid, SESSIONS[sid], None
-            sid = secrets.token_urlsafe(24)
-            SESSIONS[sid] = {"count": 0}
-            return sid, SESSIONS[sid], sid
+        if sid:
+            n = STORE.count(sid)
+            if n is not None:
+                return sid, n, None
+        sid = secrets.token_urlsafe(24)
+        STORE.create(sid)
+        return sid, 0, sid
 
     def do_GET(self):
         if self.path == "/health":
             return self.reply(200, {"ok": True})
         if self.path == "/counter":
-            sid, s, new = self.session()
-            return self.reply(200, {"count": s["count"], "node": NODE}, new)
+            sid, n, new = self.session()
+            return self.reply(200, {"count": n, "node": NODE, "store": STORE.name}, new)
         if self.path == "/headers":
             return self.reply(200, {"node": NODE, "headers": dict(self.headers)})
         self.reply(404, {"error": "not found"})
@@ -63,10 +132,9 @@ class Handler(BaseHTTPRequestHandler):
         if n:
             self.rfile.read(n)
         if self.path == "/counter":
-            sid, s, new = self.session()
-            with LOCK:
-                s["count"] += 1
-            return self.reply(200, {"count": s["count"], "node": NODE}, new)
+            sid, _, new = self.session()
+            n = STORE.incr(sid)
+            return self.reply(200, {"count": n, "node": NODE, "store": STORE.name}, new)
         self.reply(404, {"error": "not found"})
 
 
