@@ -55,13 +55,18 @@ func TestPHPSessionInStoreSurvivesKill9OfItsNode(t *testing.T) {
 	c := a.procCluster
 	ctx := context.Background()
 
+	// The session's node is the Raft leader (new sessions stay on the node
+	// they enter): its death also takes the store's leader.
 	cl := newSessionClient(t)
-	in, err := phpLogin(ctx, cl, c.nodes[0], "alice")
+	in, err := phpLogin(ctx, cl, c.leader(c.nodes...), "alice")
 	must(t, err)
 	if in.Store != "redis" || in.User != "alice" {
 		t.Fatalf("login: %+v; want user alice, sessions in redis (COHORT_REDIS_ADDR)", in)
 	}
 	owner := c.byID(in.Node)
+	if l := c.leader(c.nodes...); l != owner {
+		t.Logf("the session's node %s is not the leader %s", owner.id, l.id)
+	}
 	survivors := c.others(owner)
 
 	// Every request of the session goes to its node, whichever it enters.
@@ -133,8 +138,9 @@ func TestPHPSessionInStoreSurvivesKill9OfItsNode(t *testing.T) {
 		}()
 	}
 
-	// One POST at a time (the example takes no session lock, as PHP's
-	// files handler would), through random survivors.
+	// One POST at a time, through random survivors: phpredis' session lock
+	// is off (it needs Lua), so concurrent writes of one session would
+	// overwrite each other.
 	post := func() {
 		p := survivors[rand.IntN(len(survivors))]
 		got, err := phpCall(ctx, cl, p, http.MethodPost, "/counter", nil)

@@ -47,14 +47,21 @@ case $path === '/health':
 
 case $path === '/counter':
     if ($_SERVER['REQUEST_METHOD'] === 'POST') {
-        session_start();
+        if (!session_start()) {
+            json_out(['error' => 'session store unavailable', 'node' => $node], 503);
+            break;
+        }
         $_SESSION['count'] = ($_SESSION['count'] ?? 0) + 1;
         // Stored before the answer: an acknowledged increment is saved.
-        session_write_close();
-    } else {
+        if (!session_write_close()) {
+            json_out(['error' => 'session not saved', 'node' => $node], 503);
+            break;
+        }
+    } elseif (!session_start(['read_and_close' => true])) {
         // A read never writes the session back (no lock: a GET beside a
         // POST of the same session must not undo the increment).
-        session_start(['read_and_close' => true]);
+        json_out(['error' => 'session store unavailable', 'node' => $node], 503);
+        break;
     }
     json_out(['count' => $_SESSION['count'] ?? 0, 'user' => $_SESSION['user'] ?? null,
         'node' => $node, 'session' => session_id(), 'store' => $store]);
