@@ -61,11 +61,13 @@ func (n *Node) setupOps() error {
 		Token:  func() []byte { return n.adminToken },
 		NodeID: n.cfg.NodeID,
 		Logger: n.log,
+		Bus:    n.bus, // the all-clients login limit is cluster-wide
 	})
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
 	o.console = c
+	n.OnStart(nil, func() error { c.Close(); return nil })
 
 	n.mux.Handle("GET /_cohort/metrics", n.admin(o.metrics.Handler().ServeHTTP))
 	n.mux.Handle(console.Prefix, c)
