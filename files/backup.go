@@ -151,7 +151,7 @@ func ReadBackupBlobs(r *bufio.Reader, fn func(sum string, size int64, content io
 			if err != nil || size < 0 {
 				return got, fmt.Errorf("backup blob section: bad size in %q", line)
 			}
-			lr := &io.LimitedReader{R: r, N: size}
+			lr := &io.LimitedReader{R: exactReader{r}, N: size}
 			if err := fn(f[1], size, lr); err != nil {
 				return got, err
 			}
@@ -183,6 +183,18 @@ func ReadBackupBlobs(r *bufio.Reader, fn func(sum string, size int64, content io
 			return got, fmt.Errorf("backup blob section: unexpected line %q", line[:min(len(line), 80)])
 		}
 	}
+}
+
+// exactReader turns the end of the backup inside a blob into an error, so
+// a truncated backup is reported as such rather than as a wrong hash.
+type exactReader struct{ r io.Reader }
+
+func (e exactReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		err = fmt.Errorf("backup truncated inside a blob: %w", io.ErrUnexpectedEOF)
+	}
+	return n, err
 }
 
 func readTailLine(r *bufio.Reader) (string, error) {
