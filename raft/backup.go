@@ -158,25 +158,19 @@ func ReadSnapshotSection(r io.Reader, name string, fn func(io.Reader) error) err
 	if _, err := binary.ReadUvarint(br); err != nil {
 		return fmt.Errorf("read snapshot index: %w", err)
 	}
-	for {
-		sec, err := readFrameString(br)
-		if err != nil {
-			return fmt.Errorf("read snapshot section name: %w", err)
+	err := eachSection(br, func(sec string, cr io.Reader) error {
+		if sec != name || fn == nil {
+			return nil
 		}
-		if sec == "" {
-			break
+		if err := fn(cr); err != nil {
+			return fmt.Errorf("section %s: %w", sec, err)
 		}
-		cr := &chunkReader{r: br}
-		if sec == name && fn != nil {
-			if err := fn(cr); err != nil {
-				return fmt.Errorf("section %s: %w", sec, err)
-			}
-		}
-		if _, err := io.Copy(io.Discard, cr); err != nil {
-			return fmt.Errorf("read snapshot section %s: %w", sec, err)
-		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	_, err := io.Copy(io.Discard, br)
+	_, err = io.Copy(io.Discard, br)
 	return err
 }
 
