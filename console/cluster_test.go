@@ -102,3 +102,24 @@ func TestLoginLimitIsClusterWide(t *testing.T) {
 			"the cluster-wide refusal is logged"
 	})
 }
+
+// TestLoginLimitWithoutQuorum: with two of three nodes stopped the
+// failures cannot be shared, yet the survivor still limits its own to 30
+// a minute (refill while the loop runs may let one or two more in).
+func TestLoginLimitWithoutQuorum(t *testing.T) {
+	c := testcluster.New(t, 3)
+	c.WaitLeader(t)
+	c.WaitReady(t)
+	nodes := c.Nodes()
+	c.Stop(nodes[1].ID)
+	c.Stop(nodes[2].ID)
+	tried := 0
+	for i := range 35 {
+		if clusterLogin(t, nodes[0], fmt.Sprintf("127.0.3.%d", i+1), "wrong-token") == http.StatusSeeOther {
+			tried++
+		}
+	}
+	if tried < 30 || tried == 35 {
+		t.Fatalf("%s checked %d of 35 wrong tokens without a quorum, want its own limit of 30", nodes[0].ID, tried)
+	}
+}
