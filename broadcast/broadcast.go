@@ -32,9 +32,17 @@ const (
 	// this node observes locally (including "no leader"). It is not
 	// replicated, has Seq 0, and may differ from node to node.
 	TopicLeaderObserved = "cohort.leader.observed"
+	// TopicLoginFailures carries a node's failed console logins,
+	// {"failures":N}, published by the console (package console) so the
+	// all-clients login limit is cluster-wide. Not delivered to the app.
+	TopicLoginFailures = "cohort.console.login-failures"
 	// All subscribes to every topic.
 	All = "*"
 )
+
+// Internal reports whether messages on topic are cohort's own business and
+// are not delivered to the application's events endpoint.
+func Internal(topic string) bool { return topic == TopicLoginFailures }
 
 // Limits.
 const (
@@ -194,6 +202,19 @@ type publishCmd struct {
 // back).
 func (b *Bus) Publish(ctx context.Context, topic string, payload []byte) (uint64, error) {
 	if !ValidTopic(topic) {
+		return 0, fmt.Errorf("publish on %q: %w", topic, ErrBadTopic)
+	}
+	if len(payload) > MaxPayload {
+		return 0, fmt.Errorf("publish on %q: %d bytes: %w", topic, len(payload), ErrTooLarge)
+	}
+	return b.apply(ctx, cmdPublish, publishCmd{Topic: topic, Payload: payload})
+}
+
+// PublishSystem is Publish for cohort's own components on a reserved
+// topic that no node publishes on its own (TopicLoginFailures). The entry is an ordinary
+// publish, so nodes of older versions apply it too.
+func (b *Bus) PublishSystem(ctx context.Context, topic string, payload []byte) (uint64, error) {
+	if topic != TopicLoginFailures {
 		return 0, fmt.Errorf("publish on %q: %w", topic, ErrBadTopic)
 	}
 	if len(payload) > MaxPayload {

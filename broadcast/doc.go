@@ -10,7 +10,9 @@
 // cohort.members (member joined, left, failed, recovered, state changed,
 // published by the leader), cohort.leader (published by each new leader
 // through the log) and cohort.leader.observed (local, unreplicated
-// observations of leader changes).
+// observations of leader changes). cohort.console.login-failures is
+// reserved for package console (PublishSystem), which shares failed
+// logins on it; the app's events skip it (Internal).
 //
 // It does not own: the member table or failure detection (package
 // membership), Raft (package raft), or the admin endpoints (package node

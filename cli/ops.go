@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/files"
 	"github.com/cohortserver/cohort/node"
 	"github.com/cohortserver/cohort/raft"
 )
@@ -118,80 +119,96 @@ func backup(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return runAPI(ctx, apiCommand{
 		name: "backup", usage: "FILE", args: exactly(1),
 		run: func(ctx context.Context, a *apiFlags, args []string, w io.Writer) error {
-			meta, omits, err := downloadBackup(ctx, a, args[0], w)
+			meta, blobs, err := fetchBackup(ctx, a, args[0], w)
 			if err != nil {
 				return err
 			}
-			if omits != "" {
-				fmt.Fprintf(stderr, "WARNING: %s\n", omits)
+			warn := backupWarning(meta, blobs)
+			if warn != "" {
+				fmt.Fprintf(stderr, "WARNING: %s\n", warn)
 			}
 			if args[0] == "-" {
 				return nil
 			}
 			if a.json {
-				printJSON(w, map[string]any{"file": args[0], "meta": meta, "incomplete": omits})
+				printJSON(w, map[string]any{"file": args[0], "meta": meta, "blobs": blobs, "incomplete": warn})
 			} else {
-				fmt.Fprintf(w, "backup of index %d (term %d, %d bytes, taken on %s) written to %s\n",
-					meta.Index, meta.Term, meta.Size, meta.NodeID, args[0])
+				fmt.Fprintf(w, "backup of index %d (term %d, %d bytes of state and %d file contents of %d bytes, taken on %s) written to %s\n",
+					meta.Index, meta.Term, meta.Size, blobs.Blobs, blobs.Bytes, meta.NodeID, args[0])
 			}
 			return nil
 		},
 	}, args, stdout, stderr)
 }
 
-// downloadBackup writes the backup to file and returns its header and, when
-// the node says the backup leaves something out, a sentence saying what.
-func downloadBackup(ctx context.Context, a *apiFlags, file string, stdout io.Writer) (meta raft.BackupMeta, omits string, err error) {
-	meta, resp, err := fetchBackup(ctx, a, file, stdout)
-	if resp != nil && resp.Header.Get("X-Cohort-Backup-Omits") == "file-contents" {
-		omits = "this backup holds the shared files' metadata but not their contents (" + resp.Header.Get("X-Cohort-Backup-Files") +
-			"); a restore from it alone loses them: copy the files directory of a node's data dir with it"
+// backupWarning says what a backup leaves out, or "" when it is complete.
+func backupWarning(meta raft.BackupMeta, blobs files.BackupSummary) string {
+	switch {
+	case meta.Tail == "":
+		return "this backup (format 1, from an older node) holds the shared files' metadata but not their contents; " +
+			"a restore from it alone loses them: copy the files directory of a node's data dir with it"
+	case len(blobs.Missing) > 0:
+		return fmt.Sprintf("no node could serve the content of %d files (first: %s); the backup lists them without content",
+			len(blobs.Missing), blobs.Missing[0])
 	}
-	return meta, omits, err
+	return ""
 }
 
-func fetchBackup(ctx context.Context, a *apiFlags, file string, stdout io.Writer) (raft.BackupMeta, *http.Response, error) {
-	var meta raft.BackupMeta
+// fetchBackup downloads the backup into file ("-": stdout), checking its
+// framing on the way, and returns its header and what its blob section
+// holds.
+func fetchBackup(ctx context.Context, a *apiFlags, file string, stdout io.Writer) (meta raft.BackupMeta, blobs files.BackupSummary, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.addr+"/_cohort/api/backup", nil)
 	if err != nil {
-		return meta, nil, fmt.Errorf("--addr %s: %w", a.addr, err)
+		return meta, blobs, fmt.Errorf("--addr %s: %w", a.addr, err)
 	}
 	if a.token != "" {
 		req.Header.Set("Authorization", "Bearer "+a.token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return meta, resp, &apiError{err: fmt.Errorf("cannot reach %s: %w", a.addr, err)}
+		return meta, blobs, &apiError{err: fmt.Errorf("cannot reach %s: %w", a.addr, err)}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return meta, resp, &apiError{code: resp.StatusCode, err: fmt.Errorf("GET /_cohort/api/backup: HTTP %d: %s", resp.StatusCode, b)}
+		return meta, blobs, &apiError{code: resp.StatusCode, err: fmt.Errorf("GET /_cohort/api/backup: HTTP %d: %s", resp.StatusCode, b)}
 	}
 	var out io.Writer = stdout
 	var tmp *os.File
 	if file != "-" {
 		tmp, err = os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".part*")
 		if err != nil {
-			return meta, resp, fmt.Errorf("create %s: %w", file, err)
+			return meta, blobs, fmt.Errorf("create %s: %w", file, err)
 		}
 		defer os.Remove(tmp.Name())
 		defer tmp.Close()
 		out = tmp
 	}
-	// Check the stream while copying it: the header must parse and the
-	// body must hold exactly the size it announces.
+	// Check the stream while copying it: the header must parse, the
+	// snapshot must have the size it announces and the blob section must
+	// end with an end record that matches what it holds.
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		br := bufio.NewReader(pr)
+		br := bufio.NewReaderSize(pr, 256<<10)
 		m, err := raft.ReadBackupHeader(br)
 		if err == nil {
 			meta = m
 			var n int64
-			n, err = io.Copy(io.Discard, br)
+			n, err = io.Copy(io.Discard, io.LimitReader(br, m.Size))
 			if err == nil && n != m.Size {
 				err = fmt.Errorf("backup truncated: %d of %d bytes", n, m.Size)
+			}
+		}
+		if err == nil && m.Tail == files.BackupTail {
+			blobs, err = files.ReadBackupBlobs(br, func(string, int64, io.Reader) error { return nil })
+		} else if err == nil && m.Tail != "" {
+			err = fmt.Errorf("backup holds %q after its state, which this version cannot check", m.Tail)
+		}
+		if err == nil {
+			if _, perr := br.Peek(1); perr == nil {
+				err = errors.New("backup holds bytes after its end")
 			}
 		}
 		_, _ = io.Copy(io.Discard, pr)
@@ -200,23 +217,23 @@ func fetchBackup(ctx context.Context, a *apiFlags, file string, stdout io.Writer
 	_, cerr := io.Copy(io.MultiWriter(out, pw), resp.Body)
 	pw.CloseWithError(cerr)
 	if err := <-done; err != nil {
-		return meta, resp, fmt.Errorf("check backup: %w", err)
+		return meta, blobs, fmt.Errorf("check backup: %w", err)
 	}
 	if cerr != nil {
-		return meta, resp, &apiError{err: fmt.Errorf("download backup: %w", cerr)}
+		return meta, blobs, &apiError{err: fmt.Errorf("download backup: %w", cerr)}
 	}
 	if tmp != nil {
 		if err := tmp.Sync(); err != nil {
-			return meta, resp, fmt.Errorf("write %s: %w", file, err)
+			return meta, blobs, fmt.Errorf("write %s: %w", file, err)
 		}
 		if err := tmp.Close(); err != nil {
-			return meta, resp, fmt.Errorf("write %s: %w", file, err)
+			return meta, blobs, fmt.Errorf("write %s: %w", file, err)
 		}
 		if err := os.Rename(tmp.Name(), file); err != nil {
-			return meta, resp, fmt.Errorf("write %s: %w", file, err)
+			return meta, blobs, fmt.Errorf("write %s: %w", file, err)
 		}
 	}
-	return meta, resp, nil
+	return meta, blobs, nil
 }
 
 // offlineFlags are the flags of the commands that work on a stopped
@@ -304,12 +321,16 @@ func restore(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "cohort restore: %v\n", err)
 		return ExitFailure
 	}
+	if warn := backupWarning(meta.BackupMeta, meta.Blobs); warn != "" {
+		fmt.Fprintf(stderr, "WARNING: %s\n", warn)
+	}
 	if o.json {
-		printJSON(stdout, map[string]any{"data_dir": cfg.DataDir, "node_id": cfg.NodeID, "cluster_addr": cfg.AdvertiseAddr, "meta": meta})
+		printJSON(stdout, map[string]any{"data_dir": cfg.DataDir, "node_id": cfg.NodeID, "cluster_addr": cfg.AdvertiseAddr,
+			"meta": meta.BackupMeta, "blobs": meta.Blobs, "no_contents": meta.NoContents})
 		return ExitOK
 	}
-	fmt.Fprintf(stdout, "restored index %d (term %d, backup of %s taken %s) into %s as a one-node cluster of %s at %s\n",
-		meta.Index, meta.Term, meta.NodeID, meta.Created.Format(time.RFC3339), cfg.DataDir, cfg.NodeID, cfg.AdvertiseAddr)
+	fmt.Fprintf(stdout, "restored index %d (term %d, backup of %s taken %s) and %d file contents of %d bytes into %s as a one-node cluster of %s at %s\n",
+		meta.Index, meta.Term, meta.NodeID, meta.Created.Format(time.RFC3339), meta.Blobs.Blobs, meta.Blobs.Bytes, cfg.DataDir, cfg.NodeID, cfg.AdvertiseAddr)
 	fmt.Fprintf(stdout, "next: cohort serve --node-id %s --data-dir %s --cluster-addr %s ...; then add nodes with --join %s\n",
 		cfg.NodeID, cfg.DataDir, cfg.ClusterAddr, cfg.AdvertiseAddr)
 	return ExitOK

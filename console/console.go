@@ -37,6 +37,10 @@ type Options struct {
 	// (0: DefaultLoginFailuresTotal). Beyond them a login answers 429
 	// without checking the token, and the refusal is logged.
 	LoginFailuresPerClient, LoginFailuresTotal int
+	// Bus, when set, makes LoginFailuresTotal cluster-wide: failed logins
+	// are shared on it in small batches (see share.go) and the other
+	// nodes' are charged here. Messages from NodeID are this node's own.
+	Bus Bus
 }
 
 // Console is the web console: its pages and its login.
@@ -44,6 +48,7 @@ type Console struct {
 	opts Options
 	auth auth
 	lim  *loginLimiter
+	shr  *share // nil without Options.Log
 	tmpl *template.Template
 	log  *slog.Logger
 	mux  *http.ServeMux
@@ -64,6 +69,10 @@ func New(o Options) (*Console, error) {
 	}
 	c := &Console{opts: o, auth: auth{token: o.Token, now: o.Now}, tmpl: tmpl, log: log.With("component", "console"),
 		lim: newLoginLimiter(o.LoginFailuresPerClient, o.LoginFailuresTotal, o.Now)}
+	if o.Bus != nil {
+		c.shr = newShare(o.Bus, o.NodeID, c.lim, c.log, o.Now)
+		c.lim.allName = "cluster"
+	}
 	static, err := fs.Sub(staticFS, "static")
 	if err != nil {
 		return nil, err
@@ -88,6 +97,13 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 	c.mux.ServeHTTP(w, r)
+}
+
+// Close stops sharing failed logins and waits for a batch in flight.
+func (c *Console) Close() {
+	if c.shr != nil {
+		c.shr.close()
+	}
 }
 
 // Authorized reports whether a request is authenticated by a console
@@ -151,6 +167,9 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if !c.checkToken(r.PostForm.Get("token")) {
 		c.lim.failed(client)
+		if c.shr != nil {
+			c.shr.add()
+		}
 		c.log.Warn("console login refused", "remote", r.RemoteAddr)
 		http.Redirect(w, r, Prefix+"?e=1", http.StatusSeeOther)
 		return

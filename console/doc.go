@@ -10,5 +10,9 @@
 // state-changing method also demands the CSRF header the page sends and a
 // same-origin Origin header.
 //
-// It does not own the admin API, the token, or any cluster state.
+// It limits failed logins per client address on each node and for all
+// clients across the cluster: failures are shared on the cluster
+// broadcast (share.go), nothing is shared for a successful login.
+//
+// It does not own the admin API, the token, or any replicated state.
 package console

@@ -7,11 +7,13 @@ import (
 	"time"
 )
 
-// Login limits: failed logins per client address, and for all clients of
-// this node together, each a bucket that refills at its rate per minute.
+// Login limits: failed logins per client address (on each node), and for
+// all clients together (of the whole cluster when the console shares its
+// failures through the log, see share.go; else of this node), each a
+// bucket that refills at its rate per minute.
 const (
 	DefaultLoginFailuresPerClient = 5  // per minute, per client address
-	DefaultLoginFailuresTotal     = 30 // per minute, all clients of a node
+	DefaultLoginFailuresTotal     = 30 // per minute, all clients together
 	maxTrackedClients             = 4096
 )
 
@@ -43,6 +45,7 @@ func (b *bucket) refill(now time.Time, perMin int) {
 type loginLimiter struct {
 	perClient, total int
 	now              func() time.Time
+	allName          string // what the all-clients limit is called in logs: "node" or "cluster"
 
 	mu      sync.Mutex
 	clients map[string]*bucket
@@ -57,7 +60,7 @@ func newLoginLimiter(perClient, total int, now func() time.Time) *loginLimiter {
 		total = DefaultLoginFailuresTotal
 	}
 	t := now()
-	return &loginLimiter{perClient: perClient, total: total, now: now, clients: map[string]*bucket{},
+	return &loginLimiter{perClient: perClient, total: total, now: now, allName: "node", clients: map[string]*bucket{},
 		all: bucket{tokens: float64(total), at: t}}
 }
 
@@ -71,7 +74,7 @@ func clientOf(r *http.Request) string {
 }
 
 // allow reports whether a login from client may be tried now, and if not,
-// which limit refused it ("client" or "node").
+// which limit refused it ("client", or "node"/"cluster" for all clients).
 func (l *loginLimiter) allow(client string) (bool, string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -84,7 +87,7 @@ func (l *loginLimiter) allow(client string) (bool, string) {
 	}
 	l.all.refill(now, l.total)
 	if l.all.tokens < 1 {
-		return false, "node"
+		return false, l.allName
 	}
 	return true, ""
 }
@@ -102,6 +105,22 @@ func (l *loginLimiter) failed(client string) {
 	}
 	b.take(now, l.perClient)
 	l.all.take(now, l.total)
+}
+
+// maxDebtMinutes bounds how far below empty other nodes' failures can
+// drive the all-clients bucket: a burst spread over the nodes faster than
+// their batches commit is paid back by a longer refusal, up to this many
+// minutes of the limit.
+const maxDebtMinutes = 4
+
+// chargeAll charges n failed logins of other nodes to the all-clients
+// bucket. It goes below zero when they exceed what is left: they happened,
+// and the refill pays them back before the next login is tried.
+func (l *loginLimiter) chargeAll(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all.refill(l.now(), l.total)
+	l.all.tokens = max(l.all.tokens-float64(n), -float64(maxDebtMinutes*l.total))
 }
 
 // prune forgets clients whose buckets refilled, when there are many.

@@ -249,7 +249,7 @@ out=$(docker exec "$(container n2)" /cohort status 2>&1) || fail "docker exec co
 grep -q "leader $leader" <<<"$out" || fail "cohort status inside cohort2 does not name leader $leader: $out"
 docker exec "$(container n3)" /cohort backup - >"$work/backup.cbk" 2>"$work/backup.err" ||
 	fail "cohort backup - inside cohort3: $(cat "$work/backup.err")"
-[ "$(head -n 1 "$work/backup.cbk")" = "COHORT-BACKUP 1" ] || fail "cohort backup wrote no backup: $(head -c 200 "$work/backup.cbk")"
+[ "$(head -n 1 "$work/backup.cbk")" = "COHORT-BACKUP 2" ] || fail "cohort backup wrote no backup: $(head -c 200 "$work/backup.cbk")"
 say "in-container CLI: status names $leader; backup of $(wc -c <"$work/backup.cbk") bytes"
 
 # The demo counter, one session (cookie jar) across all three nodes.

@@ -168,7 +168,7 @@ func New(cfg Config) (*Store, error) {
 	s.inline = newInlineQueue(s.blobs)
 	s.inline.written = s.kickMirror
 	s.state.inline = s.inline
-	if err := cfg.Log.Register("files", s.state, cmdPut, cmdDelete, cmdRename); err != nil {
+	if err := cfg.Log.Register(Section, s.state, cmdPut, cmdDelete, cmdRename); err != nil {
 		return nil, fmt.Errorf("register files state machine: %w", err)
 	}
 	s.routesInternal()

@@ -120,7 +120,7 @@ func (n *Node) deliverAppEvents(ctx context.Context) {
 			}
 		}
 		for _, m := range n.bus.Since(acked, time.Time{}, "") {
-			if !n.deliverAppEvent(ctx, m) && ctx.Err() != nil {
+			if !broadcast.Internal(m.Topic) && !n.deliverAppEvent(ctx, m) && ctx.Err() != nil {
 				return
 			}
 			acked = m.Seq // delivered, or given up and counted

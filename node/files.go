@@ -15,7 +15,7 @@ func (n *Node) setupFiles() error {
 	fc := n.cfg.Files
 	st, err := files.New(files.Config{
 		NodeID:        n.cfg.NodeID,
-		Dir:           filepath.Join(n.cfg.DataDir, "files"),
+		Dir:           filesDir(n.cfg.DataDir),
 		Log:           n.cluster,
 		Healthy:       n.members.Healthy,
 		Logger:        n.log,
@@ -85,3 +85,6 @@ func (n *Node) setupFilesMount() error {
 // FilesMount returns the FUSE mount of the shared files, nil without
 // --files-mount.
 func (n *Node) FilesMount() *mount.Mount { return n.filesMount }
+
+// filesDir is where a node's blob store lives in its data dir.
+func filesDir(dataDir string) string { return filepath.Join(dataDir, "files") }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cohortserver/cohort/buildinfo"
 	"github.com/cohortserver/cohort/console"
+	"github.com/cohortserver/cohort/files"
 	"github.com/cohortserver/cohort/membership"
 	"github.com/cohortserver/cohort/metrics"
 	"github.com/cohortserver/cohort/raft"
@@ -60,11 +61,13 @@ func (n *Node) setupOps() error {
 		Token:  func() []byte { return n.adminToken },
 		NodeID: n.cfg.NodeID,
 		Logger: n.log,
+		Bus:    n.bus, // the all-clients login limit is cluster-wide
 	})
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
 	o.console = c
+	n.OnStart(nil, func() error { c.Close(); return nil })
 
 	n.mux.Handle("GET /_cohort/metrics", n.admin(o.metrics.Handler().ServeHTTP))
 	n.mux.Handle(console.Prefix, c)
@@ -519,35 +522,67 @@ func (l *lazyHeader) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// Backup headers: what a backup does not hold, said on every download.
+// Backup headers and trailers.
 const (
-	// BackupOmitsHeader lists what the backup leaves out ("file-contents":
-	// the files' metadata is in it, their contents, the blobs, are not).
-	BackupOmitsHeader = "X-Cohort-Backup-Omits"
-	// BackupFilesHeader says how many files and bytes that leaves out.
+	// BackupFilesHeader says how many live files and bytes the backup's
+	// files hold ("N files, B bytes"); their contents follow the snapshot.
 	BackupFilesHeader = "X-Cohort-Backup-Files"
+	// BackupMissingTrailer, a trailer, counts the files whose content no
+	// node could serve, so the backup lists them without content ("0"
+	// when complete). The backup's own end record says the same.
+	BackupMissingTrailer = "X-Cohort-Backup-Missing"
 )
 
 func (n *Node) handleBackup(w http.ResponseWriter, r *http.Request) {
 	u := n.files.Status().Usage
-	w.Header().Set(BackupOmitsHeader, "file-contents")
 	w.Header().Set(BackupFilesHeader, fmt.Sprintf("%d files, %d bytes", u.Files, u.Bytes))
-	if u.Files > 0 {
-		n.log.Warn("backup holds the shared files' metadata, not their contents: copy a node's files directory too",
-			"files", u.Files, "bytes", u.Bytes)
-	}
+	w.Header().Set("Trailer", BackupMissingTrailer)
 	lw := &lazyHeader{w: w}
-	meta, err := n.cluster.Backup(lw)
+	meta, blobs, err := n.Backup(r.Context(), lw)
 	if err != nil {
 		if !lw.started {
 			WriteError(w, http.StatusInternalServerError, "backup: "+err.Error())
 			return
 		}
-		// The client sees a body shorter than the header's size.
+		// The client sees a body that ends before the blob section's end
+		// record, and the cli says the backup is truncated.
 		n.log.Error("backup stream failed", "err", err)
 		return
 	}
-	n.ops.events.add("node", n.cfg.NodeID, fmt.Sprintf("backup taken at index %d (%d bytes)", meta.Index, meta.Size))
+	w.Header().Set(BackupMissingTrailer, strconv.Itoa(len(blobs.Missing)))
+	msg := fmt.Sprintf("backup taken at index %d (%d bytes of state, %d blobs of %d bytes)", meta.Index, meta.Size, blobs.Blobs, blobs.Bytes)
+	if len(blobs.Missing) > 0 {
+		msg += fmt.Sprintf("; %d files without content (no node served it)", len(blobs.Missing))
+		n.log.Error("backup lacks the content of files no node could serve", "files", len(blobs.Missing), "first", blobs.Missing[0])
+	}
+	n.ops.events.add("node", n.cfg.NodeID, msg)
+}
+
+// Backup writes a complete backup to w: the replicated state at one index
+// and, after it, the content of every live file that state names (blobs
+// are streamed from this node's store, fetched from peers when missing
+// here). See raft.Cluster.Backup and files.BackupTail for the format.
+// It first waits (briefly) until this node applied what the leader
+// committed, so a backup holds every write acknowledged before it began.
+func (n *Node) Backup(ctx context.Context, w io.Writer) (raft.BackupMeta, files.BackupSummary, error) {
+	n.files.Barrier(ctx)
+	var refs []files.BlobRef
+	var blobs files.BackupSummary
+	meta, err := n.cluster.BackupWith(w, raft.BackupOptions{
+		Section: files.Section,
+		Observe: func(r io.Reader) error {
+			var err error
+			refs, err = files.ManifestBlobs(r)
+			return err
+		},
+		TailName: files.BackupTail,
+		Tail: func(w io.Writer) error {
+			var err error
+			blobs, err = n.files.WriteBackupBlobs(ctx, w, refs)
+			return err
+		},
+	})
+	return meta, blobs, err
 }
 
 func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {

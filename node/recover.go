@@ -1,6 +1,8 @@
 package node
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/files"
 	"github.com/cohortserver/cohort/raft"
 )
 
@@ -51,22 +54,55 @@ func RecoverWith(cfg config.Config, peers []config.Peer, setup func(*Node) error
 	return n.cluster.Recover(toRaftPeers(peers))
 }
 
+// RestoreResult is what Restore put into a data dir.
+type RestoreResult struct {
+	raft.BackupMeta
+	// Blobs counts the file contents written to the blob store.
+	Blobs files.BackupSummary `json:"blobs"`
+	// NoContents is set for a backup in the old format (COHORT-BACKUP 1),
+	// which holds the files' metadata but not their contents.
+	NoContents bool `json:"no_contents,omitempty"`
+}
+
 // Restore seeds an empty data dir with a backup (GET /_cohort/api/backup)
 // as a new one-node cluster of cfg.NodeID at its advertised cluster
-// address. A node started on the data dir restores the backed-up state
-// and elects itself; more nodes join it with --join.
-func Restore(cfg config.Config, r io.Reader) (raft.BackupMeta, error) {
+// address, and writes the files' contents the backup holds into the data
+// dir's blob store (each verified against its SHA-256). A node started on
+// the data dir restores the backed-up state and elects itself; more nodes
+// join it with --join and fetch the contents from it. A backup of the old
+// format restores the state without contents (NoContents). When the blob
+// section fails, the data dir holds a partial restore: empty it and retry.
+func Restore(cfg config.Config, r io.Reader) (RestoreResult, error) {
+	var res RestoreResult
 	n := &Node{cfg: cfg}
 	if err := n.prepareDataDir(); err != nil {
-		return raft.BackupMeta{}, err
+		return res, err
 	}
 	addr := cfg.AdvertiseAddr
 	if addr == "" {
 		addr = cfg.ClusterAddr
 	}
-	return raft.SeedFromBackup(raft.Config{
+	br := bufio.NewReaderSize(r, 256<<10)
+	meta, err := raft.SeedFromBackup(raft.Config{
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, BindAddr: cfg.ClusterAddr, Advertise: addr, Logger: cfg.Logger,
-	}, r)
+	}, br)
+	res.BackupMeta = meta
+	if err != nil {
+		return res, err
+	}
+	switch meta.Tail {
+	case "":
+		res.NoContents = true
+		return res, nil
+	case files.BackupTail:
+	default:
+		return res, fmt.Errorf("backup holds %q after its state, which this version cannot read: restore it with a newer cohort", meta.Tail)
+	}
+	res.Blobs, err = files.RestoreBlobs(context.Background(), filesDir(cfg.DataDir), br)
+	if err != nil {
+		return res, fmt.Errorf("restore file contents into %s (the data dir now holds a partial restore: empty it before retrying): %w", cfg.DataDir, err)
+	}
+	return res, nil
 }
 
 // ownedDataDir checks that cfg.DataDir exists and belongs to cfg.NodeID.

@@ -264,30 +264,19 @@ func (r *router) Restore(rc io.ReadCloser) error {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	seen := make(map[string]bool)
-	for {
-		name, err := readFrameString(br)
-		if err != nil {
-			return fmt.Errorf("read snapshot section name: %w", err)
-		}
-		if name == "" {
-			break
-		}
-		cr := &chunkReader{r: br}
+	err = eachSection(br, func(name string, cr io.Reader) error {
 		sm := r.machines[name]
 		if sm == nil {
-			// A section of a machine this node does not run: skip it.
-			if _, err := io.Copy(io.Discard, cr); err != nil {
-				return fmt.Errorf("skip snapshot section %s: %w", name, err)
-			}
-			continue
+			return nil // a section of a machine this node does not run: skipped
 		}
 		if err := sm.Restore(cr); err != nil {
 			return fmt.Errorf("restore %s: %w", name, err)
 		}
-		if _, err := io.Copy(io.Discard, cr); err != nil {
-			return fmt.Errorf("finish snapshot section %s: %w", name, err)
-		}
 		seen[name] = true
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for name, sm := range r.machines {
 		if !seen[name] {
@@ -367,6 +356,28 @@ func readFrameString(r *bufio.Reader) (string, error) {
 		return "", err
 	}
 	return string(b), nil
+}
+
+// eachSection reads the sections of a snapshot after its header and
+// index, calling fn with each one's name and content; what fn leaves of a
+// section is skipped.
+func eachSection(br *bufio.Reader, fn func(name string, r io.Reader) error) error {
+	for {
+		name, err := readFrameString(br)
+		if err != nil {
+			return fmt.Errorf("read snapshot section name: %w", err)
+		}
+		if name == "" {
+			return nil
+		}
+		cr := &chunkReader{r: br}
+		if err := fn(name, cr); err != nil {
+			return err
+		}
+		if _, err := io.Copy(io.Discard, cr); err != nil {
+			return fmt.Errorf("read snapshot section %s: %w", name, err)
+		}
+	}
 }
 
 // chunkWriter frames a section as uvarint-length chunks ended by a zero.

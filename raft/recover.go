@@ -97,6 +97,9 @@ func (c *Cluster) Recover(servers []Peer) error {
 // dir as the latest snapshot, with a configuration of this one node
 // (cfg.NodeID at cfg.Advertise, else cfg.BindAddr). A node started on that
 // data dir restores the state and elects itself; grow it with --join.
+// When r is a *bufio.Reader of at least 256 KiB it is read exactly to the
+// end of the snapshot, so the caller reads a format-2 backup's tail
+// (BackupMeta.Tail) from it next.
 func SeedFromBackup(cfg Config, r io.Reader) (BackupMeta, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	bm, err := ReadBackupHeader(br)
