@@ -541,7 +541,9 @@ func (s *Store) Open(ctx context.Context, path string) (*File, error) {
 			return nil, err
 		}
 		sum := in.SHA256
-		return newFile(in, f, func() { s.reportCorrupt(sum) }), nil
+		file := newFile(in, f, func() { s.reportCorrupt(sum) })
+		file.verified = in.Size <= s.cfg.VerifyBelow
+		return file, nil
 	}
 }
 

@@ -23,11 +23,14 @@ import (
 )
 
 // readHandle reads the version that was current at open, from the local
-// blob (fetched and verified first when missing).
+// blob (fetched and verified first when missing). The bytes reach the
+// kernel by splice(2) from the blob's descriptor (fuse.ReadResultFd), not
+// through a buffer of this process; each handle has its own descriptor, so
+// it keeps its version whatever replaces the file meanwhile.
 type readHandle struct {
 	mu  sync.Mutex
 	f   *files.File
-	pos int64
+	pos int64 // how far a sequential read went through the hash
 }
 
 var (
@@ -35,8 +38,19 @@ var (
 	_ gofs.FileReleaser = (*readHandle)(nil)
 )
 
-// Read implements fs.FileReader.
+// Read implements fs.FileReader. A blob hashed in full at open is spliced
+// at once; a larger one is first read through the store's hash (so the
+// read that reaches the end fails with EIO, never handing out a corrupt
+// tail) and the same bytes, then in the page cache, are spliced.
 func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	size := h.f.Info().Size
+	if off >= size {
+		return fuse.ReadResultData(nil), 0
+	}
+	n := int(min(int64(len(dest)), size-off))
+	if h.f.Verified() {
+		return fuse.ReadResultFd(h.f.Fd(), off, n), 0
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if off != h.pos {
@@ -45,14 +59,17 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		}
 		h.pos = off
 	}
-	n, err := io.ReadFull(h.f, dest)
+	n, err := io.ReadFull(h.f, dest[:n])
 	h.pos += int64(n)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		// A corrupt blob: the store queued its repair; never hand out
 		// bytes that failed their hash.
 		return nil, syscall.EIO
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	if err != nil {
+		return fuse.ReadResultData(dest[:n]), 0 // the end of a short blob
+	}
+	return fuse.ReadResultFd(h.f.Fd(), off, n), 0
 }
 
 // Release implements fs.FileReleaser.

@@ -187,8 +187,14 @@ func (m *Mount) Start(ctx context.Context) error {
 			// Any local user may use the mount, as with a shared NFS
 			// directory; permission bits are shown, not enforced
 			// (DESIGN.md).
-			AllowOther:    root,
-			MaxWrite:      1 << 20,
+			AllowOther: root,
+			// Requests (READ and WRITE) of at most maxRequest: a READ
+			// reply (header, data and the page go-fuse adds) then fits in
+			// one pipe of the default /proc/sys/fs/pipe-max-size (1 MiB),
+			// so go-fuse splices it from the blob; a larger reply would be
+			// copied through this process instead.
+			MaxWrite:      maxRequest,
+			MaxReadAhead:  readahead,
 			DisableXAttrs: true,
 			// open(O_TRUNC) arrives as one OPEN, so a truncating writer
 			// never publishes an empty file before its close.
@@ -207,6 +213,7 @@ func (m *Mount) Start(ctx context.Context) error {
 		return m.err
 	}
 	m.server, m.err = server, nil
+	raiseReadahead(m.cfg.Dir, m.log)
 	m.watchWG.Add(1)
 	go func() {
 		defer m.watchWG.Done()
@@ -214,6 +221,35 @@ func (m *Mount) Start(ctx context.Context) error {
 	}()
 	m.log.Info("shared files mounted", "dir", m.cfg.Dir)
 	return nil
+}
+
+// maxRequest is the largest READ or WRITE request the kernel sends: 1 MiB
+// less two pages.
+const maxRequest = 1<<20 - 8<<10
+
+// readahead is how far ahead of a sequential reader the kernel asks.
+const readahead = 1 << 20
+
+// raiseReadahead sets the mount's readahead window to readahead through
+// sysfs (/sys/class/bdi/MAJOR:MINOR/read_ahead_kb): FUSE starts every
+// mount at 128 KiB whatever max_readahead says, and a sequential reader
+// then waits for one 128 KiB round trip through this process after
+// another. Only root may write there; elsewhere it stays at 128 KiB.
+func raiseReadahead(dir string, log *slog.Logger) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		log.Debug("files mount: readahead left at the default", "err", err)
+		return
+	}
+	dev := uint64(st.Dev)
+	major, minor := (dev>>8)&0xfff|(dev>>32)&^0xfff, dev&0xff|(dev>>12)&^0xff
+	f := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
+	if err := os.WriteFile(f, []byte(strconv.Itoa(readahead>>10)), 0o644); err != nil {
+		log.Debug("files mount: readahead left at the default", "file", f, "err", err)
+	}
 }
 
 // Fail records err as the reason the mount is not there (Status, ready).

@@ -233,6 +233,12 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 			return d.dirChild(ctx, name, p, &out.Attr), 0
 		}
 		if attempt == 0 {
+			// A miss: the leader confirms the absence in one round
+			// trip (the common case, a name about to be created), or
+			// this node catches up and looks again.
+			if absent, err := d.m.store.AbsentAtLeader(ctx, p, catchUpLimit); err == nil && absent {
+				return nil, syscall.ENOENT
+			}
 			d.m.catchUp(ctx)
 		}
 	}
