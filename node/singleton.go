@@ -13,6 +13,7 @@ import (
 	"github.com/cohortserver/cohort/appproc"
 	"github.com/cohortserver/cohort/config"
 	"github.com/cohortserver/cohort/metrics"
+	"github.com/cohortserver/cohort/raft"
 )
 
 // singletons runs the --singleton processes on the leader (docs/jobs.md,
@@ -44,12 +45,14 @@ type SingletonStatus struct {
 	Nodes []string `json:"nodes,omitempty"`
 	// Placed is the node its committed placement names, and PlacedFence
 	// that placement's token (preference lists only).
-	Placed      string          `json:"placed_on,omitempty"`
-	PlacedFence uint64          `json:"placed_fence,omitempty"`
-	Here        bool            `json:"running_here"`
-	Fence       uint64          `json:"fence,omitempty"`
-	Since       *time.Time      `json:"since,omitempty"`
-	Process     *appproc.Status `json:"process,omitempty"`
+	Placed      string `json:"placed_on,omitempty"`
+	PlacedFence uint64 `json:"placed_fence,omitempty"`
+	// RunsOn is where it should run now: its placement, or the leader.
+	RunsOn  string          `json:"runs_on,omitempty"`
+	Here    bool            `json:"running_here"`
+	Fence   uint64          `json:"fence,omitempty"`
+	Since   *time.Time      `json:"since,omitempty"`
+	Process *appproc.Status `json:"process,omitempty"`
 }
 
 func (n *Node) setupSingletons() error {
@@ -81,7 +84,15 @@ func (n *Node) setupSingletons() error {
 			return nil
 		}, func() error { <-done; return nil })
 	}
+	_, _, lease := raft.Timing(n.cfg.RaftTimeoutScale)
 	n.cluster.OnLeader(func(ctx context.Context, term uint64) {
+		// As the scheduler does (StartGrace): give a partitioned old
+		// leader 2 × the Raft leader lease to step down and stop its copy.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * lease):
+		}
 		var wg sync.WaitGroup
 		for _, s := range onLeader {
 			wg.Add(1)
@@ -143,7 +154,9 @@ func (n *Node) Singletons() []SingletonStatus {
 		st := SingletonStatus{Name: s.Name, Nodes: s.Nodes}
 		if len(s.Nodes) > 0 {
 			p := n.singles.placed.get(s.Name)
-			st.Placed, st.PlacedFence = p.Node, p.Token
+			st.Placed, st.PlacedFence, st.RunsOn = p.Node, p.Token, p.Node
+		} else {
+			st.RunsOn, _ = n.cluster.Leader()
 		}
 		if r := n.singles.running[s.Name]; r != nil {
 			ps := r.sup.Status()
@@ -166,11 +179,13 @@ func (n *Node) singletonMetrics() *metrics.Func {
 	return metrics.NewFunc("singleton", []metrics.Figure{
 		{Name: "running", Help: "1 while the singleton runs on this node.", Labels: []string{"name"}},
 		{Name: "fence", Help: "Fencing token of the singleton running here.", Labels: []string{"name"}},
+		{Name: "placement_fence", Help: "Token of the committed placement of a singleton with a preference list (0 otherwise).", Labels: []string{"name"}},
 		{Name: "restarts_total", Help: "Restarts of the singleton since this node took it.", Labels: []string{"name"}, Counter: true},
 	}, func(emit metrics.Emit) {
 		for _, s := range n.Singletons() {
 			emit("running", metrics.Bool(s.Here && s.Process != nil && s.Process.PID != 0), s.Name)
 			emit("fence", float64(s.Fence), s.Name)
+			emit("placement_fence", float64(s.PlacedFence), s.Name)
 			if s.Process != nil {
 				emit("restarts_total", float64(s.Process.Restarts), s.Name)
 			}
