@@ -2,82 +2,31 @@ package node_test
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/internal/singletonlog"
 	"github.com/cohortserver/cohort/testcluster"
 )
 
-// tickCommand is a singleton that appends "NAME NODE FENCE UNIX-NANOS" to
-// out every 50 ms.
-func tickCommand(out string) string {
-	return `while :; do echo "$COHORT_SINGLETON $COHORT_NODE $COHORT_FENCE $(date +%s%N)" >> ` + out + `; sleep 0.05; done`
-}
-
-// tickRun is one stretch of ticks from one node under one fence.
-type tickRun struct {
-	node        string
-	fence       uint64
-	first, last time.Time
-}
-
-// readTicks parses the tick file into runs and fails the test if two
-// instances ever overlapped: a fence that goes back (an old instance still
-// writing after a newer one started), or one fence written by two nodes.
-func readTicks(t *testing.T, out string) []tickRun {
+// readTicks is singletonlog.Read, failing t on an overlap.
+func readTicks(t *testing.T, out string) []singletonlog.Run {
 	t.Helper()
-	b, err := os.ReadFile(out)
+	runs, err := singletonlog.Read(out)
 	if err != nil {
-		t.Fatalf("read ticks: %v", err)
-	}
-	var runs []tickRun
-	for i, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.Fields(l)
-		if len(f) != 4 {
-			t.Fatalf("line %d %q: want 'NAME NODE FENCE NANOS'", i+1, l)
-		}
-		fence, err1 := strconv.ParseUint(f[2], 10, 64)
-		ns, err2 := strconv.ParseInt(f[3], 10, 64)
-		if err1 != nil || err2 != nil || fence == 0 {
-			t.Fatalf("line %d %q: bad fence or time", i+1, l)
-		}
-		at := time.Unix(0, ns)
-		if len(runs) > 0 {
-			r := &runs[len(runs)-1]
-			switch {
-			case fence < r.fence:
-				t.Fatalf("line %d %q: fence went back from %d (node %s): two instances ran at once", i+1, l, r.fence, r.node)
-			case fence == r.fence && f[1] != r.node:
-				t.Fatalf("line %d %q: node %s wrote the same fence %d: two instances ran at once", i+1, l, r.node, fence)
-			case fence == r.fence:
-				r.last = at
-				continue
-			}
-		}
-		runs = append(runs, tickRun{node: f[1], fence: fence, first: at, last: at})
+		t.Fatal(err)
 	}
 	return runs
 }
 
-// lastTicker returns the node of the file's last line ("" if none).
-func lastTicker(out string) string {
-	b, _ := os.ReadFile(out)
-	l := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if f := strings.Fields(l[len(l)-1]); len(f) == 4 {
-		return f[1]
-	}
-	return ""
-}
+func tickCommand(out string) string { return singletonlog.Command(out, "0.05") }
 
 func waitTicksFrom(t *testing.T, out, id string, within time.Duration) {
 	t.Helper()
 	testcluster.WaitFor(t, within, func() (bool, string) {
-		got := lastTicker(out)
+		got := singletonlog.Last(out)
 		return got == id, fmt.Sprintf("last tick from %q, want from %s", got, id)
 	})
 }
@@ -116,8 +65,8 @@ func TestSingletonRunsOnTheLeaderOnlyWithGrowingFence(t *testing.T) {
 		t.Fatalf("the singleton ran under %d fences, want 4 (first leader and three failovers): %+v", len(runs), runs)
 	}
 	for i := 1; i < len(runs); i++ {
-		gap := runs[i].first.Sub(runs[i-1].last)
-		t.Logf("failover %s/%d -> %s/%d: gap %s", runs[i-1].node, runs[i-1].fence, runs[i].node, runs[i].fence, gap.Round(time.Millisecond))
+		gap := runs[i].First.Sub(runs[i-1].Last)
+		t.Logf("failover %s/%d -> %s/%d: gap %s", runs[i-1].Node, runs[i-1].Fence, runs[i].Node, runs[i].Fence, gap.Round(time.Millisecond))
 		// The goal is election + 1 s; this bound only catches a singleton
 		// that did not move promptly, with slack for a loaded machine.
 		if gap > 15*time.Second {
@@ -148,13 +97,12 @@ func TestSingletonPreferenceList(t *testing.T) {
 	// n2 is back and healthy: the singleton stays on n3. Count on 20 more
 	// ticks (1 s) after n2 is ready, all from n3.
 	before := len(readTicks(t, out))
-	mark, _ := os.ReadFile(out)
+	mark := singletonlog.Lines(out)
 	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
-		b, _ := os.ReadFile(out)
-		n := strings.Count(string(b[len(mark):]), "\n")
+		n := singletonlog.Lines(out) - mark
 		return n >= 20, fmt.Sprintf("%d ticks since n2 is back", n)
 	})
-	if runs := readTicks(t, out); len(runs) != before || runs[len(runs)-1].node != "n3" {
+	if runs := readTicks(t, out); len(runs) != before || runs[len(runs)-1].Node != "n3" {
 		t.Fatalf("the singleton moved after n2 came back: %+v", runs)
 	}
 	st := c.Node("n1").Node().Singletons()
@@ -168,10 +116,10 @@ func TestSingletonPreferenceList(t *testing.T) {
 	c.WaitReady(t)
 
 	runs := readTicks(t, out)
-	if len(runs) != 3 || runs[0].node != "n2" || runs[1].node != "n3" || runs[2].node != "n2" {
+	if len(runs) != 3 || runs[0].Node != "n2" || runs[1].Node != "n3" || runs[2].Node != "n2" {
 		t.Fatalf("runs %+v, want n2, n3, n2", runs)
 	}
 	for i := 1; i < len(runs); i++ {
-		t.Logf("move %s/%d -> %s/%d: gap %s", runs[i-1].node, runs[i-1].fence, runs[i].node, runs[i].fence, runs[i].first.Sub(runs[i-1].last).Round(time.Millisecond))
+		t.Logf("move %s/%d -> %s/%d: gap %s", runs[i-1].Node, runs[i-1].Fence, runs[i].Node, runs[i].Fence, runs[i].First.Sub(runs[i-1].Last).Round(time.Millisecond))
 	}
 }
