@@ -216,31 +216,47 @@ func (n *Node) holdLoop(ctx context.Context, specs []config.Singleton) {
 		case qc.SinceLeader > n.cfg.App.SingletonLease:
 			ready, why = false, fmt.Sprintf("no contact with a leader for %s", qc.SinceLeader.Round(time.Millisecond))
 		}
+		// Stops first, all at once, so that a slow start below (its
+		// ReadIndex) never delays one.
+		type stopping struct{ name, why string }
+		var stops []stopping
 		for _, s := range specs {
 			p := n.singles.placed.get(s.Name)
 			h := runs[s.Name]
 			switch {
-			case p.Node != n.cfg.NodeID:
-				stop(s.Name, "placed on "+p.Node)
-			case h != nil && h.token != p.Token:
-				stop(s.Name, "placed again")
-			case !ready:
-				stop(s.Name, why)
 			case h == nil:
-				// A node back from a partition may think itself caught up
-				// before it has even received the newer placement: confirm
-				// with a linearizable read that this one is still current.
-				if !n.placementCurrent(ctx, s.Name, p) {
-					continue
-				}
-				rctx, cancel := context.WithCancel(ctx)
-				h = &held{token: p.Token, cancel: cancel, done: make(chan struct{})}
-				runs[s.Name] = h
-				go func() {
-					defer close(h.done)
-					n.runSingleton(rctx, s, p.Token)
-				}()
+			case p.Node != n.cfg.NodeID:
+				stops = append(stops, stopping{s.Name, "placed on " + p.Node})
+			case h.token != p.Token:
+				stops = append(stops, stopping{s.Name, "placed again"})
+			case !ready:
+				stops = append(stops, stopping{s.Name, why})
 			}
+		}
+		for _, st := range stops {
+			runs[st.name].cancel()
+		}
+		for _, st := range stops {
+			stop(st.name, st.why)
+		}
+		for _, s := range specs {
+			p := n.singles.placed.get(s.Name)
+			if !ready || p.Node != n.cfg.NodeID || runs[s.Name] != nil {
+				continue
+			}
+			// A node back from a partition may think itself caught up
+			// before it has even received the newer placement: confirm
+			// with a linearizable read that this one is still current.
+			if !n.placementCurrent(ctx, s.Name, p) {
+				continue
+			}
+			rctx, cancel := context.WithCancel(ctx)
+			h := &held{token: p.Token, cancel: cancel, done: make(chan struct{})}
+			runs[s.Name] = h
+			go func() {
+				defer close(h.done)
+				n.runSingleton(rctx, s, p.Token)
+			}()
 		}
 		select {
 		case <-ctx.Done():
