@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -159,6 +160,26 @@ func printStatus(w io.Writer, st node.Status) {
 			role = "nonvoter"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\n", m.ID, role, m.State, m.Healthy, m.Address, m.HTTPAddress)
+	}
+	tw.Flush()
+	if len(st.Singletons) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SINGLETON\tPLACEMENT\tRUNS ON\tFENCE")
+	for _, s := range st.Singletons {
+		placement, runsOn, fence := "leader", s.RunsOn, "-"
+		if len(s.Nodes) > 0 {
+			placement = strings.Join(s.Nodes, ",")
+		}
+		if runsOn == "" {
+			runsOn = "(nowhere)"
+		}
+		if f := max(s.PlacedFence, s.Fence); f > 0 {
+			fence = strconv.FormatUint(f, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, placement, runsOn, fence)
 	}
 	tw.Flush()
 }

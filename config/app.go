@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,12 +49,17 @@ type AppConfig struct {
 	// EventsPath is --app-events-path: the app receives cluster events
 	// (broadcasts, leadership, members) as JSON POSTs here.
 	EventsPath string
-	// Singletons are --singleton NAME=CMD: processes that run on the
-	// leader only, fenced by its term.
+	// Singletons are --singleton NAME=CMD: processes that run on one node
+	// at a time, fenced — the leader, or their --singleton-nodes list.
 	Singletons []Singleton
 	// SingletonStopGrace is the time a singleton gets between SIGTERM and
 	// SIGKILL once this node lost the leadership.
 	SingletonStopGrace time.Duration
+	// SingletonLease is --singleton-lease: a singleton placed by a
+	// preference list stops on its node after this long without contact
+	// with a leader, and the leader moves it away from an unreachable node
+	// only after twice this plus SingletonStopGrace.
+	SingletonLease time.Duration
 
 	singletonErr []error
 }
@@ -62,6 +68,9 @@ type AppConfig struct {
 type Singleton struct {
 	Name    string
 	Command string // run with /bin/sh -c in --app-dir
+	// Nodes is its --singleton-nodes preference list: it runs on the first
+	// healthy node of the list instead of on the leader (nil: the leader).
+	Nodes []string
 }
 
 func defaultApp() AppConfig {
@@ -72,6 +81,7 @@ func defaultApp() AppConfig {
 		StartTimeout:   60 * time.Second,
 
 		SingletonStopGrace: 2 * time.Second,
+		SingletonLease:     3 * time.Second,
 	}
 }
 
@@ -90,8 +100,10 @@ func (d AppConfig) flags(fs *pflag.FlagSet) {
 	fs.Duration("app-response-header-timeout", d.ResponseHeaderTimeout, "bound on the app's time to answer a request's header (0 = none)")
 	fs.Bool("app-demo", d.Demo, "mount the demo application although --app-upstream is set")
 	fs.String("app-events-path", d.EventsPath, "path of the app that receives cluster events (broadcasts, leadership, members) as JSON POSTs")
-	fs.StringArray("singleton", nil, "NAME=CMD: a process that runs on the leader only, fenced (repeatable)")
+	fs.StringArray("singleton", nil, "NAME=CMD: a process that runs on one node at a time (the leader, or see --singleton-nodes), fenced (repeatable)")
 	fs.Duration("singleton-stop-grace", d.SingletonStopGrace, "time a singleton gets between SIGTERM and SIGKILL when this node stops leading")
+	fs.StringArray("singleton-nodes", nil, "NAME=N1,N2,...: run singleton NAME on the first healthy node of this preference list instead of on the leader (repeatable)")
+	fs.Duration("singleton-lease", d.SingletonLease, "a singleton placed by --singleton-nodes stops after this long without a leader; the leader moves it off an unreachable node after twice this plus --singleton-stop-grace")
 }
 
 // load reads the merged flag/env/file values.
@@ -123,6 +135,30 @@ func (c *AppConfig) load(v *viper.Viper) {
 		default:
 			seen[name] = true
 			c.Singletons = append(c.Singletons, Singleton{Name: name, Command: cmd})
+		}
+	}
+	c.SingletonLease = v.GetDuration("singleton-lease")
+	placed := map[string]bool{}
+	for _, e := range envList(v.Get("singleton-nodes")) {
+		name, list, _ := strings.Cut(e, "=")
+		name = strings.TrimSpace(name)
+		i := slices.IndexFunc(c.Singletons, func(s Singleton) bool { return s.Name == name })
+		var nodes []string
+		for _, id := range strings.Split(list, ",") {
+			if id = strings.TrimSpace(id); id != "" && !slices.Contains(nodes, id) {
+				nodes = append(nodes, id)
+			}
+		}
+		switch {
+		case i < 0:
+			c.singletonErr = append(c.singletonErr, problem("singleton-nodes", "%q names no --singleton", e))
+		case len(nodes) == 0:
+			c.singletonErr = append(c.singletonErr, problem("singleton-nodes", "%q is not NAME=NODE,NODE,...", e))
+		case placed[name]:
+			c.singletonErr = append(c.singletonErr, problem("singleton-nodes", "%q named twice", name))
+		default:
+			placed[name] = true
+			c.Singletons[i].Nodes = nodes
 		}
 	}
 }
@@ -222,6 +258,9 @@ func (c *AppConfig) validate(add func(error)) {
 	}
 	if c.SingletonStopGrace <= 0 {
 		add(problem("singleton-stop-grace", "%s must be positive", c.SingletonStopGrace))
+	}
+	if c.SingletonLease <= 0 {
+		add(problem("singleton-lease", "%s must be positive", c.SingletonLease))
 	}
 	if c.ResponseHeaderTimeout < 0 {
 		add(problem("app-response-header-timeout", "%s must not be negative", c.ResponseHeaderTimeout))

@@ -13,4 +13,14 @@
 // time, JSON errors), and the application routes behind the sessions
 // middleware and the sticky front. testcluster builds nodes through New,
 // never by hand.
+//
+// One piece of replicated state lives here: the placements of the
+// --singleton-nodes singletons (state machine "singletons", command
+// singleton.assign, node/singletonplace.go). The leader commits
+// name -> {node, token = log index}; an assignment names the token it
+// replaces and is refused when that is no longer current, so concurrent
+// leaders cannot both move a singleton. The holder runs it only after a
+// ReadIndex confirmed its placement and while it hears from a leader
+// within --singleton-lease; the leader moves it off a silent holder only
+// after 2 × lease + stop grace (docs/jobs.md).
 package node

@@ -371,3 +371,20 @@ func (q *quorumWatch) loop(c *Cluster) {
 		q.mu.Unlock()
 	}
 }
+
+// LastHeard is when this node last received bytes from peer over the
+// cluster port (zero when never, or before Start); for itself it is now.
+// On the leader every follower answers each heartbeat, so it tells how
+// long ago a follower was last in contact.
+func (c *Cluster) LastHeard(peer string) time.Time {
+	if peer == c.cfg.NodeID {
+		return time.Now()
+	}
+	c.mu.Lock()
+	tr := c.transport
+	c.mu.Unlock()
+	if tr == nil {
+		return time.Time{}
+	}
+	return tr.lastHeard(peer)
+}

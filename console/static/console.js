@@ -224,6 +224,26 @@
       }))));
   }
 
+  // Singleton processes: where each runs (its preference list's placement,
+  // or the leader) and its fencing token.
+  async function refreshSingletons() {
+    const box = $("singletons");
+    let v;
+    try { v = await api("GET", "/_cohort/api/singletons"); } catch (e) {
+      box.replaceChildren(el("p", { class: "muted" }, e.status === 404 ? "No singletons are defined." : "Cannot read singletons: " + e.message));
+      return;
+    }
+    if (!Array.isArray(v) || !v.length) { box.replaceChildren(el("p", { class: "muted" }, "No singletons are defined.")); return; }
+    box.replaceChildren(el("table", {},
+      el("thead", {}, el("tr", {}, ["Singleton", "Placement", "Runs on", "Fence", "Since"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, v.map((s) => el("tr", {},
+        el("td", {}, el("b", {}, s.name)),
+        el("td", {}, s.nodes && s.nodes.length ? s.nodes.join(", ") : "leader"),
+        el("td", { class: s.runs_on ? "" : "bad" }, s.runs_on || "nowhere"),
+        el("td", {}, String(s.placed_fence || s.fence || "–")),
+        el("td", {}, s.since ? when(s.since) : "–"))))));
+  }
+
   function figure(k, v, wide) { return el("div", { class: "figure" + (wide ? " wide" : "") }, el("div", { class: "k" }, k), el("div", { class: "v" }, v)); }
 
   // Known figures first, then any other number the endpoint reports is
@@ -340,9 +360,10 @@
     $("live").className = Date.now() - lastOK > 5000 ? "live stale" : "live";
     $("live").textContent = Date.now() - lastOK > 5000 ? "● stale" : "● live";
   }, 1000);
-  refreshMembers(); refreshJobs(); refreshFigures(); refreshEvents();
+  refreshMembers(); refreshJobs(); refreshSingletons(); refreshFigures(); refreshEvents();
   setInterval(refreshMembers, 1500);
   setInterval(refreshEvents, 3000);
   setInterval(refreshJobs, 5000);
+  setInterval(refreshSingletons, 5000);
   setInterval(refreshFigures, 5000);
 })();
