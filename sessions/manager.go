@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/leaderclock"
 	"github.com/cohortserver/cohort/internal/sessioncookie"
 	"github.com/cohortserver/cohort/raft"
 )
@@ -182,7 +183,7 @@ type Config struct {
 	LockWait time.Duration
 	// Now is this node's clock (nil: time.Now). Reads judge expiry by the
 	// leader's clock, estimated from it and the entries applied here (see
-	// leaderClock); the leader's sweep proposes by it.
+	// leaderclock); the leader's sweep proposes by it.
 	Now func() time.Time
 	// Logger receives the package's logs. If nil, logs are discarded.
 	Logger *slog.Logger
@@ -269,7 +270,7 @@ func New(cl Log, cfg Config) (*Manager, error) {
 		m.st.self, m.st.onMovedAway = cfg.NodeID, m.locks.movedAway
 	}
 	if cfg.Now != nil {
-		m.st.clock.local = cfg.Now
+		m.st.clock = leaderclock.New(cfg.Now)
 	}
 	if err := cl.Register("sessions", m.st, cmdCommit, cmdTouch, cmdSweep, cmdDestroy, cmdClaim); err != nil {
 		return nil, fmt.Errorf("register sessions state machine: %w", err)
@@ -419,8 +420,8 @@ func (m *Manager) routeTag() string {
 }
 
 // now is the time reads judge expiry by: the leader's clock as estimated
-// here (leaderClock), in unix nanoseconds.
-func (m *Manager) now() int64 { return m.st.clock.now() }
+// here (internal/leaderclock), in unix nanoseconds.
+func (m *Manager) now() int64 { return m.st.clock.Now() }
 
 // lookup returns the live version of a session for a request at now,
 // reading passivated data back when needed. nil means none.
@@ -514,7 +515,7 @@ func (m *Manager) sweepLoop(ctx context.Context, term uint64) {
 		case <-t.C:
 		}
 		for ctx.Err() == nil {
-			ids := m.expired(m.st.clock.local().UnixNano(), m.cfg.SweepBatch) // the leader's own clock: it stamps the sweep
+			ids := m.expired(m.st.clock.Local().UnixNano(), m.cfg.SweepBatch) // the leader's own clock: it stamps the sweep
 			if len(ids) == 0 {
 				break
 			}

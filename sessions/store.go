@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cohortserver/cohort/internal/leaderclock"
 	"github.com/cohortserver/cohort/raft"
 )
 
@@ -86,10 +87,10 @@ type store struct {
 	memBytes   int64 // attribute bytes held in memory
 	passive    int   // sessions whose data is passivated
 
-	applied atomic.Uint64 // entries of this machine applied on this node
-	pv      *passivator   // nil: no memory budget
-	onEvent func([]Event) // called after the lock is released
-	clock   leaderClock   // the leader's clock, as seen through applied entries
+	applied atomic.Uint64      // entries of this machine applied on this node
+	pv      *passivator        // nil: no memory budget
+	onEvent func([]Event)      // called after the lock is released
+	clock   *leaderclock.Clock // the leader's clock, as seen through applied entries (read decisions like "expired?")
 
 	self        string          // this node's id, with onMovedAway
 	onMovedAway func(id string) // a claim moved a session of this node to another (session lock); nil when off
@@ -99,7 +100,7 @@ var _ raft.StateMachine = (*store)(nil)
 
 func newStore() *store {
 	return &store{sessions: make(map[string]*session), principals: make(map[string]map[string]struct{}),
-		clock: leaderClock{local: time.Now}}
+		clock: leaderclock.New(nil)}
 }
 
 // get returns the current version of a session (nil when absent).
@@ -113,7 +114,7 @@ func (s *store) get(id string) *session {
 // Apply implements raft.StateMachine.
 func (s *store) Apply(e raft.Entry) ([]byte, error) {
 	s.applied.Add(1)
-	s.clock.observe(e.Time)
+	s.clock.Observe(e.Time)
 	var evs []Event
 	var out []byte
 	var err error

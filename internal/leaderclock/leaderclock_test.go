@@ -21,3 +21,36 @@ func TestEstimateFollowsTheLeadersClockNotTheLocalOne(t *testing.T) {
 		t.Fatalf("an older stamp lowered the estimate by %s", d)
 	}
 }
+
+func TestEstimateWindowAndReplays(t *testing.T) {
+	local := time.Unix(1_000_000, 0)
+	c := New(func() time.Time { return local })
+	if got := c.Now(); got != local.UnixNano() {
+		t.Fatalf("before any entry: %d, want the local clock", got)
+	}
+	// The leader runs an hour behind this node; entries arrive 2 ms after
+	// they were stamped, one a little later.
+	leader := local.Add(-time.Hour)
+	c.Observe(leader.Add(-2 * time.Millisecond))
+	c.Observe(leader.Add(-30 * time.Millisecond))
+	if got := time.Duration(c.Now() - leader.UnixNano()); got != -2*time.Millisecond {
+		t.Fatalf("estimate off by %v, want -2ms (the freshest bound)", got)
+	}
+	// An old entry replayed after a restart lowers nothing...
+	c.Observe(leader.Add(-48 * time.Hour))
+	if got := time.Duration(c.Now() - leader.UnixNano()); got != -2*time.Millisecond {
+		t.Fatalf("after an old entry: off by %v", got)
+	}
+	// ...but once the best bound is older than the window, a new leader
+	// with another clock takes over.
+	local = local.Add(window + time.Second)
+	other := local.Add(-2 * time.Hour) // lower than the standing bound
+	c.Observe(other)
+	if got := time.Duration(c.Now() - other.UnixNano()); got != 0 {
+		t.Fatalf("after a leader change: off by %v", got)
+	}
+	c.Observe(time.Time{}) // entries without a time are ignored
+	if got := time.Duration(c.Now() - other.UnixNano()); got != 0 {
+		t.Fatalf("a zero time moved the estimate by %v", got)
+	}
+}
