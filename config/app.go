@@ -101,7 +101,7 @@ func (d AppConfig) flags(fs *pflag.FlagSet) {
 	fs.Duration("app-response-header-timeout", d.ResponseHeaderTimeout, "bound on the app's time to answer a request's header (0 = none)")
 	fs.Bool("app-demo", d.Demo, "mount the demo application although --app-upstream is set")
 	fs.String("app-events-path", d.EventsPath, "path of the app that receives cluster events (broadcasts, leadership, members) as JSON POSTs")
-	fs.StringArray("singleton", nil, "NAME=CMD: a process that runs on one node at a time (the leader, or see --singleton-nodes), fenced (repeatable)")
+	fs.StringArray("singleton", nil, "NAME=CMD: a process that runs on one node at a time (the leader, or see --singleton-nodes), fenced (repeatable; more in the \"singletons\" list of --jobs-file)")
 	fs.Duration("singleton-stop-grace", d.SingletonStopGrace, "time a singleton gets between SIGTERM and SIGKILL when this node stops leading")
 	fs.StringArray("singleton-nodes", nil, "NAME=N1,N2,...: run singleton NAME on the first healthy node of this preference list instead of on the leader (repeatable)")
 	fs.Duration("singleton-lease", d.SingletonLease, "a singleton placed by --singleton-nodes stops after this long without a leader; the leader moves it off an unreachable node after twice this plus --singleton-stop-grace")
