@@ -64,13 +64,14 @@ type AppConfig struct {
 	singletonErr []error
 }
 
-// Singleton is one --singleton NAME=CMD.
+// Singleton is one --singleton NAME=CMD or one entry of the "singletons"
+// list of --jobs-file (keys name, command, nodes).
 type Singleton struct {
-	Name    string
-	Command string // run with /bin/sh -c in --app-dir
+	Name    string `mapstructure:"name"`
+	Command string `mapstructure:"command"` // run with /bin/sh -c in --app-dir
 	// Nodes is its --singleton-nodes preference list: it runs on the first
 	// healthy node of the list instead of on the leader (nil: the leader).
-	Nodes []string
+	Nodes []string `mapstructure:"nodes"`
 }
 
 func defaultApp() AppConfig {
@@ -100,14 +101,16 @@ func (d AppConfig) flags(fs *pflag.FlagSet) {
 	fs.Duration("app-response-header-timeout", d.ResponseHeaderTimeout, "bound on the app's time to answer a request's header (0 = none)")
 	fs.Bool("app-demo", d.Demo, "mount the demo application although --app-upstream is set")
 	fs.String("app-events-path", d.EventsPath, "path of the app that receives cluster events (broadcasts, leadership, members) as JSON POSTs")
-	fs.StringArray("singleton", nil, "NAME=CMD: a process that runs on one node at a time (the leader, or see --singleton-nodes), fenced (repeatable)")
+	fs.StringArray("singleton", nil, "NAME=CMD: a process that runs on one node at a time (the leader, or see --singleton-nodes), fenced (repeatable; more in the \"singletons\" list of --jobs-file)")
 	fs.Duration("singleton-stop-grace", d.SingletonStopGrace, "time a singleton gets between SIGTERM and SIGKILL when this node stops leading")
 	fs.StringArray("singleton-nodes", nil, "NAME=N1,N2,...: run singleton NAME on the first healthy node of this preference list instead of on the leader (repeatable)")
 	fs.Duration("singleton-lease", d.SingletonLease, "a singleton placed by --singleton-nodes stops after this long without a leader; the leader moves it off an unreachable node after twice this plus --singleton-stop-grace")
 }
 
-// load reads the merged flag/env/file values.
-func (c *AppConfig) load(v *viper.Viper) {
+// load reads the merged flag/env/file values. jobsFile and fileSingletons
+// are the --jobs-file and the singletons it declares: they join the
+// --singleton ones (see addFileSingletons).
+func (c *AppConfig) load(v *viper.Viper, jobsFile string, fileSingletons []Singleton) {
 	c.Upstream = v.GetString("app-upstream")
 	c.Command = v.GetString("app-command")
 	c.Dir = v.GetString("app-dir")
@@ -137,30 +140,74 @@ func (c *AppConfig) load(v *viper.Viper) {
 			c.Singletons = append(c.Singletons, Singleton{Name: name, Command: cmd})
 		}
 	}
+	c.addFileSingletons(jobsFile, fileSingletons)
 	c.SingletonLease = v.GetDuration("singleton-lease")
 	placed := map[string]bool{}
 	for _, e := range envList(v.Get("singleton-nodes")) {
 		name, list, _ := strings.Cut(e, "=")
 		name = strings.TrimSpace(name)
 		i := slices.IndexFunc(c.Singletons, func(s Singleton) bool { return s.Name == name })
-		var nodes []string
-		for _, id := range strings.Split(list, ",") {
-			if id = strings.TrimSpace(id); id != "" && !slices.Contains(nodes, id) {
-				nodes = append(nodes, id)
-			}
-		}
+		nodes := nodeList(strings.Split(list, ","))
 		switch {
 		case i < 0:
-			c.singletonErr = append(c.singletonErr, problem("singleton-nodes", "%q names no --singleton", e))
+			c.singletonErr = append(c.singletonErr, problem("singleton-nodes", "%q names no --singleton or singleton of --jobs-file", e))
 		case len(nodes) == 0:
 			c.singletonErr = append(c.singletonErr, problem("singleton-nodes", "%q is not NAME=NODE,NODE,...", e))
 		case placed[name]:
 			c.singletonErr = append(c.singletonErr, problem("singleton-nodes", "%q named twice", name))
+		case c.Singletons[i].Nodes != nil:
+			c.singletonErr = append(c.singletonErr, problem("singleton-nodes", "%q: singleton %q already has nodes in %s", e, name, jobsFile))
 		default:
 			placed[name] = true
 			c.Singletons[i].Nodes = nodes
 		}
 	}
+}
+
+// addFileSingletons appends the singletons of --jobs-file (file) to the
+// --singleton ones, so that the node runs both alike. A name given twice —
+// in the file and by --singleton, or twice in the file — a bad name and
+// an empty command are problems naming the file's entry.
+func (c *AppConfig) addFileSingletons(file string, specs []Singleton) {
+	inFile := map[string]int{}
+	for i, s := range specs {
+		where := fmt.Sprintf("%s: singleton %d (%q)", file, i+1, s.Name)
+		name, cmd := strings.TrimSpace(s.Name), strings.TrimSpace(s.Command)
+		nodes := nodeList(s.Nodes)
+		switch {
+		case !singletonNameRe.MatchString(name):
+			c.singletonErr = append(c.singletonErr, problem("jobs-file", "%s: name must match [a-z0-9][a-z0-9_-]{0,31}", where))
+			continue
+		case inFile[name] > 0:
+			c.singletonErr = append(c.singletonErr, problem("jobs-file", "%s: name already used by singleton %d of the file", where, inFile[name]))
+			continue
+		}
+		inFile[name] = i + 1
+		if slices.ContainsFunc(c.Singletons, func(f Singleton) bool { return f.Name == name }) {
+			c.singletonErr = append(c.singletonErr, problem("jobs-file", "%s: name also defined by --singleton %s=...: define it in one place", where, name))
+			continue
+		}
+		switch {
+		case cmd == "":
+			c.singletonErr = append(c.singletonErr, problem("jobs-file", "%s: command is required (run with /bin/sh -c)", where))
+		case len(s.Nodes) > 0 && len(nodes) == 0:
+			c.singletonErr = append(c.singletonErr, problem("jobs-file", "%s: nodes %q names no node (leave it out to run on the leader)", where, s.Nodes))
+		default:
+			c.Singletons = append(c.Singletons, Singleton{Name: name, Command: cmd, Nodes: nodes})
+		}
+	}
+}
+
+// nodeList is a preference list as given, without blanks and repeats; nil
+// when it names no node.
+func nodeList(ids []string) []string {
+	var nodes []string
+	for _, id := range ids {
+		if id = strings.TrimSpace(id); id != "" && !slices.Contains(nodes, id) {
+			nodes = append(nodes, id)
+		}
+	}
+	return nodes
 }
 
 var singletonNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)

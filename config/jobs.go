@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -14,12 +15,17 @@ import (
 // JobsConfig holds the settings of the jobs capability.
 type JobsConfig struct {
 	// File is --jobs-file: a YAML, TOML or JSON file with a top-level
-	// "jobs" list of JobSpec. "" declares no jobs.
+	// "jobs" list of JobSpec and a "singletons" list of Singleton. ""
+	// declares none.
 	File string
 	// History is --jobs-history: finished runs kept per job (replicated).
 	History int
 	// Specs are the jobs read from File.
 	Specs []JobSpec
+	// Singletons are the singletons read from File, as written; config
+	// checks them and merges them into AppConfig.Singletons, which is what
+	// the node runs.
+	Singletons []Singleton
 
 	fileErr error
 }
@@ -62,7 +68,7 @@ func defaultJobs() JobsConfig { return JobsConfig{History: 50} }
 
 // flags registers this capability's flags with its defaults.
 func (d JobsConfig) flags(fs *pflag.FlagSet) {
-	fs.String("jobs-file", d.File, "YAML, TOML or JSON file declaring jobs (a top-level \"jobs\" list)")
+	fs.String("jobs-file", d.File, "YAML, TOML or JSON file declaring jobs and singleton processes (top-level \"jobs\" and \"singletons\" lists)")
 	fs.Int("jobs-history", d.History, "finished runs kept per job in the replicated history")
 }
 
@@ -70,34 +76,42 @@ func (d JobsConfig) flags(fs *pflag.FlagSet) {
 func (c *JobsConfig) load(v *viper.Viper) {
 	c.File = v.GetString("jobs-file")
 	c.History = v.GetInt("jobs-history")
-	c.Specs, c.fileErr = nil, nil
+	c.Specs, c.Singletons, c.fileErr = nil, nil, nil
 	if c.File != "" {
-		c.Specs, c.fileErr = ReadJobsFile(c.File)
+		var f JobsFile
+		f, c.fileErr = ReadJobsFile(c.File)
+		c.Specs, c.Singletons = f.Jobs, f.Singletons
 	}
 }
 
-// ReadJobsFile reads a jobs file: {"jobs": [JobSpec...]}.
-func ReadJobsFile(path string) ([]JobSpec, error) {
+// JobsFile is the content of a --jobs-file.
+type JobsFile struct {
+	Jobs       []JobSpec   `mapstructure:"jobs"`
+	Singletons []Singleton `mapstructure:"singletons"`
+}
+
+// ReadJobsFile reads a jobs file: {"jobs": [JobSpec...], "singletons":
+// [Singleton...]}, both optional. It checks the file's shape only; the
+// values are checked by Validate.
+func ReadJobsFile(path string) (JobsFile, error) {
 	if _, err := os.Stat(path); err != nil {
-		return nil, err
+		return JobsFile{}, err
 	}
 	fv := viper.New()
 	fv.SetConfigFile(path)
 	if err := fv.ReadInConfig(); err != nil {
-		return nil, err
+		return JobsFile{}, err
 	}
 	for _, k := range fv.AllKeys() {
-		if len(k) < 4 || k[:4] != "jobs" {
-			return nil, fmt.Errorf("unknown top-level key %q (want a \"jobs\" list)", k)
+		if !strings.HasPrefix(k, "jobs") && !strings.HasPrefix(k, "singletons") {
+			return JobsFile{}, fmt.Errorf("unknown top-level key %q (want a \"jobs\" or \"singletons\" list)", k)
 		}
 	}
-	var file struct {
-		Jobs []JobSpec `mapstructure:"jobs"`
-	}
+	var file JobsFile
 	if err := fv.Unmarshal(&file, func(dc *mapstructure.DecoderConfig) { dc.ErrorUnused = true }); err != nil {
-		return nil, err
+		return JobsFile{}, err
 	}
-	return file.Jobs, nil
+	return file, nil
 }
 
 var jobNameRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)

@@ -145,7 +145,7 @@ func Load(dev bool, args []string, usage io.Writer) (Config, error) {
 	c.Files.load(v)
 	c.Jobs.load(v)
 	c.DB.load(v)
-	c.App.load(v)
+	c.App.load(v, c.Jobs.File, c.Jobs.Singletons)
 	c.KV.load(v)
 	if err := c.Validate(); err != nil {
 		return c, err

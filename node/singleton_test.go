@@ -2,7 +2,10 @@ package node_test
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,5 +124,51 @@ func TestSingletonPreferenceList(t *testing.T) {
 	}
 	for i := 1; i < len(runs); i++ {
 		t.Logf("move %s/%d -> %s/%d: gap %s", runs[i-1].Node, runs[i-1].Fence, runs[i].Node, runs[i].Fence, runs[i].First.Sub(runs[i-1].Last).Round(time.Millisecond))
+	}
+}
+
+// TestSingletonFromJobsFile declares a singleton in the "singletons" list
+// of --jobs-file, loads it as the binary does (config.Load) and checks that
+// the node runs it like a --singleton one: on the leader only, with its
+// name in COHORT_SINGLETON and a fencing token in COHORT_FENCE.
+func TestSingletonFromJobsFile(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "ticks")
+	jobsFile, key := filepath.Join(dir, "jobs.yaml"), filepath.Join(dir, "key")
+	if err := os.WriteFile(jobsFile, []byte("singletons:\n  - name: filed\n    command: '"+tickCommand(out)+"'\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, []byte("0123456789abcdef0123"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := config.Load(false, []string{"--node-id", "n1", "--cluster-key-file", key, "--cluster-addr", "127.0.0.1:1", "--jobs-file", jobsFile}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *config.Config) {
+		cfg.Jobs = loaded.Jobs
+		cfg.App.Singletons = loaded.App.Singletons
+		cfg.App.SingletonStopGrace = time.Second
+	}))
+	leader := c.WaitLeader(t)
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		n := singletonlog.Lines(out)
+		return n >= 3, fmt.Sprintf("%d ticks", n)
+	})
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(l); len(f) != 4 || f[0] != "filed" || f[1] != leader.ID {
+			t.Fatalf("tick %q: want 'filed %s FENCE TIME' (COHORT_SINGLETON, the leader)", l, leader.ID)
+		}
+	}
+	if runs := readTicks(t, out); len(runs) != 1 || runs[0].Fence == 0 {
+		t.Fatalf("runs %+v, want one run under a fence", runs)
+	}
+	st := c.Node(leader.ID).Node().Singletons()
+	if len(st) != 1 || st[0].Name != "filed" {
+		t.Fatalf("the leader's status %+v, want singleton filed", st)
 	}
 }
