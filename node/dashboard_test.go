@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/cohortserver/cohort/config"
+	"github.com/cohortserver/cohort/internal/testport"
 	"github.com/cohortserver/cohort/testcluster"
 )
 
@@ -86,7 +88,10 @@ func family(series string, fams map[string]*dto.MetricFamily) (string, bool) {
 // node's /_cohort/metrics: every series a panel names exists, and every
 // cohort family has a panel (or a reason in notCharted).
 func TestDashboardMatchesMetrics(t *testing.T) {
-	c := testcluster.New(t, 1)
+	// The Redis and memcached listeners on, so their families exist.
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(cfg *config.Config) {
+		cfg.KV.RedisAddr, cfg.KV.MemcachedAddr = testport.Addr(t), testport.Addr(t)
+	}))
 	nd := c.WaitLeader(t)
 	c.WaitReady(t)
 	// Traffic so the labelled families have children: a request through the
