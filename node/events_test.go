@@ -123,4 +123,27 @@ func TestAppEventsInLogOrderOnEveryNode(t *testing.T) {
 		}
 	}
 	_ = leader
+	// Leader events match what the nodes' status says: the last one each
+	// running node's app got says "leader" on the node the status names,
+	// and "not leader" (or nothing) on the others.
+	mu.Unlock()
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		lead := c.Running()[0].Status(t).LeaderID
+		mu.Lock()
+		defer mu.Unlock()
+		for _, nd := range c.Running() {
+			var last *bool
+			for _, e := range got[nd.ID] {
+				if e.Type == "leader" && e.Leader != nil {
+					last = e.Leader
+				}
+			}
+			is := nd.ID == lead
+			if (last == nil && is) || (last != nil && *last != is) {
+				return false, fmt.Sprintf("status names %q leader, %s's app last heard leader=%v", lead, nd.ID, fmt.Sprint(last != nil && *last))
+			}
+		}
+		return true, ""
+	})
+	mu.Lock() // for the deferred Unlock
 }
