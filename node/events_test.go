@@ -91,42 +91,43 @@ func TestAppEventsInLogOrderOnEveryNode(t *testing.T) {
 		}
 		return true, ""
 	})
-	mu.Lock()
-	defer mu.Unlock()
-	for _, nd := range c.Nodes() {
-		var last uint64
-		next := 0
-		sawLeader := false
-		for _, e := range got[nd.ID] {
-			if e.Seq != 0 && e.Seq < last {
-				t.Fatalf("%s: event seq %d after %d: not in log order", nd.ID, e.Seq, last)
-			}
-			if e.Seq != 0 {
-				last = e.Seq
-			}
-			if e.Topic == "orders" {
-				var p struct{ N int }
-				_ = json.Unmarshal(e.Body, &p)
-				if p.N < next-1 || p.N > next {
-					t.Fatalf("%s: message %d after %d", nd.ID, p.N, next-1)
+	func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, nd := range c.Nodes() {
+			var last uint64
+			next := 0
+			sawLeader := false
+			for _, e := range got[nd.ID] {
+				if e.Seq != 0 && e.Seq < last {
+					t.Fatalf("%s: event seq %d after %d: not in log order", nd.ID, e.Seq, last)
 				}
-				if p.N == next {
-					next++
+				if e.Seq != 0 {
+					last = e.Seq
+				}
+				if e.Topic == "orders" {
+					var p struct{ N int }
+					_ = json.Unmarshal(e.Body, &p)
+					if p.N < next-1 || p.N > next {
+						t.Fatalf("%s: message %d after %d", nd.ID, p.N, next-1)
+					}
+					if p.N == next {
+						next++
+					}
+				}
+				if e.Type == "leader" && e.Leader != nil {
+					sawLeader = true
 				}
 			}
-			if e.Type == "leader" && e.Leader != nil {
-				sawLeader = true
+			if next != 6 || !sawLeader && nd.ID != down.ID {
+				t.Fatalf("%s: %d orders in order, leader event %v: %+v", nd.ID, next, sawLeader, got[nd.ID])
 			}
 		}
-		if next != 6 || !sawLeader && nd.ID != down.ID {
-			t.Fatalf("%s: %d orders in order, leader event %v: %+v", nd.ID, next, sawLeader, got[nd.ID])
-		}
-	}
+	}()
 	_ = leader
 	// Leader events match what the nodes' status says: the last one each
 	// running node's app got says "leader" on the node the status names,
 	// and "not leader" (or nothing) on the others.
-	mu.Unlock()
 	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
 		lead := c.Running()[0].Status(t).LeaderID
 		mu.Lock()
@@ -145,5 +146,4 @@ func TestAppEventsInLogOrderOnEveryNode(t *testing.T) {
 		}
 		return true, ""
 	})
-	mu.Lock() // for the deferred Unlock
 }
