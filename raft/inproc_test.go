@@ -10,6 +10,8 @@ import (
 	"time"
 
 	hraft "github.com/hashicorp/raft"
+
+	"github.com/cohortserver/cohort/internal/poll"
 )
 
 // startTestCluster starts n in-process nodes with a "mem" machine owning
@@ -47,18 +49,15 @@ func startTestCluster(t *testing.T, n int, setup func(c *Cluster), opts ...func(
 		t.Cleanup(func() { _ = c.Close() })
 		cs = append(cs, c)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	poll.Until(t, 30*time.Second, func() (bool, string) {
 		for _, c := range cs {
 			if c.IsLeader() && c.barrierDone.Load() > 0 {
-				return cs
+				return true, ""
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no leader within 30 s")
-		}
-		time.Sleep(10 * time.Millisecond) // poll for a state, with a deadline
-	}
+		return false, "no leader with its barrier done"
+	})
+	return cs
 }
 
 // leaderOf returns the leader among cs and one follower.
@@ -97,7 +96,10 @@ func TestFollowerAppliesWithoutWaitingForTheNextAppend(t *testing.T) {
 				if ctx.Err() != nil {
 					t.Fatal("no leader")
 				}
-				time.Sleep(10 * time.Millisecond) // poll for a leader, with a deadline
+				select { // poll for a leader until ctx's deadline
+				case <-ctx.Done():
+				case <-time.After(10 * time.Millisecond):
+				}
 				continue
 			}
 			res, err := c.Apply(ctx, "mem.put", w)
