@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cohortserver/cohort/internal/poll"
 )
 
 // stageEvent is one mark of the write path on one node.
@@ -30,6 +32,26 @@ func (l *stageLog) fn(node string) stageFn {
 		l.ev = append(l.ev, stageEvent{node, stage, index, time.Now()})
 		l.mu.Unlock()
 	}
+}
+
+// appended reports whether every node in nodes marked the end of a log
+// append at or past index.
+func (l *stageLog) appended(nodes []string, index uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, n := range nodes {
+		found := false
+		for _, e := range l.ev {
+			if e.node == n && e.stage == stageStoreEnd && e.index >= index {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *stageLog) take() []stageEvent {
@@ -111,7 +133,9 @@ func TestWriteStages(t *testing.T) {
 	t.Logf("follower catch-up: %v (COHORT_RAFT_CATCHUP=1 turns it on)", catchUp)
 	cs := startTestCluster(t, 3, func(c *Cluster) { c.stages = log.fn(c.cfg.NodeID) }, func(c *Config) { c.FollowerCatchUp = catchUp })
 	var leader, follower *Cluster
+	var ids []string
 	for _, c := range cs {
+		ids = append(ids, c.cfg.NodeID)
 		if c.IsLeader() {
 			leader = c
 		} else if follower == nil {
@@ -129,7 +153,11 @@ func TestWriteStages(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(2 * time.Millisecond) // let the other nodes' marks of this write arrive (not a wait for a state)
+			// Every node's append of this write has its marks before the
+			// split is read.
+			poll.Until(t, 10*time.Second, func() (bool, string) {
+				return log.appended(ids, res.Index), "a node has not appended the write yet"
+			})
 			if i < 20 {
 				continue // warm-up
 			}
