@@ -8,100 +8,181 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	hraft "github.com/hashicorp/raft"
 )
 
-// commitPushInterval is the shortest time between two commit pushes to a
-// follower: under load it bounds their rate (each append Raft sends carries
-// the commit index anyway), and an idle cluster pushes nothing.
-const commitPushInterval = 2 * time.Millisecond
+const (
+	// commitPushInterval is the shortest time between two commit pushes to
+	// a follower: under load it bounds their rate (each append Raft sends
+	// carries the commit index anyway).
+	commitPushInterval = 2 * time.Millisecond
+	// commitPushKeepalive is how often a follower that confirmed the
+	// leader's newest commit is told it again. It finds a follower that
+	// restarted (its applied index fell back to its snapshot) while no
+	// write moved the commit: Raft tells it only with its next append,
+	// CommitTimeout later. Two small requests a second per follower.
+	commitPushKeepalive = 500 * time.Millisecond
+	// commitPushMaxBackoff bounds the wait before a push is retried to a
+	// follower that did not confirm one (down, or behind by more than its
+	// log holds).
+	commitPushMaxBackoff = time.Second
+	// commitWaitLog bounds how long a follower waits for its log to hold
+	// a pushed commit's entry (the push can overtake the append).
+	commitWaitLog = 500 * time.Millisecond
+)
 
 // commitPushPath is where a follower takes a pushed commit.
 const commitPushPath = "/_internal/raft/commit"
 
-// pushCommits tells the followers of every index the leader applied, with
-// its term, as soon as it moves (at most once per commitPushInterval), so
-// that they apply it from their own logs (router.catchUp) at once.
-// hashicorp/raft tells a follower of a commit only with its next append,
-// which for the last write before a pause comes CommitTimeout later. It
-// runs while this node leads (ctx). A follower of an older version answers
-// 404, which is ignored: it learns the commit from Raft as before.
+// pushTarget is what the leader knows of one follower's commit pushes.
+type pushTarget struct {
+	acked    uint64    // newest index the follower confirmed applied
+	inflight bool      // a push is under way
+	fails    int       // pushes in a row the follower did not confirm
+	next     time.Time // no push before this (spacing, backoff)
+	last     time.Time // when the last push was sent
+}
+
+// pushDone is the outcome of one push.
+type pushDone struct {
+	addr  string
+	index uint64
+	ok    bool // the follower applied index
+	old   bool // the follower does not know pushes (an older version)
+}
+
+// pushCommits tells each follower of the newest index the leader applied,
+// with its term, as soon as it moves (at most once per
+// commitPushInterval, one push in flight per follower), so that it
+// applies it from its own log (router.catchUp) at once: hashicorp/raft
+// tells a follower of a commit only with its next append, which for the
+// last write before a pause comes CommitTimeout later. A push the follower
+// does not confirm (it is down, or its log does not reach the entry) is
+// retried with backoff until it is; a follower that confirmed is told
+// again every commitPushKeepalive, which finds one that restarted. It runs
+// while this node leads (ctx). A follower of an older version answers 404:
+// it learns the commit from Raft as before and is only kept alive.
 func (c *Cluster) pushCommits(ctx context.Context, r *hraft.Raft) {
-	var sent uint64
-	var mu sync.Mutex
-	inflight := make(map[string]bool) // follower address -> push under way
-	var servers []hraft.Server
+	targets := make(map[string]*pushTarget) // follower address -> state
+	done := make(chan pushDone)
+	inflight := 0
+	defer func() { // let the pushes under way end before leaderWG is waited on
+		for ; inflight > 0; inflight-- {
+			<-done
+		}
+	}()
 	var serversAt time.Time
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		cur, ch := c.router.applied.waitCh()
-		if cur <= sent {
-			select {
-			case <-ctx.Done():
-				return
-			case <-ch:
-				continue
-			}
-		}
-		if time.Since(serversAt) > time.Second {
+		now := time.Now()
+		if now.Sub(serversAt) > time.Second {
 			if f := r.GetConfiguration(); f.Error() == nil {
-				servers, serversAt = f.Configuration().Servers, time.Now()
+				serversAt = now
+				seen := make(map[string]bool)
+				for _, s := range f.Configuration().Servers {
+					addr := string(s.Address)
+					if string(s.ID) == c.cfg.NodeID {
+						continue
+					}
+					seen[addr] = true
+					if targets[addr] == nil {
+						targets[addr] = &pushTarget{}
+					}
+				}
+				for addr, t := range targets {
+					if !seen[addr] && !t.inflight {
+						delete(targets, addr)
+					}
+				}
 			}
 		}
-		idx, term := c.router.applied.getTerm()
-		mu.Lock()
-		for _, s := range servers {
-			addr := string(s.Address)
-			if string(s.ID) == c.cfg.NodeID || inflight[addr] || term == 0 {
+		idx, term, appliedCh := c.router.applied.waitChTerm()
+		wake := now.Add(commitPushKeepalive)
+		for addr, t := range targets {
+			if t.inflight {
 				continue
 			}
-			inflight[addr] = true
-			c.leaderWG.Add(1)
+			due := t.last.Add(commitPushKeepalive)
+			if t.acked < idx && term != 0 && t.next.Before(due) {
+				due = t.next
+			}
+			if due.After(now) {
+				if due.Before(wake) {
+					wake = due
+				}
+				continue
+			}
+			if term == 0 {
+				continue
+			}
+			t.inflight, t.last = true, now
+			inflight++
 			go func() {
-				defer c.leaderWG.Done()
-				c.pushCommit(ctx, addr, idx, term)
-				mu.Lock()
-				delete(inflight, addr)
-				mu.Unlock()
+				done <- c.pushCommit(ctx, addr, idx, term)
 			}()
 		}
-		mu.Unlock()
-		sent = idx
+		timer.Reset(time.Until(wake))
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(commitPushInterval):
+		case d := <-done:
+			inflight--
+			t := targets[d.addr]
+			if t == nil {
+				continue
+			}
+			t.inflight = false
+			switch {
+			case d.ok:
+				t.acked = max(t.acked, d.index)
+				t.fails, t.next = 0, time.Now().Add(commitPushInterval)
+			case d.old:
+				t.acked = max(t.acked, d.index) // Raft tells it; do not insist
+				t.fails, t.next = 0, time.Now().Add(commitPushKeepalive)
+			default:
+				t.fails++
+				t.next = time.Now().Add(min(commitPushInterval<<min(t.fails, 10), commitPushMaxBackoff))
+			}
+		case <-appliedCh:
+		case <-timer.C:
 		}
 	}
 }
 
-// pushCommit sends one commit to the follower at addr; failures are only
-// logged at debug: Raft tells the follower all the same, later.
-func (c *Cluster) pushCommit(ctx context.Context, addr string, index, term uint64) {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
+// pushCommit sends one commit to the follower at addr and reports whether
+// it applied it. Failures are only logged at debug: Raft tells the
+// follower all the same, later, and the push is retried.
+func (c *Cluster) pushCommit(ctx context.Context, addr string, index, term uint64) pushDone {
+	d := pushDone{addr: addr, index: index}
+	ctx, cancel := context.WithTimeout(ctx, commitWaitLog+time.Second)
 	defer cancel()
 	body := binary.AppendUvarint(binary.AppendUvarint(nil, index), term)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+commitPushPath, bytes.NewReader(body))
 	if err != nil {
-		return
+		return d
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
 			c.log.Debug("push commit", "to", addr, "err", err)
 		}
-		return
+		return d
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
+	d.ok = resp.StatusCode == http.StatusNoContent
+	d.old = resp.StatusCode == http.StatusNotFound
+	return d
 }
 
 // handleCommit takes a pushed commit: index is committed and its entry has
-// term; apply this node's log up to it if it holds that entry. A commit
-// from any leader, current or deposed, is safe to apply: committed entries
-// never change.
+// term; apply this node's log up to it once the log holds that entry. A
+// commit from any leader, current or deposed, is safe to apply: committed
+// entries never change. It answers 204 once this node applied index, 202
+// when it could not within commitWaitLog (the leader pushes again).
 func (c *Cluster) handleCommit(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64))
 	if err != nil {
@@ -113,8 +194,15 @@ func (c *Cluster) handleCommit(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if c.cfg.FollowerCatchUp {
-		c.router.catchUp(c.logs, index, term)
+	if !c.cfg.FollowerCatchUp {
+		w.WriteHeader(http.StatusNotFound) // Raft tells this node, as before
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), commitWaitLog)
+	defer cancel()
+	if err := c.waitWritable(ctx, index, term); err != nil {
+		w.WriteHeader(http.StatusAccepted)
+		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

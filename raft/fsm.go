@@ -466,6 +466,16 @@ func (a *appliedIndex) getTerm() (index, term uint64) {
 	return a.index, a.term
 }
 
+// waitChTerm is waitCh with the term of the entry at the index.
+func (a *appliedIndex) waitChTerm() (index, term uint64, ch <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.wake == nil {
+		a.wake = make(chan struct{})
+	}
+	return a.index, a.term, a.wake
+}
+
 // waitCh returns the current index and a channel closed at the next change.
 func (a *appliedIndex) waitCh() (uint64, <-chan struct{}) {
 	a.mu.Lock()

@@ -160,6 +160,66 @@ func TestLeaderPushesCommitsToFollowers(t *testing.T) {
 	}
 }
 
+// A follower that restarts while no write moves the commit index learns of
+// the commits in its log from the leader's commit push, which tells every
+// follower again each commitPushKeepalive: with a commit timeout of an
+// hour, Raft would tell it only with the next write.
+func TestRestartedFollowerCatchesUpWithoutAWrite(t *testing.T) {
+	cs := startTestCluster(t, 3, nil, func(c *Config) { c.CommitTimeout, c.FollowerCatchUp = time.Hour, true })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var want []byte
+	var last Result
+	for i := range 5 {
+		w := fmt.Appendf(nil, "<%d>", i)
+		for {
+			leader, _ := leaderOf(cs)
+			if leader == nil {
+				t.Fatal("no leader")
+			}
+			res, err := leader.Apply(ctx, "mem.put", w)
+			if errors.Is(err, ErrOutcomeUnknown) && ctx.Err() == nil {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = res
+			break
+		}
+		want = append(want, w...)
+	}
+	_, f := leaderOf(cs)
+	if err := f.WaitApplied(ctx, last.Index); err != nil {
+		t.Fatalf("%s before the restart: %v", f.NodeID(), err)
+	}
+	cfg := f.cfg
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	poll.Until(t, 10*time.Second, func() (bool, string) {
+		var err error
+		ln, err = net.Listen("tcp", cfg.BindAddr)
+		return err == nil, fmt.Sprintf("listen again on %s: %v", cfg.BindAddr, err)
+	})
+	cfg.Listener = ln
+	f = New(cfg)
+	if err := f.Register("mem", &memMachine{}, "mem.put"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if err := f.WaitApplied(ctx, last.Index); err != nil {
+		t.Fatalf("%s after its restart never applied the entries in its log: %v", f.NodeID(), err)
+	}
+	if got := memOf(f).get(); !bytes.Equal(got, want) {
+		t.Fatalf("%s after its restart holds %q, want %q", f.NodeID(), got, want)
+	}
+}
+
 // catchUp applies from the log only when the entry at the index has the
 // term the leader reported, and Raft's later Apply of the same entries is
 // skipped.
