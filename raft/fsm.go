@@ -206,11 +206,16 @@ func (r *router) catchUp(logs hraft.LogStore, index, term uint64) bool {
 		return false
 	}
 	for i := cur + 1; i <= index; i++ {
-		if err := logs.GetLog(i, &l); err != nil {
+		// A fresh Log each time: the log store decodes into the Data
+		// slice it is given, and state machines keep slices of the
+		// payload (sessions' values), which the next entry would
+		// overwrite.
+		e := new(hraft.Log)
+		if err := logs.GetLog(i, e); err != nil {
 			return false // compacted or missing: Raft applies from here
 		}
-		if l.Type == hraft.LogCommand {
-			r.applyLocked(&l)
+		if e.Type == hraft.LogCommand {
+			r.applyLocked(e)
 		}
 	}
 	r.applied.setTerm(index, term)

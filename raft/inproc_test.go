@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,6 +219,50 @@ func TestRestartedFollowerCatchesUpWithoutAWrite(t *testing.T) {
 	}
 	if got := memOf(f).get(); !bytes.Equal(got, want) {
 		t.Fatalf("%s after its restart holds %q, want %q", f.NodeID(), got, want)
+	}
+}
+
+// keepMachine keeps every payload it is given, as sessions keep values.
+type keepMachine struct{ kept [][]byte }
+
+func (m *keepMachine) Apply(e Entry) ([]byte, error) {
+	m.kept = append(m.kept, e.Payload)
+	return nil, nil
+}
+func (m *keepMachine) Snapshot() (Snapshot, error) { return memSnap(nil), nil }
+func (m *keepMachine) Restore(io.Reader) error     { return nil }
+
+// A state machine may keep the payload it was given; catching up from a
+// real log store must not hand it bytes the next entry overwrites.
+func TestCatchUpPayloadsStayIntact(t *testing.T) {
+	r := newRouter()
+	m := &keepMachine{}
+	if err := r.register("keep", m, "keep.put"); err != nil {
+		t.Fatal(err)
+	}
+	_, store, err := openLogStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var want []string
+	var entries []*hraft.Log
+	for i := uint64(1); i <= 4; i++ {
+		p := strings.Repeat(string(rune('a'+i)), 16)
+		want = append(want, p)
+		entries = append(entries, &hraft.Log{Index: i, Term: 1, Type: hraft.LogCommand,
+			Data: encodeEnvelope("keep.put", "n1", time.Unix(0, 0), []byte(p))})
+	}
+	if err := store.StoreLogs(entries); err != nil {
+		t.Fatal(err)
+	}
+	if !r.catchUp(store, 4, 1) {
+		t.Fatal("no catch-up")
+	}
+	for i, p := range m.kept {
+		if string(p) != want[i] {
+			t.Fatalf("payload %d is %q after the catch-up, want %q", i+1, p, want[i])
+		}
 	}
 }
 
