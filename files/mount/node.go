@@ -49,22 +49,23 @@ type fileNode struct {
 }
 
 var (
-	_ gofs.NodeLookuper  = (*dirNode)(nil)
-	_ gofs.NodeReaddirer = (*dirNode)(nil)
-	_ gofs.NodeCreater   = (*dirNode)(nil)
-	_ gofs.NodeMkdirer   = (*dirNode)(nil)
-	_ gofs.NodeRmdirer   = (*dirNode)(nil)
-	_ gofs.NodeUnlinker  = (*dirNode)(nil)
-	_ gofs.NodeRenamer   = (*dirNode)(nil)
-	_ gofs.NodeGetattrer = (*dirNode)(nil)
-	_ gofs.NodeSetattrer = (*dirNode)(nil)
-	_ gofs.NodeStatfser  = (*dirNode)(nil)
-	_ gofs.NodeSymlinker = (*dirNode)(nil)
-	_ gofs.NodeLinker    = (*dirNode)(nil)
-	_ gofs.NodeMknoder   = (*dirNode)(nil)
-	_ gofs.NodeOpener    = (*fileNode)(nil)
-	_ gofs.NodeGetattrer = (*fileNode)(nil)
-	_ gofs.NodeSetattrer = (*fileNode)(nil)
+	_ gofs.NodeLookuper       = (*dirNode)(nil)
+	_ gofs.NodeReaddirer      = (*dirNode)(nil)
+	_ gofs.NodeOpendirHandler = (*dirNode)(nil)
+	_ gofs.NodeCreater        = (*dirNode)(nil)
+	_ gofs.NodeMkdirer        = (*dirNode)(nil)
+	_ gofs.NodeRmdirer        = (*dirNode)(nil)
+	_ gofs.NodeUnlinker       = (*dirNode)(nil)
+	_ gofs.NodeRenamer        = (*dirNode)(nil)
+	_ gofs.NodeGetattrer      = (*dirNode)(nil)
+	_ gofs.NodeSetattrer      = (*dirNode)(nil)
+	_ gofs.NodeStatfser       = (*dirNode)(nil)
+	_ gofs.NodeSymlinker      = (*dirNode)(nil)
+	_ gofs.NodeLinker         = (*dirNode)(nil)
+	_ gofs.NodeMknoder        = (*dirNode)(nil)
+	_ gofs.NodeOpener         = (*fileNode)(nil)
+	_ gofs.NodeGetattrer      = (*fileNode)(nil)
+	_ gofs.NodeSetattrer      = (*fileNode)(nil)
 )
 
 // pathOf returns the tree path of an inode ("" for the root); false when
@@ -212,35 +213,54 @@ func (m *Mount) dirAttr(p string, out *fuse.Attr) {
 	out.SetTimes(&mt, &mt, &mt)
 }
 
-// Lookup finds name in this node's applied state; a miss first catches up
-// with the leader, so a file closed on another node is found here.
+// Lookup answers from this node's applied state once the leader confirmed
+// that it holds the same entry for the name (one round trip; none on the
+// leader), and catches up first otherwise. The kernel decides on the
+// answer: a name removed elsewhere and still found in a lagging view would
+// make mkdir and open(O_CREAT|O_EXCL) fail with EEXIST and a plain
+// open(O_CREAT) open a file that is gone; a file closed elsewhere and not
+// applied here yet would be missing.
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	p, errno := d.childPath(name)
 	if errno != 0 {
 		return nil, syscall.ENOENT
 	}
+	if ch := d.pendingChild(name, out); ch != nil {
+		return ch, 0
+	}
+	e := d.m.store.Entry(p)
+	same, err := d.m.store.SameAtLeader(ctx, p, e, catchUpLimit)
+	switch {
+	case err != nil:
+		// No leader to ask (none known, unreachable): a catch-up would
+		// fail alike, so the local state answers, as reads do then.
+		d.m.log.Debug("files mount: lookup from the local state", "path", p, "err", err)
+	case !same:
+		d.m.catchUp(ctx)
+		e = d.m.store.Entry(p)
+	}
+	return d.answer(ctx, name, p, e, out)
+}
+
+// pendingChild returns the child name when it is a file created on this
+// node and not committed yet (it exists here only).
+func (d *dirNode) pendingChild(name string, out *fuse.EntryOut) *gofs.Inode {
 	if ch := d.GetChild(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok && fn.isPending() {
 			fn.attr(&out.Attr)
-			return ch, 0
+			return ch
 		}
 	}
-	for attempt := 0; attempt < 2; attempt++ {
-		if in, ok := d.m.store.Local(p); ok && !in.Deleted {
-			return d.fileChild(ctx, name, in, &out.Attr), 0
-		}
-		if d.m.store.IsDir(p) {
-			return d.dirChild(ctx, name, p, &out.Attr), 0
-		}
-		if attempt == 0 {
-			// A miss: the leader confirms the absence in one round
-			// trip (the common case, a name about to be created), or
-			// this node catches up and looks again.
-			if absent, err := d.m.store.AbsentAtLeader(ctx, p, catchUpLimit); err == nil && absent {
-				return nil, syscall.ENOENT
-			}
-			d.m.catchUp(ctx)
-		}
+	return nil
+}
+
+// answer answers a lookup of name (path p) with the entry e.
+func (d *dirNode) answer(ctx context.Context, name, p string, e files.Entry, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	switch {
+	case e.Live():
+		return d.fileChild(ctx, name, e.Info, &out.Attr), 0
+	case e.Dir:
+		return d.dirChild(ctx, name, p, &out.Attr), 0
 	}
 	return nil, syscall.ENOENT
 }
@@ -266,6 +286,84 @@ func (d *dirNode) dirChild(ctx context.Context, name, p string, out *fuse.Attr) 
 		}
 	}
 	return d.NewInode(ctx, &dirNode{m: d.m}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+}
+
+// OpendirHandle opens the directory for reading (see dirHandle).
+func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{d: d}, 0, 0
+}
+
+// dirHandle is an open directory. Its listing is taken at the first read,
+// after catching up with the leader (Readdir); the lookups the kernel
+// makes of the names listed (READDIRPLUS) answer from that same current
+// state, without the leader round trip of each Lookup. go-fuse calls it
+// under the handle's lock.
+type dirHandle struct {
+	d  *dirNode
+	ds gofs.DirStream
+}
+
+var (
+	_ gofs.FileReaddirenter = (*dirHandle)(nil)
+	_ gofs.FileLookuper     = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
+	_ gofs.FileReleasedirer = (*dirHandle)(nil)
+)
+
+func (h *dirHandle) list(ctx context.Context) syscall.Errno {
+	if h.ds != nil {
+		return 0
+	}
+	ds, errno := h.d.Readdir(ctx)
+	if errno != 0 {
+		return errno
+	}
+	h.ds = ds
+	return 0
+}
+
+// Readdirent implements fs.FileReaddirenter.
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if errno := h.list(ctx); errno != 0 {
+		return nil, errno
+	}
+	if !h.ds.HasNext() {
+		return nil, 0
+	}
+	e, errno := h.ds.Next()
+	return &e, errno
+}
+
+// Seekdir implements fs.FileSeekdirer (rewinddir, telldir/seekdir) within
+// the listing taken at the first read.
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if errno := h.list(ctx); errno != 0 {
+		return errno
+	}
+	if sd, ok := h.ds.(gofs.FileSeekdirer); ok {
+		return sd.Seekdir(ctx, off)
+	}
+	return syscall.ENOTSUP
+}
+
+// Lookup implements fs.FileLookuper: a name the listing just returned,
+// from the state the listing was taken from (or a newer one).
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	p, errno := h.d.childPath(name)
+	if errno != 0 {
+		return nil, syscall.ENOENT
+	}
+	if ch := h.d.pendingChild(name, out); ch != nil {
+		return ch, 0
+	}
+	return h.d.answer(ctx, name, p, h.d.m.store.Entry(p), out)
+}
+
+// Releasedir implements fs.FileReleasedirer.
+func (h *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {
+	if h.ds != nil {
+		h.ds.Close()
+	}
 }
 
 // Readdir lists the directory after catching up with the leader.
@@ -789,7 +887,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		f, err := fn.m.store.Open(ctx, p)
 		if err != nil {
-			return nil, 0, fn.m.errno("open", p, err)
+			return nil, 0, fn.m.openErrno(p, err)
 		}
 		fn.observe(f.Info())
 		fn.refreshKernel(f.Info().Version)
@@ -799,7 +897,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	defer cancel()
 	cur, err := fn.m.store.Stat(cctx, p)
 	if err != nil {
-		return nil, 0, fn.m.errno("open", p, err)
+		return nil, 0, fn.m.openErrno(p, err)
 	}
 	fn.observe(cur)
 	fn.refreshKernel(cur.Version)
@@ -808,4 +906,16 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		return nil, 0, errno
 	}
 	return w, 0, 0
+}
+
+// openErrno maps the error of an open. A file removed elsewhere while the
+// kernel still holds its name (for up to CacheTimeout, until the removal
+// is applied here) answers ESTALE, as NFS does: the kernel then looks the
+// name up again (LOOKUP_REVAL) and retries the open once, so
+// open(O_CREAT) creates the file anew and a plain open gets ENOENT.
+func (m *Mount) openErrno(p string, err error) syscall.Errno {
+	if errors.Is(err, files.ErrNotFound) {
+		return syscall.ESTALE
+	}
+	return m.errno("open", p, err)
 }
