@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"path"
@@ -16,7 +17,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/cohortserver/cohort/files"
-	"github.com/cohortserver/cohort/raft"
 )
 
 // marker is the empty file that records a directory made with mkdir, so
@@ -414,15 +414,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	var w *writeHandle
 	switch {
 	case flags&syscall.O_EXCL != 0:
-		info, err := d.m.put(cctx, p, empty, files.WriteOptions{IfVersion: files.Version(0), Mode: perm, SizeKnown: true})
-		if errors.Is(err, raft.ErrOutcomeUnknown) {
-			// Did this node's create land? (Creates in one directory of
-			// one node are serialized by the kernel, so it was ours.)
-			d.m.store.Barrier(cctx)
-			if in, ok := d.m.store.Local(p); ok && !in.Deleted && in.Writer == d.m.store.Status().Node && in.Size == 0 {
-				info, err = in, nil
-			}
-		}
+		info, err := d.m.createEmpty(cctx, "create", p, files.WriteOptions{Mode: perm})
 		if err != nil {
 			return nil, nil, 0, d.m.errno("create", p, err)
 		}
@@ -461,7 +453,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	}
 	cctx, cancel := d.m.commitCtx()
 	defer cancel()
-	_, err := d.m.put(cctx, join(p, marker), empty, files.WriteOptions{IfVersion: files.Version(0), Mode: fs.FileMode(mode).Perm(), SizeKnown: true})
+	_, err := d.m.createEmpty(cctx, "mkdir", join(p, marker), files.WriteOptions{Mode: fs.FileMode(mode).Perm()})
 	if err != nil {
 		if errors.Is(err, files.ErrConflict) {
 			return nil, syscall.EEXIST // a file has that name
@@ -478,29 +470,46 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return syscall.ENOENT
 	}
 	d.m.catchUp(ctx)
-	fs, dirs := d.m.store.Children(p)
-	var mk *files.Info
-	for i := range fs {
-		if path.Base(fs[i].Path) != marker {
-			return syscall.ENOTEMPTY
-		}
-		mk = &fs[i]
-	}
-	if len(dirs) > 0 {
-		return syscall.ENOTEMPTY
-	}
-	if mk == nil {
-		return syscall.ENOENT
-	}
 	cctx, cancel := d.m.commitCtx()
 	defer cancel()
-	if _, err := d.m.store.Remove(cctx, mk.Path, &files.WriteOptions{IfVersion: files.Version(mk.Version)}); err != nil {
-		if errors.Is(err, files.ErrVersionMismatch) {
-			return syscall.ENOTEMPTY // changed meanwhile; look again
+	mp := join(p, marker)
+	var sent *files.Info // the marker a removal with an unknown outcome was conditioned on
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if sent != nil {
+			if cur, _ := d.m.store.Local(mp); !sameEntry(cur, *sent) {
+				return 0 // landed (what came after is another's doing)
+			}
 		}
-		return d.m.errno("rmdir", p, err)
+		fs, dirs := d.m.store.Children(p)
+		var mk *files.Info
+		for i := range fs {
+			if path.Base(fs[i].Path) != marker {
+				return syscall.ENOTEMPTY
+			}
+			mk = &fs[i]
+		}
+		if len(dirs) > 0 {
+			return syscall.ENOTEMPTY
+		}
+		if mk == nil {
+			return syscall.ENOENT
+		}
+		_, err := d.m.store.Remove(cctx, mk.Path, &files.WriteOptions{IfVersion: files.Version(mk.Version)})
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, files.ErrVersionMismatch), errors.Is(err, files.ErrNotFound):
+			d.m.store.Barrier(cctx) // changed meanwhile: look again
+		case isUnknown(err):
+			if serr := d.m.settle(cctx, "rmdir", p, err); serr != nil {
+				return d.m.errno("rmdir", p, serr)
+			}
+			sent = mk
+		default:
+			return d.m.errno("rmdir", p, err)
+		}
 	}
-	return 0
+	return syscall.ENOTEMPTY // changed on every attempt
 }
 
 // Unlink removes a file (leaving a tombstone). A handle still open on it
@@ -516,8 +525,8 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if ch := d.GetChild(name); ch != nil {
 		fn, _ = ch.Operations().(*fileNode)
 	}
-	if _, err := d.m.store.Remove(cctx, p, nil); err != nil && !(errors.Is(err, files.ErrNotFound) && fn != nil && fn.isPending()) {
-		return d.m.errno("unlink", p, err)
+	if errno := d.m.remove(cctx, "unlink", p); errno != 0 && !(errno == syscall.ENOENT && fn != nil && fn.isPending()) {
+		return errno
 	}
 	if fn != nil {
 		fn.unlinked()
@@ -557,8 +566,8 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			}
 		}
 	}
-	if _, err := d.m.store.Rename(cctx, src, dst, nil); err != nil {
-		return d.m.errno("rename", dst, err)
+	if errno := d.m.rename(cctx, src, dst); errno != 0 {
+		return errno
 	}
 	if ch := np.GetChild(newName); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok && ch != d.GetChild(name) {
@@ -566,6 +575,45 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		}
 	}
 	return 0
+}
+
+// rename moves the file at src to dst as a compare-and-set on the version
+// of src this node sees (after catching up when that view refuses it), so
+// that a rename sent again after an unknown outcome can only move that
+// version.
+func (m *Mount) rename(ctx context.Context, src, dst string) syscall.Errno {
+	caughtUp := false
+	var sent *files.Info // the entry of src a rename with an unknown outcome was conditioned on
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		cur, _ := m.store.Local(src)
+		if sent != nil && !sameEntry(cur, *sent) {
+			return 0 // landed (what came after is another's doing)
+		}
+		if cur.Version == 0 || cur.Deleted {
+			if !caughtUp {
+				m.store.Barrier(ctx)
+				caughtUp = true
+				continue
+			}
+			return syscall.ENOENT
+		}
+		_, err := m.store.Rename(ctx, src, dst, &files.WriteOptions{IfVersion: files.Version(cur.Version)})
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, files.ErrVersionMismatch), errors.Is(err, files.ErrNotFound):
+			m.store.Barrier(ctx) // a stale view, or src changed meanwhile
+			caughtUp = true
+		case isUnknown(err):
+			if serr := m.settle(ctx, "rename", dst, err); serr != nil {
+				return m.errno("rename", dst, serr)
+			}
+			sent = &cur
+		default:
+			return m.errno("rename", dst, err)
+		}
+	}
+	return m.errno("rename", dst, fmt.Errorf("%s changed on every one of %d attempts", src, maxAttempts))
 }
 
 // Getattr of a directory.
@@ -591,8 +639,12 @@ func (d *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 		mp := join(p, marker)
 		cctx, cancel := d.m.commitCtx()
 		defer cancel()
+		var sent *files.Info // the marker a change with an unknown outcome was conditioned on
 		for attempt := 0; ; attempt++ {
 			cur, ok := d.m.store.Local(mp)
+			if sent != nil && !sameEntry(cur, *sent) {
+				break // landed (what came after is another's doing)
+			}
 			var err error
 			if ok && !cur.Deleted {
 				m := cur.Mode
@@ -609,6 +661,13 @@ func (d *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 			}
 			if errors.Is(err, files.ErrVersionMismatch) && attempt < 3 {
 				d.m.store.Barrier(cctx)
+				continue
+			}
+			if isUnknown(err) && attempt < maxAttempts {
+				if serr := d.m.settle(cctx, "setattr", p, err); serr != nil {
+					return d.m.errno("setattr", p, serr)
+				}
+				sent = &cur
 				continue
 			}
 			if err != nil {
@@ -837,8 +896,15 @@ func (fn *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Set
 
 // setAttr commits a mode and/or mtime, keeping the content.
 func (fn *fileNode) setAttr(ctx context.Context, p string, setMode bool, mode fs.FileMode, mtime time.Time) syscall.Errno {
+	var sent *files.Info // the version a change with an unknown outcome was conditioned on
 	for attempt := 0; ; attempt++ {
 		cur, ok := fn.m.store.Local(p)
+		if sent != nil && !sameEntry(cur, *sent) {
+			if ok && !cur.Deleted {
+				fn.observe(cur)
+			}
+			return 0 // landed (what came after is another's doing)
+		}
 		if !ok || cur.Deleted {
 			return syscall.ENOENT
 		}
@@ -849,6 +915,13 @@ func (fn *fileNode) setAttr(ctx context.Context, p string, setMode bool, mode fs
 		info, err := fn.m.store.SetAttr(ctx, cur, m, mtime)
 		if errors.Is(err, files.ErrVersionMismatch) && attempt < 3 {
 			fn.m.store.Barrier(ctx)
+			continue
+		}
+		if isUnknown(err) && attempt < maxAttempts {
+			if serr := fn.m.settle(ctx, "setattr", p, err); serr != nil {
+				return fn.m.errno("setattr", p, serr)
+			}
+			sent = &cur
 			continue
 		}
 		if err != nil {
