@@ -26,6 +26,25 @@ func (s *Store) CatchUp(ctx context.Context, limit time.Duration) error {
 	return s.catchUp(ctx, limit)
 }
 
+// ReadIndex waits until this node applied every command committed
+// before the call, as a leader that confirmed its leadership with a quorum
+// counts them (raft.Cluster.ReadIndex): unlike Barrier it waits for a
+// leader to be elected, and a new leader first commits what its
+// predecessors left in its log. So after a write whose outcome was
+// unknown (raft.ErrOutcomeUnknown) the local view tells whether it
+// landed: a command of a deposed leader that is not in it never will be.
+// (A command still in flight on a leader that kept its leadership may
+// land later: a caller that sends it again must make it a
+// compare-and-set.) With a context marked by raft.Cluster.Bounded it
+// gives up when the wait budget runs out or this node is cut off from its
+// quorum.
+func (s *Store) ReadIndex(ctx context.Context) error {
+	if err := s.cfg.Log.ReadIndex(ctx); err != nil {
+		return fmt.Errorf("files: read index: %w", err)
+	}
+	return nil
+}
+
 // Local returns this node's applied metadata of path (tombstones
 // included) without a read barrier. path must be clean (see CleanPath).
 func (s *Store) Local(path string) (Info, bool) { return s.state.get(path) }

@@ -10,19 +10,49 @@ import (
 	"time"
 )
 
-// internalExists answers whether a path names a live file or a directory
-// in the leader's applied state.
+// internalExists answers what the leader's applied state holds for a
+// path: a live file or a directory there, and the version of its entry.
 const internalExists = "/_internal/files/exists"
 
-// exists reports whether p names a live file or a directory in this
-// node's applied state, and the version of its entry (a tombstone's
-// too; 0 when there is none).
-func (s *Store) exists(p string) (bool, uint64) {
-	in, ok := s.state.get(p)
-	if ok && !in.Deleted {
-		return true, in.Version
+// Entry is what this node's applied state holds for a path, as a lookup
+// sees it, read in one step (Store.Entry).
+type Entry struct {
+	// Info is the file at the path: live, a tombstone (Deleted), or the
+	// zero Info when the path never held a file.
+	Info Info
+	// Dir is set when the path is a directory (live files sit under it).
+	Dir bool
+}
+
+// Live reports whether the path holds a live file.
+func (e Entry) Live() bool { return e.Info.Version != 0 && !e.Info.Deleted }
+
+// wire is an Entry as the leader sends it: enough to tell whether two
+// nodes answer a lookup alike.
+type wire struct {
+	Exists  bool   `json:"exists"`
+	Dir     bool   `json:"dir"`
+	Version uint64 `json:"version"` // the entry's, a tombstone's too; 0: none
+}
+
+func (e Entry) wire() wire {
+	if e.Live() {
+		return wire{Exists: true, Version: e.Info.Version}
 	}
-	return s.IsDir(p), in.Version
+	return wire{Exists: e.Dir, Dir: e.Dir, Version: e.Info.Version}
+}
+
+// Entry returns this node's applied state for path (clean), the file and
+// whether it is a directory read together, without a read barrier.
+func (s *Store) Entry(path string) Entry {
+	s.state.mu.RLock()
+	defer s.state.mu.RUnlock()
+	var e Entry
+	if in := s.state.files[path]; in != nil {
+		e.Info = *in
+	}
+	e.Dir = path == "" || s.state.dirs[path] > 0
+	return e
 }
 
 func (s *Store) handleExists(w http.ResponseWriter, r *http.Request) {
@@ -31,28 +61,26 @@ func (s *Store) handleExists(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
-	ok, v := s.exists(p)
-	writeJSON(w, http.StatusOK, map[string]any{"exists": ok, "version": v})
+	writeJSON(w, http.StatusOK, s.Entry(p).wire())
 }
 
-// AbsentAtLeader reports whether the leader confirms that path (clean)
-// names neither a live file nor a directory and that its entry there (a
-// tombstone, or none) is the one this node holds, without waiting for
-// this node to apply the leader's commit index. Every write whose commit
-// has returned to its caller is applied on the leader (a forwarded write
-// returns only after the leader applied it), so a confirmed absence is
-// what a read barrier followed by a local lookup would have answered, and
-// this node's entry for path is then current (a later compare-and-set on
-// it starts from the right version), at the cost of one round trip
-// instead of a round trip plus the wait for this node's next append. On
-// the leader it answers from the local state. It returns false, nil when
-// the path exists or the entries differ, and an error when the leader
-// could not be asked; in both cases catch up (CatchUp) and look locally.
-func (s *Store) AbsentAtLeader(ctx context.Context, path string, limit time.Duration) (bool, error) {
-	here, version := s.exists(path)
-	if here {
-		return false, nil
-	}
+// SameAtLeader reports whether the leader holds for path (clean) the
+// entry here (read with Entry) — the same version of a live file, or, as
+// here, no live file with the same tombstone (or none) and a directory
+// there or not — without waiting for this node to apply the leader's
+// commit index. Every write whose commit has returned to its caller is
+// applied on the leader (a forwarded write returns only after the leader
+// applied it), so answering from a confirmed entry is what a read barrier
+// followed by a local lookup would have answered, and a later
+// compare-and-set on it starts from the right version, at the cost of one
+// round trip instead of a round trip plus the wait for this node's next
+// append. Answer from here itself, not from a new read of the local
+// state: that may have moved meanwhile to a state the leader has already
+// left (a directory made and removed, applied here half-way). On the
+// leader it answers true at once. It returns false, nil when the entries
+// differ, and an error when the leader could not be asked; in both cases
+// catch up (CatchUp) and look locally.
+func (s *Store) SameAtLeader(ctx context.Context, path string, here Entry, limit time.Duration) (bool, error) {
 	if s.cfg.Log.IsLeader() {
 		return true, nil
 	}
@@ -72,12 +100,9 @@ func (s *Store) AbsentAtLeader(ctx context.Context, path string, limit time.Dura
 		return false, fmt.Errorf("ask the leader about %s: %w", path, err)
 	}
 	defer resp.Body.Close()
-	var ans struct {
-		Exists  bool   `json:"exists"`
-		Version uint64 `json:"version"`
-	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&ans) != nil {
+	var there wire
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&there) != nil {
 		return false, fmt.Errorf("ask the leader about %s: it answered %s", path, resp.Status)
 	}
-	return !ans.Exists && ans.Version == version, nil
+	return there == here.wire(), nil
 }

@@ -25,6 +25,7 @@ type Log interface {
 	Register(name string, sm raft.StateMachine, types ...string) error
 	Apply(ctx context.Context, typ string, payload []byte) (raft.Result, error)
 	WaitApplied(ctx context.Context, index uint64) error
+	ReadIndex(ctx context.Context) error
 	HandleInternal(pattern string, h http.Handler)
 	Client() *http.Client
 	Servers() ([]raft.Server, error)

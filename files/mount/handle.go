@@ -19,7 +19,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/cohortserver/cohort/files"
-	"github.com/cohortserver/cohort/raft"
 )
 
 // readHandle reads the version that was current at open, from the local
@@ -269,9 +268,30 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 		return toErrno(err)
 	}
 	size := fi.Size()
+	var sent *files.Info // the entry a commit with an unknown outcome was conditioned on
 	for attempt := 0; ; attempt++ {
 		cur, ok := m.store.Local(p)
 		live := ok && !cur.Deleted
+		if sent != nil {
+			// The outcome of the last try was unknown; this node's state
+			// now holds every committed command (settle).
+			if live && cur.Size == size && cur.SHA256 == sumOf(w.tmp, size) {
+				w.base, w.dirty, w.mtime = cur.Version, false, time.Time{}
+				w.n.observe(cur)
+				return 0 // it landed
+			}
+			if !sameEntry(cur, *sent) {
+				// It landed and was replaced or removed since, or another
+				// change came first: as if it landed just before that one
+				// (last close wins). A later commit of this handle starts
+				// from the version it replaced.
+				w.base, w.dirty, w.mtime = sent.Version, false, time.Time{}
+				if live {
+					w.n.observe(cur)
+				}
+				return 0
+			}
+		}
 		if ok && !live && cur.Version > w.base {
 			m.log.Warn("files mount: file deleted on another node while open for writing; content dropped", "path", p)
 			w.gone = true
@@ -288,16 +308,15 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 			m.store.Barrier(ctx)
 			continue
 		}
-		if errors.Is(err, raft.ErrOutcomeUnknown) && attempt < 5 && ctx.Err() == nil {
-			// Leadership changed in flight: the put may have landed. Catch
-			// up; if the file holds exactly this content it did, else the
-			// compare-and-set makes a second try safe.
-			m.store.Barrier(ctx)
-			if in, ok := m.store.Local(p); ok && !in.Deleted && in.Size == size && in.SHA256 == sumOf(w.tmp, size) {
-				info, err = in, nil
-			} else {
-				continue
+		if isUnknown(err) && attempt < maxAttempts {
+			// Leadership changed in flight: the put may have landed. Find
+			// out (above); if it did not, the compare-and-set makes a
+			// second try safe.
+			if serr := m.settle(ctx, "close", p, err); serr != nil {
+				return m.errno("close", p, serr)
 			}
+			sent = &cur
+			continue
 		}
 		if err != nil {
 			return m.errno("close", p, err)

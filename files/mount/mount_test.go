@@ -158,6 +158,67 @@ func TestMount(t *testing.T) {
 		}
 	})
 
+	t.Run("a name removed on one node is free on the others right after", func(t *testing.T) {
+		// The other node applies the removal a moment after the call
+		// returned: until then its lookups must not answer from its own
+		// state (mkdir and O_EXCL would fail with EEXIST, open(O_CREAT)
+		// with ENOENT). Every other round it looked the name up before
+		// the removal, so its kernel also holds the name.
+		ids := []string{"n1", "n2", "n3"}
+		must(t, os.Mkdir(filepath.Join(a, "again"), 0o755))
+		for round := range 12 {
+			from, to := filepath.Join(dirs[ids[round%3]], "again"), filepath.Join(dirs[ids[(round+1)%3]], "again")
+			looked := round%2 == 1
+			what := fmt.Sprintf("round %d (%s, then %s; looked up there first: %v)", round, ids[round%3], ids[(round+1)%3], looked)
+			look := func(name string) {
+				if looked {
+					if _, err := os.Stat(filepath.Join(to, name)); err != nil {
+						t.Errorf("%s: stat %s right after it was made: %v", what, name, err)
+					}
+				}
+			}
+			d := fmt.Sprintf("d%d", round)
+			must(t, os.Mkdir(filepath.Join(from, d), 0o755))
+			look(d)
+			must(t, syscall.Rmdir(filepath.Join(from, d)))
+			if err := os.Mkdir(filepath.Join(to, d), 0o755); err != nil {
+				t.Errorf("%s: mkdir after rmdir: %v", what, err)
+			}
+
+			x := fmt.Sprintf("x%d", round)
+			writeFile(t, filepath.Join(from, x), []byte("old"))
+			look(x)
+			must(t, os.Remove(filepath.Join(from, x)))
+			if f, err := os.OpenFile(filepath.Join(to, x), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err != nil {
+				t.Errorf("%s: O_EXCL create after unlink: %v", what, err)
+			} else {
+				must(t, f.Close())
+			}
+
+			o := fmt.Sprintf("o%d", round)
+			writeFile(t, filepath.Join(from, o), []byte("old"))
+			look(o)
+			must(t, os.Remove(filepath.Join(from, o)))
+			if f, err := os.OpenFile(filepath.Join(to, o), os.O_CREATE|os.O_WRONLY, 0o644); err != nil {
+				t.Errorf("%s: O_CREAT open after unlink: %v", what, err)
+			} else {
+				_, err := f.WriteString("new")
+				must(t, errors.Join(err, f.Close()))
+				if got := content(filepath.Join(from, o)); got != `"new"` {
+					t.Errorf("%s: after the create %s reads %s", what, ids[round%3], got)
+				}
+			}
+
+			r := fmt.Sprintf("r%d", round)
+			writeFile(t, filepath.Join(from, r), []byte("old"))
+			look(r)
+			must(t, os.Remove(filepath.Join(from, r)))
+			if _, err := os.Open(filepath.Join(to, r)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s: open for reading after unlink: %v, want ENOENT", what, err)
+			}
+		}
+	})
+
 	t.Run("posix behaviour matches a local directory", func(t *testing.T) {
 		local := t.TempDir()
 		if err := os.Mkdir(filepath.Join(a, "posix"), 0o755); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"path"
@@ -16,7 +17,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/cohortserver/cohort/files"
-	"github.com/cohortserver/cohort/raft"
 )
 
 // marker is the empty file that records a directory made with mkdir, so
@@ -49,22 +49,23 @@ type fileNode struct {
 }
 
 var (
-	_ gofs.NodeLookuper  = (*dirNode)(nil)
-	_ gofs.NodeReaddirer = (*dirNode)(nil)
-	_ gofs.NodeCreater   = (*dirNode)(nil)
-	_ gofs.NodeMkdirer   = (*dirNode)(nil)
-	_ gofs.NodeRmdirer   = (*dirNode)(nil)
-	_ gofs.NodeUnlinker  = (*dirNode)(nil)
-	_ gofs.NodeRenamer   = (*dirNode)(nil)
-	_ gofs.NodeGetattrer = (*dirNode)(nil)
-	_ gofs.NodeSetattrer = (*dirNode)(nil)
-	_ gofs.NodeStatfser  = (*dirNode)(nil)
-	_ gofs.NodeSymlinker = (*dirNode)(nil)
-	_ gofs.NodeLinker    = (*dirNode)(nil)
-	_ gofs.NodeMknoder   = (*dirNode)(nil)
-	_ gofs.NodeOpener    = (*fileNode)(nil)
-	_ gofs.NodeGetattrer = (*fileNode)(nil)
-	_ gofs.NodeSetattrer = (*fileNode)(nil)
+	_ gofs.NodeLookuper       = (*dirNode)(nil)
+	_ gofs.NodeReaddirer      = (*dirNode)(nil)
+	_ gofs.NodeOpendirHandler = (*dirNode)(nil)
+	_ gofs.NodeCreater        = (*dirNode)(nil)
+	_ gofs.NodeMkdirer        = (*dirNode)(nil)
+	_ gofs.NodeRmdirer        = (*dirNode)(nil)
+	_ gofs.NodeUnlinker       = (*dirNode)(nil)
+	_ gofs.NodeRenamer        = (*dirNode)(nil)
+	_ gofs.NodeGetattrer      = (*dirNode)(nil)
+	_ gofs.NodeSetattrer      = (*dirNode)(nil)
+	_ gofs.NodeStatfser       = (*dirNode)(nil)
+	_ gofs.NodeSymlinker      = (*dirNode)(nil)
+	_ gofs.NodeLinker         = (*dirNode)(nil)
+	_ gofs.NodeMknoder        = (*dirNode)(nil)
+	_ gofs.NodeOpener         = (*fileNode)(nil)
+	_ gofs.NodeGetattrer      = (*fileNode)(nil)
+	_ gofs.NodeSetattrer      = (*fileNode)(nil)
 )
 
 // pathOf returns the tree path of an inode ("" for the root); false when
@@ -212,35 +213,54 @@ func (m *Mount) dirAttr(p string, out *fuse.Attr) {
 	out.SetTimes(&mt, &mt, &mt)
 }
 
-// Lookup finds name in this node's applied state; a miss first catches up
-// with the leader, so a file closed on another node is found here.
+// Lookup answers from this node's applied state once the leader confirmed
+// that it holds the same entry for the name (one round trip; none on the
+// leader), and catches up first otherwise. The kernel decides on the
+// answer: a name removed elsewhere and still found in a lagging view would
+// make mkdir and open(O_CREAT|O_EXCL) fail with EEXIST and a plain
+// open(O_CREAT) open a file that is gone; a file closed elsewhere and not
+// applied here yet would be missing.
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	p, errno := d.childPath(name)
 	if errno != 0 {
 		return nil, syscall.ENOENT
 	}
+	if ch := d.pendingChild(name, out); ch != nil {
+		return ch, 0
+	}
+	e := d.m.store.Entry(p)
+	same, err := d.m.store.SameAtLeader(ctx, p, e, catchUpLimit)
+	switch {
+	case err != nil:
+		// No leader to ask (none known, unreachable): a catch-up would
+		// fail alike, so the local state answers, as reads do then.
+		d.m.log.Debug("files mount: lookup from the local state", "path", p, "err", err)
+	case !same:
+		d.m.catchUp(ctx)
+		e = d.m.store.Entry(p)
+	}
+	return d.answer(ctx, name, p, e, out)
+}
+
+// pendingChild returns the child name when it is a file created on this
+// node and not committed yet (it exists here only).
+func (d *dirNode) pendingChild(name string, out *fuse.EntryOut) *gofs.Inode {
 	if ch := d.GetChild(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok && fn.isPending() {
 			fn.attr(&out.Attr)
-			return ch, 0
+			return ch
 		}
 	}
-	for attempt := 0; attempt < 2; attempt++ {
-		if in, ok := d.m.store.Local(p); ok && !in.Deleted {
-			return d.fileChild(ctx, name, in, &out.Attr), 0
-		}
-		if d.m.store.IsDir(p) {
-			return d.dirChild(ctx, name, p, &out.Attr), 0
-		}
-		if attempt == 0 {
-			// A miss: the leader confirms the absence in one round
-			// trip (the common case, a name about to be created), or
-			// this node catches up and looks again.
-			if absent, err := d.m.store.AbsentAtLeader(ctx, p, catchUpLimit); err == nil && absent {
-				return nil, syscall.ENOENT
-			}
-			d.m.catchUp(ctx)
-		}
+	return nil
+}
+
+// answer answers a lookup of name (path p) with the entry e.
+func (d *dirNode) answer(ctx context.Context, name, p string, e files.Entry, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	switch {
+	case e.Live():
+		return d.fileChild(ctx, name, e.Info, &out.Attr), 0
+	case e.Dir:
+		return d.dirChild(ctx, name, p, &out.Attr), 0
 	}
 	return nil, syscall.ENOENT
 }
@@ -266,6 +286,84 @@ func (d *dirNode) dirChild(ctx context.Context, name, p string, out *fuse.Attr) 
 		}
 	}
 	return d.NewInode(ctx, &dirNode{m: d.m}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+}
+
+// OpendirHandle opens the directory for reading (see dirHandle).
+func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{d: d}, 0, 0
+}
+
+// dirHandle is an open directory. Its listing is taken at the first read,
+// after catching up with the leader (Readdir); the lookups the kernel
+// makes of the names listed (READDIRPLUS) answer from that same current
+// state, without the leader round trip of each Lookup. go-fuse calls it
+// under the handle's lock.
+type dirHandle struct {
+	d  *dirNode
+	ds gofs.DirStream
+}
+
+var (
+	_ gofs.FileReaddirenter = (*dirHandle)(nil)
+	_ gofs.FileLookuper     = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
+	_ gofs.FileReleasedirer = (*dirHandle)(nil)
+)
+
+func (h *dirHandle) list(ctx context.Context) syscall.Errno {
+	if h.ds != nil {
+		return 0
+	}
+	ds, errno := h.d.Readdir(ctx)
+	if errno != 0 {
+		return errno
+	}
+	h.ds = ds
+	return 0
+}
+
+// Readdirent implements fs.FileReaddirenter.
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if errno := h.list(ctx); errno != 0 {
+		return nil, errno
+	}
+	if !h.ds.HasNext() {
+		return nil, 0
+	}
+	e, errno := h.ds.Next()
+	return &e, errno
+}
+
+// Seekdir implements fs.FileSeekdirer (rewinddir, telldir/seekdir) within
+// the listing taken at the first read.
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if errno := h.list(ctx); errno != 0 {
+		return errno
+	}
+	if sd, ok := h.ds.(gofs.FileSeekdirer); ok {
+		return sd.Seekdir(ctx, off)
+	}
+	return syscall.ENOTSUP
+}
+
+// Lookup implements fs.FileLookuper: a name the listing just returned,
+// from the state the listing was taken from (or a newer one).
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	p, errno := h.d.childPath(name)
+	if errno != 0 {
+		return nil, syscall.ENOENT
+	}
+	if ch := h.d.pendingChild(name, out); ch != nil {
+		return ch, 0
+	}
+	return h.d.answer(ctx, name, p, h.d.m.store.Entry(p), out)
+}
+
+// Releasedir implements fs.FileReleasedirer.
+func (h *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {
+	if h.ds != nil {
+		h.ds.Close()
+	}
 }
 
 // Readdir lists the directory after catching up with the leader.
@@ -316,15 +414,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	var w *writeHandle
 	switch {
 	case flags&syscall.O_EXCL != 0:
-		info, err := d.m.put(cctx, p, empty, files.WriteOptions{IfVersion: files.Version(0), Mode: perm, SizeKnown: true})
-		if errors.Is(err, raft.ErrOutcomeUnknown) {
-			// Did this node's create land? (Creates in one directory of
-			// one node are serialized by the kernel, so it was ours.)
-			d.m.store.Barrier(cctx)
-			if in, ok := d.m.store.Local(p); ok && !in.Deleted && in.Writer == d.m.store.Status().Node && in.Size == 0 {
-				info, err = in, nil
-			}
-		}
+		info, err := d.m.createEmpty(cctx, "create", p, files.WriteOptions{Mode: perm})
 		if err != nil {
 			return nil, nil, 0, d.m.errno("create", p, err)
 		}
@@ -363,7 +453,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	}
 	cctx, cancel := d.m.commitCtx()
 	defer cancel()
-	_, err := d.m.put(cctx, join(p, marker), empty, files.WriteOptions{IfVersion: files.Version(0), Mode: fs.FileMode(mode).Perm(), SizeKnown: true})
+	_, err := d.m.createEmpty(cctx, "mkdir", join(p, marker), files.WriteOptions{Mode: fs.FileMode(mode).Perm()})
 	if err != nil {
 		if errors.Is(err, files.ErrConflict) {
 			return nil, syscall.EEXIST // a file has that name
@@ -380,29 +470,46 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return syscall.ENOENT
 	}
 	d.m.catchUp(ctx)
-	fs, dirs := d.m.store.Children(p)
-	var mk *files.Info
-	for i := range fs {
-		if path.Base(fs[i].Path) != marker {
-			return syscall.ENOTEMPTY
-		}
-		mk = &fs[i]
-	}
-	if len(dirs) > 0 {
-		return syscall.ENOTEMPTY
-	}
-	if mk == nil {
-		return syscall.ENOENT
-	}
 	cctx, cancel := d.m.commitCtx()
 	defer cancel()
-	if _, err := d.m.store.Remove(cctx, mk.Path, &files.WriteOptions{IfVersion: files.Version(mk.Version)}); err != nil {
-		if errors.Is(err, files.ErrVersionMismatch) {
-			return syscall.ENOTEMPTY // changed meanwhile; look again
+	mp := join(p, marker)
+	var sent *files.Info // the marker a removal with an unknown outcome was conditioned on
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if sent != nil {
+			if cur, _ := d.m.store.Local(mp); !sameEntry(cur, *sent) {
+				return 0 // landed (what came after is another's doing)
+			}
 		}
-		return d.m.errno("rmdir", p, err)
+		fs, dirs := d.m.store.Children(p)
+		var mk *files.Info
+		for i := range fs {
+			if path.Base(fs[i].Path) != marker {
+				return syscall.ENOTEMPTY
+			}
+			mk = &fs[i]
+		}
+		if len(dirs) > 0 {
+			return syscall.ENOTEMPTY
+		}
+		if mk == nil {
+			return syscall.ENOENT
+		}
+		_, err := d.m.store.Remove(cctx, mk.Path, &files.WriteOptions{IfVersion: files.Version(mk.Version)})
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, files.ErrVersionMismatch), errors.Is(err, files.ErrNotFound):
+			d.m.store.Barrier(cctx) // changed meanwhile: look again
+		case isUnknown(err):
+			if serr := d.m.settle(cctx, "rmdir", p, err); serr != nil {
+				return d.m.errno("rmdir", p, serr)
+			}
+			sent = mk
+		default:
+			return d.m.errno("rmdir", p, err)
+		}
 	}
-	return 0
+	return syscall.ENOTEMPTY // changed on every attempt
 }
 
 // Unlink removes a file (leaving a tombstone). A handle still open on it
@@ -418,8 +525,8 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if ch := d.GetChild(name); ch != nil {
 		fn, _ = ch.Operations().(*fileNode)
 	}
-	if _, err := d.m.store.Remove(cctx, p, nil); err != nil && !(errors.Is(err, files.ErrNotFound) && fn != nil && fn.isPending()) {
-		return d.m.errno("unlink", p, err)
+	if errno := d.m.remove(cctx, "unlink", p); errno != 0 && !(errno == syscall.ENOENT && fn != nil && fn.isPending()) {
+		return errno
 	}
 	if fn != nil {
 		fn.unlinked()
@@ -459,8 +566,8 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			}
 		}
 	}
-	if _, err := d.m.store.Rename(cctx, src, dst, nil); err != nil {
-		return d.m.errno("rename", dst, err)
+	if errno := d.m.rename(cctx, src, dst); errno != 0 {
+		return errno
 	}
 	if ch := np.GetChild(newName); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok && ch != d.GetChild(name) {
@@ -468,6 +575,45 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		}
 	}
 	return 0
+}
+
+// rename moves the file at src to dst as a compare-and-set on the version
+// of src this node sees (after catching up when that view refuses it), so
+// that a rename sent again after an unknown outcome can only move that
+// version.
+func (m *Mount) rename(ctx context.Context, src, dst string) syscall.Errno {
+	caughtUp := false
+	var sent *files.Info // the entry of src a rename with an unknown outcome was conditioned on
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		cur, _ := m.store.Local(src)
+		if sent != nil && !sameEntry(cur, *sent) {
+			return 0 // landed (what came after is another's doing)
+		}
+		if cur.Version == 0 || cur.Deleted {
+			if !caughtUp {
+				m.store.Barrier(ctx)
+				caughtUp = true
+				continue
+			}
+			return syscall.ENOENT
+		}
+		_, err := m.store.Rename(ctx, src, dst, &files.WriteOptions{IfVersion: files.Version(cur.Version)})
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, files.ErrVersionMismatch), errors.Is(err, files.ErrNotFound):
+			m.store.Barrier(ctx) // a stale view, or src changed meanwhile
+			caughtUp = true
+		case isUnknown(err):
+			if serr := m.settle(ctx, "rename", dst, err); serr != nil {
+				return m.errno("rename", dst, serr)
+			}
+			sent = &cur
+		default:
+			return m.errno("rename", dst, err)
+		}
+	}
+	return m.errno("rename", dst, fmt.Errorf("%s changed on every one of %d attempts", src, maxAttempts))
 }
 
 // Getattr of a directory.
@@ -493,8 +639,12 @@ func (d *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 		mp := join(p, marker)
 		cctx, cancel := d.m.commitCtx()
 		defer cancel()
+		var sent *files.Info // the marker a change with an unknown outcome was conditioned on
 		for attempt := 0; ; attempt++ {
 			cur, ok := d.m.store.Local(mp)
+			if sent != nil && !sameEntry(cur, *sent) {
+				break // landed (what came after is another's doing)
+			}
 			var err error
 			if ok && !cur.Deleted {
 				m := cur.Mode
@@ -511,6 +661,13 @@ func (d *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 			}
 			if errors.Is(err, files.ErrVersionMismatch) && attempt < 3 {
 				d.m.store.Barrier(cctx)
+				continue
+			}
+			if isUnknown(err) && attempt < maxAttempts {
+				if serr := d.m.settle(cctx, "setattr", p, err); serr != nil {
+					return d.m.errno("setattr", p, serr)
+				}
+				sent = &cur
 				continue
 			}
 			if err != nil {
@@ -739,8 +896,15 @@ func (fn *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Set
 
 // setAttr commits a mode and/or mtime, keeping the content.
 func (fn *fileNode) setAttr(ctx context.Context, p string, setMode bool, mode fs.FileMode, mtime time.Time) syscall.Errno {
+	var sent *files.Info // the version a change with an unknown outcome was conditioned on
 	for attempt := 0; ; attempt++ {
 		cur, ok := fn.m.store.Local(p)
+		if sent != nil && !sameEntry(cur, *sent) {
+			if ok && !cur.Deleted {
+				fn.observe(cur)
+			}
+			return 0 // landed (what came after is another's doing)
+		}
 		if !ok || cur.Deleted {
 			return syscall.ENOENT
 		}
@@ -751,6 +915,13 @@ func (fn *fileNode) setAttr(ctx context.Context, p string, setMode bool, mode fs
 		info, err := fn.m.store.SetAttr(ctx, cur, m, mtime)
 		if errors.Is(err, files.ErrVersionMismatch) && attempt < 3 {
 			fn.m.store.Barrier(ctx)
+			continue
+		}
+		if isUnknown(err) && attempt < maxAttempts {
+			if serr := fn.m.settle(ctx, "setattr", p, err); serr != nil {
+				return fn.m.errno("setattr", p, serr)
+			}
+			sent = &cur
 			continue
 		}
 		if err != nil {
@@ -789,7 +960,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		f, err := fn.m.store.Open(ctx, p)
 		if err != nil {
-			return nil, 0, fn.m.errno("open", p, err)
+			return nil, 0, fn.m.openErrno(p, err)
 		}
 		fn.observe(f.Info())
 		fn.refreshKernel(f.Info().Version)
@@ -799,7 +970,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	defer cancel()
 	cur, err := fn.m.store.Stat(cctx, p)
 	if err != nil {
-		return nil, 0, fn.m.errno("open", p, err)
+		return nil, 0, fn.m.openErrno(p, err)
 	}
 	fn.observe(cur)
 	fn.refreshKernel(cur.Version)
@@ -808,4 +979,16 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		return nil, 0, errno
 	}
 	return w, 0, 0
+}
+
+// openErrno maps the error of an open. A file removed elsewhere while the
+// kernel still holds its name (for up to CacheTimeout, until the removal
+// is applied here) answers ESTALE, as NFS does: the kernel then looks the
+// name up again (LOOKUP_REVAL) and retries the open once, so
+// open(O_CREAT) creates the file anew and a plain open gets ENOENT.
+func (m *Mount) openErrno(p string, err error) syscall.Errno {
+	if errors.Is(err, files.ErrNotFound) {
+		return syscall.ESTALE
+	}
+	return m.errno("open", p, err)
 }
