@@ -148,17 +148,18 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 	logger = logger.With("node", cfg.NodeID)
 	n := &Node{cfg: cfg, opts: o, log: logger, mux: http.NewServeMux(), app: http.NewServeMux(), caughtUp: make(chan struct{}), events: metrics.NewEvents()}
 	n.cluster = raft.New(raft.Config{
-		NodeID:       cfg.NodeID,
-		DataDir:      cfg.DataDir,
-		BindAddr:     cfg.ClusterAddr,
-		Advertise:    cfg.AdvertiseAddr,
-		Peers:        toRaftPeers(cfg.Peers),
-		TimeoutScale: cfg.RaftTimeoutScale,
-		WaitBudget:   cfg.ClusterWaitBudget,
-		Logger:       logger,
-		Faults:       o.faults,
-		Listener:     o.clusterLn,
-		Now:          o.now,
+		NodeID:          cfg.NodeID,
+		DataDir:         cfg.DataDir,
+		BindAddr:        cfg.ClusterAddr,
+		Advertise:       cfg.AdvertiseAddr,
+		Peers:           toRaftPeers(cfg.Peers),
+		TimeoutScale:    cfg.RaftTimeoutScale,
+		WaitBudget:      cfg.ClusterWaitBudget,
+		Logger:          logger,
+		Faults:          o.faults,
+		Listener:        o.clusterLn,
+		Now:             o.now,
+		FollowerCatchUp: true,
 	})
 	n.cluster.OnRefused(n.events.QuorumRefused)
 	members, err := membership.New(n.cluster, cfg.NodeID, logger)

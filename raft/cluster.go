@@ -83,9 +83,8 @@ type Config struct {
 	// leader reported committed (a forwarded write's answer, a read index,
 	// a pushed commit) instead of waiting for Raft's next append: a write
 	// through a follower then costs about what it costs on the leader.
-	// Off by default: with it on, two nemesis runs left a restarted node
-	// stale (files: trees differ for 60 s; jobs: a finished run still
-	// running on one node for 20 s), not yet explained; see DESIGN.md.
+	// node turns it on; the zero value keeps hashicorp/raft's behaviour
+	// (see DESIGN.md, "Followers apply at once").
 	FollowerCatchUp bool
 	Logger          *slog.Logger
 	// Faults is the test seam of the transport; nil in production.

@@ -14,7 +14,7 @@
 //   - Apply from any node: followers forward to the leader over the cluster
 //     port, and Apply returns only after the serving node applied the index
 //     (read-your-writes where the request was served). With
-//     Config.FollowerCatchUp (off by default) a follower applies from its
+//     Config.FollowerCatchUp (node turns it on) a follower applies from its
 //     own log as soon as the leader answers, without waiting for Raft's
 //     next append.
 //   - Leadership for subscribers (OnLeader): from a drained, buffered
