@@ -38,10 +38,17 @@ import (
 type Option func(*options)
 
 type options struct {
-	httpLn    net.Listener
-	clusterLn net.Listener
-	faults    *raft.Faults
-	now       func() time.Time
+	httpLn     net.Listener
+	clusterLn  net.Listener
+	faults     *raft.Faults
+	now        func() time.Time
+	logSegment int64
+}
+
+// WithRaftLogSegmentSize sets the size of the Raft log's preallocated
+// segment files (raft.Config.LogSegmentSize); tests on small disks use it.
+func WithRaftLogSegmentSize(n int64) Option {
+	return func(o *options) { o.logSegment = n }
 }
 
 // WithClock sets this node's clock (tests of clock skew): the one it stamps
@@ -160,6 +167,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 		Listener:        o.clusterLn,
 		Now:             o.now,
 		FollowerCatchUp: true,
+		LogSegmentSize:  o.logSegment,
 	})
 	n.cluster.OnRefused(n.events.QuorumRefused)
 	members, err := membership.New(n.cluster, cfg.NodeID, logger)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	hraft "github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // Errors returned by the cluster.
@@ -79,6 +78,10 @@ type Config struct {
 	// idle cluster's; above 10 ms the leader also pushes each commit to
 	// its followers at once (pushCommits), so they stay current.
 	CommitTimeout time.Duration
+	// LogSegmentSize is the size of the Raft log's segment files, which
+	// are preallocated: the log's disk use grows by this step. 0 is
+	// walstore.DefaultSegmentSize (64 MiB). Tests on small disks set less.
+	LogSegmentSize int64
 	// FollowerCatchUp lets a follower apply its own log up to an index the
 	// leader reported committed (a forwarded write's answer, a read index,
 	// a pushed commit) instead of waiting for Raft's next append: a write
@@ -141,7 +144,7 @@ type Cluster struct {
 	raft      *hraft.Raft
 	transport *Transport
 	netTrans  *hraft.NetworkTransport
-	store     *raftboltdb.BoltStore
+	store     *diskStores
 	watch     *watchedStore  // store, remembering failed log writes
 	logs      hraft.LogStore // the log as Raft reads it (cached); catchUp reads it too
 	srv       *http.Server

@@ -240,11 +240,12 @@ func TestCatchUpPayloadsStayIntact(t *testing.T) {
 	if err := r.register("keep", m, "keep.put"); err != nil {
 		t.Fatal(err)
 	}
-	_, store, err := openLogStore(t.TempDir())
+	disk, err := openLogStore(t.TempDir(), 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	defer disk.Close()
+	store := disk.log
 	var want []string
 	var entries []*hraft.Log
 	for i := uint64(1); i <= 4; i++ {

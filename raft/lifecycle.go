@@ -15,6 +15,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/cohortserver/cohort/raft/walstore"
 	"go.etcd.io/bbolt"
 )
 
@@ -60,7 +62,7 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	}
 	cleanup = append(cleanup, func() { _ = r.Shutdown().Error() })
 	st.started.Store(r)
-	c.raft, c.transport, c.netTrans, c.store, c.watch, c.logs = r, tr, nt, st.store, st.watch, st.logs
+	c.raft, c.transport, c.netTrans, c.store, c.watch, c.logs = r, tr, nt, st.disk, st.watch, st.logs
 	c.hadState = has
 
 	if !has && len(c.cfg.Peers) > 0 {
@@ -77,11 +79,11 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	return nil
 }
 
-// stores is what openStores opened: the log and stable store, its
-// failure-watching wrapper, the log cache in front of it and the snapshot
-// store.
+// stores is what openStores opened: the log and stable stores, the
+// failure-watching wrapper of the log, the log cache in front of it and
+// the snapshot store.
 type stores struct {
-	store   *raftboltdb.BoltStore
+	disk    *diskStores
 	watch   *watchedStore
 	logs    hraft.LogStore
 	snaps   hraft.SnapshotStore
@@ -89,16 +91,16 @@ type stores struct {
 	started *atomic.Pointer[hraft.Raft] // set once Raft runs; standBack needs it
 }
 
-// openStores opens DataDir/raft: the bbolt log and stable store, the log
-// cache and the snapshot store.
+// openStores opens DataDir/raft: the log and stable stores, the log cache
+// and the snapshot store.
 func (c *Cluster) openStores(cleanup *[]func()) (*stores, error) {
-	dir, store, err := openLogStore(c.cfg.DataDir)
+	disk, err := openLogStore(c.cfg.DataDir, c.cfg.LogSegmentSize, c.log)
 	if err != nil {
 		return nil, err
 	}
-	*cleanup = append(*cleanup, func() { store.Close() })
-	st := &stores{store: store, started: new(atomic.Pointer[hraft.Raft])}
-	st.watch = newWatchedStore(store, filepath.Join(dir, "raft.db"))
+	*cleanup = append(*cleanup, func() { disk.Close() })
+	st := &stores{disk: disk, started: new(atomic.Pointer[hraft.Raft])}
+	st.watch = newWatchedStore(disk)
 	st.watch.stages, c.router.stages = c.stages, c.stages
 	st.watch.onChange = func(failing bool) {
 		if r := st.started.Load(); r != nil {
@@ -109,28 +111,70 @@ func (c *Cluster) openStores(cleanup *[]func()) (*stores, error) {
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
 	st.hclog = newHCLog(c.log, "raft")
-	if st.snaps, err = hraft.NewFileSnapshotStoreWithLogger(dir, 2, st.hclog.Named("snapshot")); err != nil {
+	if st.snaps, err = hraft.NewFileSnapshotStoreWithLogger(disk.dir, 2, st.hclog.Named("snapshot")); err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
 	return st, nil
 }
 
-// openLogStore creates DataDir/raft and opens the bbolt log and stable
-// store in it (raft.db).
-func openLogStore(dataDir string) (dir string, store *raftboltdb.BoltStore, err error) {
-	dir = filepath.Join(dataDir, "raft")
+// diskStores are a node's Raft stores in DataDir/raft: the log in wal/
+// (walstore: one fdatasync per append) and the term and vote in raft.db
+// (bbolt), which held the log too before the write path changed.
+type diskStores struct {
+	dir    string
+	log    *walstore.Store
+	stable *raftboltdb.BoltStore
+}
+
+// Close closes both stores.
+func (d *diskStores) Close() error {
+	return errors.Join(d.log.Close(), d.stable.Close())
+}
+
+// openLogStore creates DataDir/raft and opens its stores. A data dir
+// written before the log moved to wal/ has its log in raft.db: it is
+// copied into wal/ (walstore.Upgrade, atomic: an interrupted copy is
+// started again at the next start), and then deleted from raft.db, so
+// that nothing can read a stale copy of it. segSize is the log's segment
+// size (0: walstore.DefaultSegmentSize).
+func openLogStore(dataDir string, segSize int64, log *slog.Logger) (*diskStores, error) {
+	dir := filepath.Join(dataDir, "raft")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", nil, fmt.Errorf("create raft dir: %w", err)
+		return nil, fmt.Errorf("create raft dir: %w", err)
 	}
 	path := filepath.Join(dir, "raft.db")
-	store, err = raftboltdb.New(raftboltdb.Options{
+	stable, err := raftboltdb.New(raftboltdb.Options{
 		Path:        path,
 		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true},
 	})
 	if err != nil {
-		return "", nil, fmt.Errorf("open raft log %s (is a node still running on it?): %w", path, err)
+		return nil, fmt.Errorf("open raft state %s (is a node still running on it?): %w", path, err)
 	}
-	return dir, store, nil
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	walDir := filepath.Join(dir, "wal")
+	wal, err := walstore.Upgrade(walDir, walstore.Options{SegmentSize: segSize, Logger: log.With("component", "raft-log")}, stable)
+	if err != nil {
+		stable.Close()
+		return nil, fmt.Errorf("open raft log %s: %w", walDir, err)
+	}
+	first, err1 := stable.FirstIndex()
+	last, err2 := stable.LastIndex()
+	if err := errors.Join(err1, err2); err != nil {
+		wal.Close()
+		stable.Close()
+		return nil, fmt.Errorf("read the old raft log in %s: %w", path, err)
+	}
+	if last > 0 {
+		if err := stable.DeleteRange(first, last); err != nil {
+			wal.Close()
+			stable.Close()
+			return nil, fmt.Errorf("delete the old raft log in %s after copying it to %s: %w", path, walDir, err)
+		}
+		log.Info("raft log moved to its own store", "from", path, "to", walDir, "entries", last-first+1)
+	}
+	return &diskStores{dir: dir, log: wal, stable: stable}, nil
 }
 
 // openTransport opens the cluster port and hashicorp/raft's network
@@ -316,7 +360,7 @@ func (c *Cluster) shutdown(graceful bool) error {
 	c.loops.Wait()
 	c.leaderWG.Wait()
 	if err := c.store.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close raft log: %w", err))
+		errs = append(errs, fmt.Errorf("close raft stores: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -2,22 +2,27 @@ package raft
 
 import (
 	"fmt"
+	"path/filepath"
 	"sync"
 	"time"
 
 	hraft "github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/cohortserver/cohort/raft/walstore"
 )
 
-// watchedStore is the Raft log and stable store (bbolt) with a memory of
-// whether its last log write failed: a full or failing disk. hashicorp/raft
-// only logs such a failure (a follower rejects the entries, a leader steps
-// down) and hides the cause behind %q, so the cluster asks this store
-// instead: a node that cannot write its log refuses to propose commands it
-// could not apply, and says why (see Cluster.LogWriteErr).
+// watchedStore is the Raft log (walstore) and stable store (bbolt) with a
+// memory of whether its last log write failed: a full or failing disk.
+// hashicorp/raft only logs such a failure (a follower rejects the
+// entries, a leader steps down) and hides the cause behind %q, so the
+// cluster asks this store instead: a node that cannot write its log
+// refuses to propose commands it could not apply, and says why (see
+// Cluster.LogWriteErr).
 type watchedStore struct {
-	*raftboltdb.BoltStore
-	path string
+	*walstore.Store // FirstIndex, LastIndex, GetLog, DeleteRange, IsMonotonic
+	stable          *raftboltdb.BoltStore
+	path            string
 
 	// onChange, if set, is called (on the goroutine that wrote) when log
 	// writes start failing (true) and when they succeed again (false).
@@ -33,30 +38,43 @@ type watchedStore struct {
 }
 
 var (
-	_ hraft.LogStore    = (*watchedStore)(nil)
-	_ hraft.StableStore = (*watchedStore)(nil)
+	_ hraft.LogStore          = (*watchedStore)(nil)
+	_ hraft.StableStore       = (*watchedStore)(nil)
+	_ hraft.MonotonicLogStore = (*watchedStore)(nil) // the log cache asks; a follower stalls after a snapshot install without it
 )
 
-func newWatchedStore(s *raftboltdb.BoltStore, path string) *watchedStore {
-	last, _ := s.LastIndex()
-	return &watchedStore{BoltStore: s, path: path, failed: make(chan struct{}), last: last}
+func newWatchedStore(d *diskStores) *watchedStore {
+	last, _ := d.log.LastIndex()
+	return &watchedStore{Store: d.log, stable: d.stable, path: filepath.Join(d.dir, "wal"), failed: make(chan struct{}), last: last}
 }
+
+// Set implements hraft.StableStore.
+func (s *watchedStore) Set(key, val []byte) error { return s.stable.Set(key, val) }
+
+// Get implements hraft.StableStore.
+func (s *watchedStore) Get(key []byte) ([]byte, error) { return s.stable.Get(key) }
+
+// SetUint64 implements hraft.StableStore.
+func (s *watchedStore) SetUint64(key []byte, val uint64) error { return s.stable.SetUint64(key, val) }
+
+// GetUint64 implements hraft.StableStore.
+func (s *watchedStore) GetUint64(key []byte) (uint64, error) { return s.stable.GetUint64(key) }
 
 // StoreLog implements hraft.LogStore.
 func (s *watchedStore) StoreLog(l *hraft.Log) error {
-	return s.record(s.BoltStore.StoreLog(l), l.Index)
+	return s.record(s.Store.StoreLogs([]*hraft.Log{l}), l.Index)
 }
 
 // StoreLogs implements hraft.LogStore.
 func (s *watchedStore) StoreLogs(logs []*hraft.Log) error {
 	if len(logs) == 0 {
-		return s.record(s.BoltStore.StoreLogs(logs), 0)
+		return s.record(s.Store.StoreLogs(logs), 0)
 	}
 	if s.stages != nil {
 		s.stages.mark(stageStoreStart, logs[0].Index)
 		defer s.stages.mark(stageStoreEnd, logs[len(logs)-1].Index)
 	}
-	return s.record(s.BoltStore.StoreLogs(logs), logs[len(logs)-1].Index)
+	return s.record(s.Store.StoreLogs(logs), logs[len(logs)-1].Index)
 }
 
 // record remembers the outcome of a log write whose last entry is last.

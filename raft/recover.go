@@ -9,7 +9,6 @@ import (
 	"log/slog"
 
 	hraft "github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // ErrHasState is returned by SeedFromBackup when the data dir already holds
@@ -18,30 +17,30 @@ var ErrHasState = errors.New("the data dir already holds raft state; restore int
 
 // offlineStores opens the stores of DataDir/raft for an offline operation.
 type offlineStores struct {
-	store *raftboltdb.BoltStore
+	disk  *diskStores
 	snaps *hraft.FileSnapshotStore
 }
 
 func openOffline(cfg Config) (*offlineStores, error) {
-	dir, store, err := openLogStore(cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	snaps, err := hraft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLog(log, "raft").Named("snapshot"))
+	disk, err := openLogStore(cfg.DataDir, cfg.LogSegmentSize, log)
 	if err != nil {
-		store.Close()
+		return nil, err
+	}
+	snaps, err := hraft.NewFileSnapshotStoreWithLogger(disk.dir, 2, newHCLog(log, "raft").Named("snapshot"))
+	if err != nil {
+		disk.Close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	return &offlineStores{store: store, snaps: snaps}, nil
+	return &offlineStores{disk: disk, snaps: snaps}, nil
 }
 
 func (s *offlineStores) close() error {
-	if err := s.store.Close(); err != nil {
-		return fmt.Errorf("close raft log: %w", err)
+	if err := s.disk.Close(); err != nil {
+		return fmt.Errorf("close raft stores: %w", err)
 	}
 	return nil
 }
@@ -77,7 +76,7 @@ func (c *Cluster) Recover(servers []Peer) error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	defer st.close()
-	logs, err := hraft.NewLogCache(64, st.store)
+	logs, err := hraft.NewLogCache(64, st.disk.log)
 	if err != nil {
 		return fmt.Errorf("recover: log cache: %w", err)
 	}
@@ -86,7 +85,7 @@ func (c *Cluster) Recover(servers []Peer) error {
 	rc.Logger = newHCLog(c.log, "raft")
 	_, trans := hraft.NewInmemTransport(hraft.ServerAddress(c.cfg.BindAddr))
 	defer trans.Close()
-	if err := hraft.RecoverCluster(rc, c.router, logs, st.store, st.snaps, trans, configuration(servers)); err != nil {
+	if err := hraft.RecoverCluster(rc, c.router, logs, st.disk.stable, st.snaps, trans, configuration(servers)); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	c.log.Warn("raft configuration recovered offline", "servers", len(servers))
@@ -119,7 +118,7 @@ func SeedFromBackup(cfg Config, r io.Reader) (BackupMeta, error) {
 		return bm, fmt.Errorf("restore: %w", err)
 	}
 	defer st.close()
-	has, err := hraft.HasExistingState(st.store, st.store, st.snaps)
+	has, err := hraft.HasExistingState(st.disk.log, st.disk.stable, st.snaps)
 	if err != nil {
 		return bm, fmt.Errorf("restore: inspect raft state: %w", err)
 	}
@@ -145,7 +144,7 @@ func SeedFromBackup(cfg Config, r io.Reader) (BackupMeta, error) {
 		return bm, fmt.Errorf("restore: finish snapshot: %w", err)
 	}
 	// Start at the backup's term so the new leader's terms never go back.
-	if err := st.store.SetUint64([]byte("CurrentTerm"), bm.Term); err != nil {
+	if err := st.disk.stable.SetUint64([]byte("CurrentTerm"), bm.Term); err != nil {
 		return bm, fmt.Errorf("restore: set term: %w", err)
 	}
 	return bm, nil

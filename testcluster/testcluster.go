@@ -97,6 +97,11 @@ func (c *Cluster) KeyFile() string { return c.key }
 // TokenFile is the path of the admin token file every node reads at start.
 func (c *Cluster) TokenFile() string { return filepath.Join(c.dir, "admin.token") }
 
+// logSegmentSize is the Raft log segment size of test nodes: 64 KiB, not
+// 64 MiB, so that a node's log fits the small disks of WithDiskLimit and a
+// full disk fails its log writes soon (a new segment cannot be made).
+const logSegmentSize = 64 << 10
+
 // New starts n nodes that bootstrap from a shared --peers list and waits
 // until they agree on a leader. Everything stops at the end of the test.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
@@ -233,7 +238,7 @@ func (nd *Node) start() error {
 	if err != nil {
 		return err
 	}
-	opts := []node.Option{node.WithListeners(hl, cl), node.WithFaults(nd.c.faults)}
+	opts := []node.Option{node.WithListeners(hl, cl), node.WithFaults(nd.c.faults), node.WithRaftLogSegmentSize(logSegmentSize)}
 	if d, ok := nd.c.skew[nd.ID]; ok {
 		opts = append(opts, node.WithClock(func() time.Time { return time.Now().Add(d) }))
 	}
