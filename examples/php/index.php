@@ -82,7 +82,10 @@ case $path === '/upload' && $_SERVER['REQUEST_METHOD'] === 'POST':
     }
     @mkdir($files, 0777, true);
     $name = basename($_FILES['file']['name']);
-    move_uploaded_file($_FILES['file']['tmp_name'], "$files/$name");
+    if (!move_uploaded_file($_FILES['file']['tmp_name'], "$files/$name")) {
+        json_out(['error' => "cannot store the upload in $files", 'node' => $node], 500);
+        break;
+    }
     json_out(['name' => $name, 'size' => filesize("$files/$name"), 'node' => $node]);
     break;
 
