@@ -32,6 +32,7 @@ type cohortNode struct {
 	http    string // host:port of the public front
 	cluster string // host:port of the cluster port
 	data    string
+	flags   []string // this node's own flags, given at every launch
 	proc    *proc
 }
 
@@ -46,6 +47,15 @@ func startCohort(ctx context.Context, p *procs, name string, cmd []string, size 
 
 // startCohortWith is startCohort with extra flags for every node.
 func startCohortWith(ctx context.Context, p *procs, name string, cmd []string, size int, extra []string) (*cohortCluster, error) {
+	return startCohortNodes(ctx, p, name, cmd, size, extra, nil)
+}
+
+// startCohortNodes is startCohortWith where perNode, if not nil, returns
+// each node's own flags (listeners on ports of their own, say); it is
+// called once per node before any starts, and the node keeps its flags
+// on later launches.
+func startCohortNodes(ctx context.Context, p *procs, name string, cmd []string, size int, extra []string,
+	perNode func(n *cohortNode) ([]string, error)) (*cohortCluster, error) {
 	dir := filepath.Join(p.dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cohort dir: %w", err)
@@ -70,6 +80,11 @@ func startCohortWith(ctx context.Context, p *procs, name string, cmd []string, s
 			http:    fmt.Sprintf("127.0.0.1:%d", ports[0]),
 			cluster: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 		n.data = filepath.Join(dir, n.id)
+		if perNode != nil {
+			if n.flags, err = perNode(n); err != nil {
+				return nil, fmt.Errorf("flags of %s: %w", n.id, err)
+			}
+		}
 		c.nodes = append(c.nodes, n)
 		peers = append(peers, n.id+"="+n.cluster)
 	}
@@ -84,12 +99,14 @@ func startCohortWith(ctx context.Context, p *procs, name string, cmd []string, s
 	return c, nil
 }
 
-// launch starts the process of n with the common flags and extra.
+// launch starts the process of n with the common flags, n's own flags
+// and extra.
 func (c *cohortCluster) launch(n *cohortNode, extra ...string) error {
 	args := append([]string{}, c.cmd[1:]...)
 	args = append(args, "serve", "--node-id", n.id, "--data-dir", n.data,
 		"--http-addr", n.http, "--cluster-addr", n.cluster,
 		"--cluster-key-file", c.key, "--admin-token-file", c.tok, "--log-level", "warn")
+	args = append(args, n.flags...)
 	args = append(args, extra...)
 	pr, err := c.p.start(c.name+"-"+n.id, c.cmd[0], args...)
 	if err != nil {

@@ -47,6 +47,14 @@ func ensurePeers(ctx context.Context, logf func(string, ...any)) error {
 // (no AOF) and without RDB snapshots, so no background save lands in a
 // measured round.
 func startRedis(ctx context.Context, p *procs, name string) (string, *proc, error) {
+	return startRedisWith(ctx, p, name, "--save", "", "--appendonly", "no")
+}
+
+// startRedisWith starts a Redis whose persistence is set by persist
+// (redis-server flags such as "--appendonly", "yes"); with none it keeps
+// redis-server's built-in defaults (RDB snapshots by its save rules, no
+// AOF). Its files go to a directory of its own.
+func startRedisWith(ctx context.Context, p *procs, name string, persist ...string) (string, *proc, error) {
 	port, err := p.freePort()
 	if err != nil {
 		return "", nil, err
@@ -56,8 +64,9 @@ func startRedis(ctx context.Context, p *procs, name string) (string, *proc, erro
 		return "", nil, fmt.Errorf("redis dir: %w", err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	pr, err := p.start(name, "redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no")
+	args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--dir", dir, "--protected-mode", "no"}, persist...)
+	pr, err := p.start(name, "redis-server", args...)
 	if err != nil {
 		return "", nil, err
 	}

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -186,12 +188,18 @@ func (m *memcache) get(key string, size int) error {
 	}
 	// VALUE key flags bytes\r\n data\r\n END\r\n
 	line, err := m.rw.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "VALUE ") {
-		return fmt.Errorf("memcached get: %q %v", line, err)
+	if err != nil {
+		return fmt.Errorf("memcached get: %w", err)
+	}
+	if f := strings.Fields(line); len(f) != 4 || f[0] != "VALUE" || f[3] != strconv.Itoa(size) {
+		return fmt.Errorf("memcached get: %q, want a value of %d bytes", strings.TrimSpace(line), size)
 	}
 	buf := make([]byte, size+2+5)
 	if _, err := io.ReadFull(m.rw, buf); err != nil {
 		return fmt.Errorf("memcached get body: %w", err)
+	}
+	if !bytes.HasSuffix(buf, []byte("\r\nEND\r\n")) {
+		return fmt.Errorf("memcached get: reply does not end with END: %q", buf[size:])
 	}
 	return nil
 }

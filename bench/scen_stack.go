@@ -173,12 +173,17 @@ func runStack(ctx context.Context, e *env) *section {
 // chart draws a chart of sec's series into the results directory and
 // links it; a chart that fails is noted, not fatal.
 func (e *env) chart(sec *section, name, kind, title, xlabel, ylabel string, value func(*series) float64) {
+	e.chartSeries(sec, sec.series, name, kind, title, xlabel, ylabel, value)
+}
+
+// chartSeries is chart of some of sec's series.
+func (e *env) chartSeries(sec *section, ss []*series, name, kind, title, xlabel, ylabel string, value func(*series) float64) {
 	file := e.stamp + "-" + name + ".png"
 	var err error
 	if kind == "line" {
-		err = lineChart(e.out, file, title, xlabel, ylabel, true, sec.series, value)
+		err = lineChart(e.out, file, title, xlabel, ylabel, true, ss, value)
 	} else {
-		err = barChart(e.out, file, title, ylabel, sec.series, value)
+		err = barChart(e.out, file, title, ylabel, ss, value)
 	}
 	if err != nil {
 		sec.extra += fmt.Sprintf("\n(chart %s failed: %v)\n", name, err)
