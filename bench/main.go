@@ -44,6 +44,7 @@ var scenarios = []struct {
 	{"failover", "5", runFailover, "failover: kill -9 of the leader under load"},
 	{"files", "6", runFiles, "files: 1 GiB upload with 3 copies vs fdatasync'd write; 4 KiB files/s"},
 	{"scale", "7", runScale, "scale: memory, snapshot, restore, 3 vs 5 nodes, catch-up"},
+	{"kv", "8", runKV, "the replicated store: Redis and memcached protocols vs Redis appendfsync always, Redis, memcached"},
 }
 
 // options are the command line.
@@ -165,7 +166,7 @@ func run() error {
 	var sizes string
 	fs.StringVar(&sizes, "sessions", "", "session counts of the scale curve (default 10000,100000; 10000 with -short)")
 	fs.IntVar(&o.failReps, "kills", 0, "leader kills in the failover scenario (default 5, 1 with -short)")
-	fs.BoolVar(&o.profile, "profile", true, "sample a cohort node with perf during one extra, unmeasured round of the stack, writes, hop and files scenarios")
+	fs.BoolVar(&o.profile, "profile", true, "sample a cohort node with perf during one extra, unmeasured round of the stack, writes, hop, files and kv scenarios")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
