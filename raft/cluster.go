@@ -71,12 +71,14 @@ type Config struct {
 	SnapshotInterval time.Duration
 	// CommitTimeout is how long the leader's replication to an idle
 	// follower sleeps before it sends an append (empty, carrying the commit
-	// index) anyway; 0 is DefaultCommitTimeout (2 ms). A write or read
-	// index that a follower serves does not wait for it (the follower
-	// applies from its own log once the leader answered, see
-	// router.catchUp). Each wake-up costs CPU on every node, most of an
-	// idle cluster's; above 10 ms the leader also pushes each commit to
-	// its followers at once (pushCommits), so they stay current.
+	// index) anyway. Each wake-up costs CPU on every node, most of an idle
+	// cluster's. 0 is the default: with FollowerCatchUp, an eighth of the
+	// leader lease (15.6 ms at scale 1), since followers then learn of
+	// commits at once (a forwarded write's answer, a read index, the
+	// leader's commit push, see router.catchUp and pushCommits) and the
+	// appends only keep the leader's contact with them fresh well within
+	// its lease; without it, shortCommitTimeout (2 ms), which is how soon
+	// a follower then applies a write it forwarded.
 	CommitTimeout time.Duration
 	// LogSegmentSize is the size of the Raft log's segment files, which
 	// are preallocated: the log's disk use grows by this step. 0 is
@@ -99,8 +101,9 @@ type Config struct {
 	Now func() time.Time
 }
 
-// DefaultCommitTimeout is Config.CommitTimeout's default.
-const DefaultCommitTimeout = 2 * time.Millisecond
+// shortCommitTimeout is Config.CommitTimeout's default without
+// FollowerCatchUp.
+const shortCommitTimeout = 2 * time.Millisecond
 
 // pushAbove is the commit timeout above which the leader pushes commits to
 // its followers (pushCommits): at the default, Raft's own next append

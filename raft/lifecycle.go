@@ -245,7 +245,11 @@ func (c *Cluster) commitTimeout() time.Duration {
 	if c.cfg.CommitTimeout > 0 {
 		return c.cfg.CommitTimeout
 	}
-	return DefaultCommitTimeout
+	if !c.cfg.FollowerCatchUp {
+		return shortCommitTimeout
+	}
+	_, _, lease := Timing(c.cfg.TimeoutScale)
+	return lease / 8
 }
 
 // serveInternal starts the node-to-node HTTP server on tr's HTTP channel.
