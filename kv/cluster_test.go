@@ -331,6 +331,47 @@ func TestExpiryAcrossLeaderChange(t *testing.T) {
 	eventually(t, k.redis[leader.ID], "(nil)", "GET", "e")
 }
 
+// A node that learns of a write long after the leader stamped it (cut
+// off while it committed) must still judge the key's expiry by the
+// leader's clock: the stamp alone would put that clock as far behind as
+// the node was late.
+func TestExpiryOnANodeThatAppliedLate(t *testing.T) {
+	k := newKVCluster(t, 3)
+	leader := k.WaitLeader(t)
+	var late, via string
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if id == leader.ID {
+			continue
+		}
+		if late == "" {
+			late = id
+		} else {
+			via = id
+		}
+	}
+	k.Isolate(late)
+	c := dial(t, k.redis[via])
+	doIdem(t, c, "SET", "late", "v", "EX", "2")
+	acked := time.Now()
+	c.Close()
+	<-time.After(1500 * time.Millisecond) // how late the node learns of the write is the point
+	k.Heal()
+	if d := time.Until(acked.Add(2100 * time.Millisecond)); d > 0 {
+		<-time.After(d) // the expiry instant itself is what this test is about
+	}
+	r := dial(t, k.redis[late])
+	defer r.Close()
+	var v any
+	var err error
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		v, err = r.Do("GET", "late")
+		return err == nil, fmt.Sprint(err)
+	})
+	if v != nil {
+		t.Fatalf("node %s, which applied the write late, answered %q %s after an EX 2 write was acknowledged", late, v, time.Since(acked))
+	}
+}
+
 // rawConn speaks raw bytes to a listener.
 func rawConn(t *testing.T, addr string) net.Conn {
 	t.Helper()
@@ -379,14 +420,14 @@ func TestBadInputKeepsTheNodeServing(t *testing.T) {
 	// bytes than the request limit.
 	c := rawConn(t, addr)
 	fmt.Fprintf(c, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000000\r\n")
-	go func() {
+	go func(c net.Conn) { // its own c: the test reuses the variable below
 		chunk := make([]byte, 1<<20)
 		for i := 0; i < 40; i++ {
 			if _, err := c.Write(chunk); err != nil {
 				return
 			}
 		}
-	}()
+	}(c)
 	if l := readLine(t, c); !strings.HasPrefix(l, "-ERR Protocol error") && !strings.HasPrefix(l, "closed") {
 		t.Errorf("lying bulk length: %q", l)
 	}

@@ -25,6 +25,11 @@ const readIndexPath = "/_internal/kv/readindex"
 
 type readIndexAnswer struct {
 	Index uint64 `json:"index"`
+	// Now is the leader's clock when it answered (unix nanoseconds): the
+	// asking node's estimate of that clock (leaderclock) takes it, so a
+	// read never judges expiry by an entry it applied late. 0 from an
+	// older leader.
+	Now int64 `json:"now,omitempty"`
 }
 
 // leaderCommitIndex confirms this node's leadership and returns its commit
@@ -54,7 +59,7 @@ func (s *Store) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(readIndexAnswer{Index: idx})
+	_ = json.NewEncoder(w).Encode(readIndexAnswer{Index: idx, Now: s.clock.Local().UnixNano()})
 }
 
 // commitReadIndex returns the leader's confirmed commit index, asking the
@@ -105,6 +110,9 @@ func (s *Store) askLeader(ctx context.Context) (uint64, error) {
 	var a readIndexAnswer
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&a); err != nil {
 		return 0, fmt.Errorf("read index answer: %w", err)
+	}
+	if a.Now != 0 {
+		s.clock.Observe(time.Unix(0, a.Now))
 	}
 	return a.Index, nil
 }

@@ -510,6 +510,7 @@ func (s *Store) readIndexWait(ctx context.Context) error {
 // leaderLoop runs on the leader: it keeps the read lease fresh while reads
 // come, and removes expired keys in the background.
 func (s *Store) leaderLoop(ctx context.Context, _ uint64) {
+	s.clock.Lead() // this node stamps the entries now; its Barrier applied the old leader's
 	s.leaseStart.Store(0)
 	lease := s.cluster.ReadLease()
 	renew := time.NewTicker(lease / 3)
