@@ -30,6 +30,8 @@ type readIndexAnswer struct {
 	// read never judges expiry by an entry it applied late. 0 from an
 	// older leader.
 	Now int64 `json:"now,omitempty"`
+	// Term is the leader's term, whose clock Now is.
+	Term uint64 `json:"term,omitempty"`
 }
 
 // leaderCommitIndex confirms this node's leadership and returns its commit
@@ -59,7 +61,7 @@ func (s *Store) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(readIndexAnswer{Index: idx, Now: s.clock.Local().UnixNano()})
+	_ = json.NewEncoder(w).Encode(readIndexAnswer{Index: idx, Now: s.clock.Local().UnixNano(), Term: s.cluster.Info().Term})
 }
 
 // commitReadIndex returns the leader's confirmed commit index, asking the
@@ -112,7 +114,7 @@ func (s *Store) askLeader(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("read index answer: %w", err)
 	}
 	if a.Now != 0 {
-		s.clock.Observe(time.Unix(0, a.Now))
+		s.clock.Observe(time.Unix(0, a.Now), a.Term)
 	}
 	return a.Index, nil
 }

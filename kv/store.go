@@ -160,7 +160,7 @@ func (s *Store) Apply(e raft.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kv: entry %d: %w", e.Index, err)
 	}
-	s.clock.Observe(e.Time)
+	s.clock.Observe(e.Time, e.Term)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	x := &execCtx{st: s.st, now: e.Time.UnixNano(), index: e.Index, write: true, lim: lim, publish: s.deliver}
@@ -509,8 +509,8 @@ func (s *Store) readIndexWait(ctx context.Context) error {
 
 // leaderLoop runs on the leader: it keeps the read lease fresh while reads
 // come, and removes expired keys in the background.
-func (s *Store) leaderLoop(ctx context.Context, _ uint64) {
-	s.clock.Lead() // this node stamps the entries now; its Barrier applied the old leader's
+func (s *Store) leaderLoop(ctx context.Context, term uint64) {
+	s.clock.Lead(term) // this node stamps the entries now; its Barrier applied the old leader's
 	s.leaseStart.Store(0)
 	lease := s.cluster.ReadLease()
 	renew := time.NewTicker(lease / 3)

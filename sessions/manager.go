@@ -506,7 +506,7 @@ func (m *Manager) touchLoop(ctx context.Context) {
 // in batches, one entry per batch. Apply deletes only the listed ids still
 // expired at the entry's time, so the sweep is deterministic.
 func (m *Manager) sweepLoop(ctx context.Context, term uint64) {
-	m.st.clock.Lead() // this node stamps the entries now; its Barrier applied the old leader's
+	m.st.clock.Lead(term) // this node stamps the entries now; its Barrier applied the old leader's
 	t := time.NewTicker(m.cfg.SweepInterval)
 	defer t.Stop()
 	for {

@@ -114,7 +114,7 @@ func (s *store) get(id string) *session {
 // Apply implements raft.StateMachine.
 func (s *store) Apply(e raft.Entry) ([]byte, error) {
 	s.applied.Add(1)
-	s.clock.Observe(e.Time)
+	s.clock.Observe(e.Time, e.Term)
 	var evs []Event
 	var out []byte
 	var err error

@@ -20,14 +20,18 @@ const window = 10 * time.Second
 // few milliseconds, when clocks agree). An entry applied long after it was
 // stamped (a node that learned of its commit late) gives a bound far too
 // low; a fresher one replaces it, which is why the leader's answers count
-// too. Until a bound arrives the local clock stands; on the leader it
-// stands again from its election on (Lead), since it stamps entries with
-// it. Now is safe from any goroutine, as are Observe and Lead.
+// too. Each time carries the term of the leader that read it: a newer
+// term's first time replaces the estimate at once (another leader,
+// another clock), an older term's is ignored. Until a time arrives the
+// local clock stands; on the leader it stands again from its election on
+// (Lead), since it stamps entries with it. All methods are safe from any
+// goroutine.
 type Clock struct {
 	local  func() time.Time
 	offset atomic.Int64 // leader clock minus local clock, nanoseconds
 
 	mu     sync.Mutex
+	term   uint64 // of the leader whose clock best is a bound of
 	best   int64
 	bestAt int64
 	has    bool
@@ -41,30 +45,39 @@ func New(local func() time.Time) *Clock {
 	return &Clock{local: local}
 }
 
-// Observe takes a time of the leader's clock: the stamp of an entry being
-// applied, or a time the leader reported.
-func (c *Clock) Observe(leader time.Time) {
+// Observe takes a time of the clock of the leader of term: the stamp of an
+// entry being applied (and the entry's term), or a time the leader
+// reported. Term 0 means unknown: the time counts as one of the current
+// leader's.
+func (c *Clock) Observe(leader time.Time, term uint64) {
 	if leader.IsZero() {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if term != 0 && term < c.term {
+		return // an earlier leader's clock; a later one's is known
+	}
 	local := c.local().UnixNano()
 	sample := leader.UnixNano() - local
-	if !c.has || sample >= c.best || time.Duration(local-c.bestAt) > window {
+	if term > c.term || !c.has || sample >= c.best || time.Duration(local-c.bestAt) > window {
 		c.best, c.bestAt, c.has = sample, local, true
+		c.term = max(c.term, term)
 		c.offset.Store(sample)
 	}
 }
 
 // Lead makes the local clock the leader's: call it when this node becomes
-// the leader, whose stamps are its own clock's from then on. An estimate
-// of the previous leader's clock may be far off (this node may have
-// applied that leader's last entries only now, as it took over).
-func (c *Clock) Lead() {
+// the leader of term, whose stamps are its own clock's from then on. An
+// estimate of the previous leader's clock may be far off (this node may
+// have applied that leader's last entries only now, as it took over).
+func (c *Clock) Lead(term uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.best, c.bestAt, c.has = 0, c.local().UnixNano(), true
+	if term < c.term {
+		return
+	}
+	c.term, c.best, c.bestAt, c.has = term, 0, c.local().UnixNano(), true
 	c.offset.Store(0)
 }
 

@@ -12,11 +12,11 @@ func TestEstimateFollowsTheLeadersClockNotTheLocalOne(t *testing.T) {
 	if got := time.Unix(0, c.Now()); !got.Equal(local) {
 		t.Fatalf("before any entry: %s, want the local clock %s", got, local)
 	}
-	c.Observe(leader.Add(-3 * time.Millisecond)) // an entry stamped 3 ms ago, applied now
+	c.Observe(leader.Add(-3*time.Millisecond), 0) // an entry stamped 3 ms ago, applied now
 	if d := time.Unix(0, c.Now()).Sub(leader); d > 0 || d < -5*time.Millisecond {
 		t.Fatalf("estimate off by %s from the leader's clock", d)
 	}
-	c.Observe(leader.Add(-time.Second)) // an older stamp (a replayed entry) does not lower it
+	c.Observe(leader.Add(-time.Second), 0) // an older stamp (a replayed entry) does not lower it
 	if d := time.Unix(0, c.Now()).Sub(leader); d < -5*time.Millisecond {
 		t.Fatalf("an older stamp lowered the estimate by %s", d)
 	}
@@ -31,13 +31,13 @@ func TestEstimateWindowAndReplays(t *testing.T) {
 	// The leader runs an hour behind this node; entries arrive 2 ms after
 	// they were stamped, one a little later.
 	leader := local.Add(-time.Hour)
-	c.Observe(leader.Add(-2 * time.Millisecond))
-	c.Observe(leader.Add(-30 * time.Millisecond))
+	c.Observe(leader.Add(-2*time.Millisecond), 0)
+	c.Observe(leader.Add(-30*time.Millisecond), 0)
 	if got := time.Duration(c.Now() - leader.UnixNano()); got != -2*time.Millisecond {
 		t.Fatalf("estimate off by %v, want -2ms (the freshest bound)", got)
 	}
 	// An old entry replayed after a restart lowers nothing...
-	c.Observe(leader.Add(-48 * time.Hour))
+	c.Observe(leader.Add(-48*time.Hour), 0)
 	if got := time.Duration(c.Now() - leader.UnixNano()); got != -2*time.Millisecond {
 		t.Fatalf("after an old entry: off by %v", got)
 	}
@@ -45,12 +45,37 @@ func TestEstimateWindowAndReplays(t *testing.T) {
 	// with another clock takes over.
 	local = local.Add(window + time.Second)
 	other := local.Add(-2 * time.Hour) // lower than the standing bound
-	c.Observe(other)
+	c.Observe(other, 0)
 	if got := time.Duration(c.Now() - other.UnixNano()); got != 0 {
 		t.Fatalf("after a leader change: off by %v", got)
 	}
-	c.Observe(time.Time{}) // entries without a time are ignored
+	c.Observe(time.Time{}, 0) // entries without a time are ignored
 	if got := time.Duration(c.Now() - other.UnixNano()); got != 0 {
 		t.Fatalf("a zero time moved the estimate by %v", got)
+	}
+}
+
+// A new leader with a slower clock takes over at its first time, not a
+// window later; a time of an earlier leader changes nothing after that;
+// and a node that led takes its own clock while it leads.
+func TestEstimateFollowsTheTerm(t *testing.T) {
+	local := time.Unix(1_000_000, 0)
+	c := New(func() time.Time { return local })
+	c.Lead(2) // this node led term 2: its own clock
+	if got := c.Now(); got != local.UnixNano() {
+		t.Fatalf("leading: %d, want the local clock", got)
+	}
+	slow := local.Add(-time.Hour) // the leader of term 3 runs an hour behind
+	c.Observe(slow, 3)
+	if got := time.Duration(c.Now() - slow.UnixNano()); got != 0 {
+		t.Fatalf("after term 3's first stamp: off by %v from its clock, want 0", got)
+	}
+	c.Observe(local, 2) // a late entry of term 2, stamped by this node's clock
+	if got := time.Duration(c.Now() - slow.UnixNano()); got != 0 {
+		t.Fatalf("an earlier term's stamp moved the estimate by %v", got)
+	}
+	c.Lead(1) // a stale notice of an older term
+	if got := time.Duration(c.Now() - slow.UnixNano()); got != 0 {
+		t.Fatalf("an older term's leadership moved the estimate by %v", got)
 	}
 }
