@@ -147,6 +147,7 @@ type Cluster struct {
 	raft      *hraft.Raft
 	transport *Transport
 	netTrans  *hraft.NetworkTransport
+	stream    *streamLayer // the cluster port's Raft connections, as hashicorp/raft sees them
 	store     *diskStores
 	watch     *watchedStore  // store, remembering failed log writes
 	logs      hraft.LogStore // the log as Raft reads it (cached); catchUp reads it too

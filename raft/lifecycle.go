@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -188,8 +189,9 @@ func (c *Cluster) openTransport(hl hclog.Logger, cleanup *[]func()) (*Transport,
 		return nil, nil, err
 	}
 	*cleanup = append(*cleanup, func() { tr.Close() })
+	c.stream = &streamLayer{t: tr}
 	nt := hraft.NewNetworkTransportWithConfig(&hraft.NetworkTransportConfig{
-		Stream:  &streamLayer{t: tr},
+		Stream:  c.stream,
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
 		Logger:  hl.Named("net"),
@@ -363,20 +365,89 @@ func (c *Cluster) shutdown(graceful bool) error {
 	}
 	c.loops.Wait()
 	c.leaderWG.Wait()
+	// hashicorp/raft answers heartbeats on the connection's own goroutine,
+	// outside the loops Shutdown waits for: one that carries a newer term
+	// writes it to the stable store, and panics if the store is closed
+	// under it. The cluster port is closed by now, so each handler is
+	// about to return; wait for them before closing the stores.
+	if !c.stream.drain(handlerDrainTimeout) {
+		c.log.Error("raft connection handlers still running after the cluster port closed; closing the stores anyway", "waited", handlerDrainTimeout)
+	}
 	if err := c.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close raft stores: %w", err))
 	}
 	return errors.Join(errs...)
 }
 
-// streamLayer adapts the Transport to hashicorp/raft.
-type streamLayer struct{ t *Transport }
+// handlerDrainTimeout bounds how long Close waits for hashicorp/raft's
+// connection handlers once the cluster port is closed.
+const handlerDrainTimeout = 10 * time.Second
+
+// streamLayer adapts the Transport to hashicorp/raft. It counts the
+// connections it hands to hashicorp/raft until their handler closes them,
+// so that shutdown can wait for the handlers before closing the stores.
+type streamLayer struct {
+	t *Transport
+
+	mu      sync.Mutex
+	drained bool           // Accept hands out no more connections
+	served  sync.WaitGroup // one per connection not yet closed by its handler
+}
 
 var _ hraft.StreamLayer = (*streamLayer)(nil)
 
-func (s *streamLayer) Accept() (net.Conn, error) { return s.t.raftLn.Accept() }
-func (s *streamLayer) Close() error              { return s.t.raftLn.Close() }
-func (s *streamLayer) Addr() net.Addr            { return s.t.AdvertiseAddr() }
+// Accept returns the next authenticated Raft connection.
+func (s *streamLayer) Accept() (net.Conn, error) {
+	c, err := s.t.raftLn.Accept()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.drained {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	s.served.Add(1)
+	return &servedConn{Conn: c, done: s.served.Done}, nil
+}
+
+// drain stops Accept and waits up to timeout until every connection it
+// handed out was closed. It reports whether they all were.
+func (s *streamLayer) drain(timeout time.Duration) bool {
+	s.mu.Lock()
+	s.drained = true
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.served.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// servedConn is a connection handed to hashicorp/raft's handler; its
+// first Close marks the handler done.
+type servedConn struct {
+	net.Conn
+	once sync.Once
+	done func()
+}
+
+// Close closes the connection and, the first time, reports it closed.
+func (c *servedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.done)
+	return err
+}
+
+func (s *streamLayer) Close() error   { return s.t.raftLn.Close() }
+func (s *streamLayer) Addr() net.Addr { return s.t.AdvertiseAddr() }
 
 func (s *streamLayer) Dial(addr hraft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

@@ -55,7 +55,10 @@ func (s *watchedStore) Set(key, val []byte) error { return s.stable.Set(key, val
 func (s *watchedStore) Get(key []byte) ([]byte, error) { return s.stable.Get(key) }
 
 // SetUint64 implements hraft.StableStore.
-func (s *watchedStore) SetUint64(key []byte, val uint64) error { return s.stable.SetUint64(key, val) }
+func (s *watchedStore) SetUint64(key []byte, val uint64) error {
+	s.stages.mark(stageStableSet, val)
+	return s.stable.SetUint64(key, val)
+}
 
 // GetUint64 implements hraft.StableStore.
 func (s *watchedStore) GetUint64(key []byte) (uint64, error) { return s.stable.GetUint64(key) }

@@ -19,6 +19,10 @@ const (
 	stageLeaderReply = "leader.reply" // the leader answers the forwarded command
 	stageForwarded   = "forwarded"    // the follower has the leader's answer
 	stageApplied     = "applied"      // Cluster.Apply returns
+
+	// Not a stage of a write: the stable store is about to record a
+	// term or vote (index = the value).
+	stageStableSet = "stable.set"
 )
 
 // mark reports a stage to the test seam, if one is set.
