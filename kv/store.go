@@ -460,21 +460,27 @@ func (s *Store) Sync(ctx context.Context) error {
 	if s.cluster == nil {
 		return nil
 	}
-	if s.cluster.IsLeader() {
-		if ls := s.leaseStart.Load(); ls != 0 && time.Duration(now-ls) < s.cluster.ReadLease() {
-			// Followers may have applied committed entries this leader
-			// has not applied yet: catch up with its own commit index.
-			s.leaseReads.Add(1)
-			if err := s.cluster.WaitApplied(ctx, s.cluster.Info().CommitIndex); err != nil {
-				return fmt.Errorf("%w: %w", ErrUnavailable, err)
-			}
-			return nil
+	if s.leaseHolds(now) {
+		// Followers may have applied committed entries this leader
+		// has not applied yet: catch up with its own commit index.
+		s.leaseReads.Add(1)
+		if err := s.cluster.WaitApplied(ctx, s.cluster.CommitIndex()); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
+		return nil
 	}
 	if err := s.gate.wait(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
+}
+
+// leaseHolds reports whether this node leads and its read lease holds at
+// now (unix ns): its last read index, a quorum's confirmation of its
+// leadership, started less than one lease ago.
+func (s *Store) leaseHolds(now int64) bool {
+	ls := s.leaseStart.Load()
+	return ls != 0 && time.Duration(now-ls) < s.cluster.ReadLease() && s.cluster.IsLeader()
 }
 
 // readIndex passes one read index; on the leader it also renews the read

@@ -162,7 +162,7 @@ func (n *Node) kvMetrics() prometheus.Collector {
 		{Name: "batches_total", Help: "Raft entries of store writes this node proposed (group commit).", Counter: true},
 		{Name: "batched_ops_total", Help: "Store writes in those entries.", Counter: true},
 		{Name: "read_indexes_total", Help: "Read index rounds passed for store reads.", Counter: true},
-		{Name: "lease_reads_total", Help: "Store reads the leader answered under its read lease.", Counter: true},
+		{Name: "lease_reads_total", Help: "Store reads the leader answered under its read lease: its own, and the read indexes it gave followers without a quorum round.", Counter: true},
 		{Name: "commands_total", Help: "Commands served, per protocol.", Labels: []string{"protocol"}, Counter: true},
 		{Name: "errors_total", Help: "Error replies, per protocol.", Labels: []string{"protocol"}, Counter: true},
 		{Name: "connections_total", Help: "Client connections accepted, per protocol.", Labels: []string{"protocol"}, Counter: true},

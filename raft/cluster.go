@@ -279,6 +279,25 @@ func (c *Cluster) IsLeader() bool {
 	return err == nil && r.State() == hraft.Leader
 }
 
+// CommitIndex is the newest log index this node knows committed (0 when
+// not running). Cheaper than Info for a hot path.
+func (c *Cluster) CommitIndex() uint64 {
+	r, err := c.running()
+	if err != nil {
+		return 0
+	}
+	return r.CommitIndex()
+}
+
+// Term is this node's current Raft term (0 when not running).
+func (c *Cluster) Term() uint64 {
+	r, err := c.running()
+	if err != nil {
+		return 0
+	}
+	return r.CurrentTerm()
+}
+
 // Leader returns the id and cluster address of the leader this node knows.
 func (c *Cluster) Leader() (id, addr string) {
 	r, err := c.running()
