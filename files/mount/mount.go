@@ -210,6 +210,11 @@ func (m *Mount) Start(ctx context.Context) error {
 	if err != nil {
 		cancel()
 		m.err = fmt.Errorf("--files-mount %s: mount: %w", m.cfg.Dir, err)
+		if root {
+			// go-fuse tried the mount(2) call, then fusermount; the
+			// second error hides the first, whose usual cause is this.
+			m.err = fmt.Errorf("%w (as root cohort mounts directly, which needs CAP_SYS_ADMIN: in Docker run the container with --cap-add SYS_ADMIN --device /dev/fuse)", m.err)
+		}
 		return m.err
 	}
 	m.server, m.err = server, nil
