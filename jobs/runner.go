@@ -197,7 +197,7 @@ type Config struct {
 	History int
 	// StartGrace is how long a new leader waits before its first run, so a
 	// partitioned old leader has surely noticed its loss and cancelled its
-	// runs (0: none). node sets it to twice Raft's leader lease.
+	// runs (0: none). node sets it to raft.StepDown.
 	StartGrace time.Duration
 	// OnFinish, if set, is called on the node that ran it when a run ends
 	// and its record committed (metrics).

@@ -21,8 +21,11 @@ import (
 // their state machines, the jobs declared in --jobs-file, the admin API
 // and the lifecycle.
 func (n *Node) setupJobs() error {
-	_, _, lease := raft.Timing(n.cfg.RaftTimeoutScale)
-	r, err := jobs.New(jobs.Config{Log: n.cluster, Logger: n.log, History: n.cfg.Jobs.History, StartGrace: 2 * lease,
+	// A partitioned old leader steps down about 1.5 × StepDown after its
+	// last quorum contact; the new one is elected a heartbeat timeout
+	// (2 × StepDown) after it at the soonest, and waits one more.
+	grace := raft.StepDown(n.cfg.RaftTimeoutScale)
+	r, err := jobs.New(jobs.Config{Log: n.cluster, Logger: n.log, History: n.cfg.Jobs.History, StartGrace: grace,
 		OnFinish: n.events.JobFinished})
 	if err != nil {
 		return err

@@ -84,14 +84,14 @@ func (n *Node) setupSingletons() error {
 			return nil
 		}, func() error { <-done; return nil })
 	}
-	_, _, lease := raft.Timing(n.cfg.RaftTimeoutScale)
+	grace := raft.StepDown(n.cfg.RaftTimeoutScale)
 	n.cluster.OnLeader(func(ctx context.Context, term uint64) {
 		// As the scheduler does (StartGrace): give a partitioned old
-		// leader 2 × the Raft leader lease to step down and stop its copy.
+		// leader time to step down and stop its copy.
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(2 * lease):
+		case <-time.After(grace):
 		}
 		var wg sync.WaitGroup
 		for _, s := range onLeader {

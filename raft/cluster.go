@@ -72,13 +72,13 @@ type Config struct {
 	// CommitTimeout is how long the leader's replication to an idle
 	// follower sleeps before it sends an append (empty, carrying the commit
 	// index) anyway. Each wake-up costs CPU on every node, most of an idle
-	// cluster's. 0 is the default: with FollowerCatchUp, an eighth of the
-	// leader lease (15.6 ms at scale 1), since followers then learn of
+	// cluster's. 0 is the default: with FollowerCatchUp, a quarter of the
+	// heartbeat timeout (125 ms at scale 1), since followers then learn of
 	// commits at once (a forwarded write's answer, a read index, the
-	// leader's commit push, see router.catchUp and pushCommits) and the
-	// appends only keep the leader's contact with them fresh well within
-	// its lease; without it, shortCommitTimeout (2 ms), which is how soon
-	// a follower then applies a write it forwarded.
+	// leader's commit push, see router.catchUp and pushCommits) and
+	// heartbeats keep the leader's contact fresh (StepDown); without it,
+	// shortCommitTimeout (2 ms), which is how soon a follower then applies
+	// a write it forwarded.
 	CommitTimeout time.Duration
 	// LogSegmentSize is the size of the Raft log's segment files, which
 	// are preallocated: the log's disk use grows by this step. 0 is
@@ -101,6 +101,21 @@ type Config struct {
 	Now func() time.Time
 }
 
+// StepDown is hashicorp/raft's LeaderLeaseTimeout for a scale factor: half
+// a heartbeat timeout (250 ms at scale 1). A leader that heard from no
+// quorum for that long steps down; the check runs about once per lease, so
+// a leader cut off at T has stepped down by about T + 1.5 leases (~375 ms),
+// before the others can elect a new one (a heartbeat timeout without
+// contact, 500 ms at the soonest). Heartbeats alone, every 50–100 ms,
+// keep it fresh two to five times over, so the leader sends no append to
+// keep its contact fresh and an idle cluster costs little (Config.CommitTimeout).
+// Nothing reads locally on its strength: reads rely on read indexes and
+// read leases (Timing).
+func StepDown(scale float64) time.Duration {
+	hb, _, _ := Timing(scale)
+	return hb / 2
+}
+
 // shortCommitTimeout is Config.CommitTimeout's default without
 // FollowerCatchUp.
 const shortCommitTimeout = 2 * time.Millisecond
@@ -111,12 +126,12 @@ const shortCommitTimeout = 2 * time.Millisecond
 const pushAbove = 10 * time.Millisecond
 
 // Timing returns the Raft timers for a scale factor: heartbeat and election
-// timeouts of 500 ms and a leader lease of a quarter of that. The quarter is
-// what makes local reads safe: a leader cut off from its quorum steps down
-// within two leases (hashicorp/raft checks the lease once per lease), i.e.
-// half a heartbeat timeout, and a follower's read lease (ReadLease) runs
-// out a quarter later, while no other node can be elected before a full
-// heartbeat timeout without contact has passed.
+// timeouts of 500 ms and a read lease of a quarter of that. A read lease
+// starts when a read index started, which the leader answers only after a
+// quorum confirmed its leadership (VerifyLeader), and no other node can be
+// elected before a full heartbeat timeout without contact has passed: the
+// quarter leaves three quarters for clock rate drift and scheduling delays.
+// The leader's own belief that it leads is never a lease (StepDown).
 func Timing(scale float64) (heartbeat, election, lease time.Duration) {
 	if scale <= 0 {
 		scale = 1

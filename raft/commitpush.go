@@ -21,9 +21,10 @@ const (
 	// commitPushKeepalive is how often a follower that confirmed the
 	// leader's newest commit is told it again. It finds a follower that
 	// restarted (its applied index fell back to its snapshot) while no
-	// write moved the commit: Raft tells it only with its next append,
-	// CommitTimeout later. Two small requests a second per follower.
-	commitPushKeepalive = 500 * time.Millisecond
+	// write moved the commit, should Raft's own next append (which carries
+	// the commit index, CommitTimeout later) not tell it first: the
+	// backstop, so one small request every two seconds per follower.
+	commitPushKeepalive = 2 * time.Second
 	// commitPushMaxBackoff bounds the wait before a push is retried to a
 	// follower that did not confirm one (down, or behind by more than its
 	// log holds).

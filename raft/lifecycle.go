@@ -226,7 +226,8 @@ func (c *Cluster) raftConfig(hl hclog.Logger, notify chan bool) *hraft.Config {
 	rc := hraft.DefaultConfig()
 	rc.LocalID = hraft.ServerID(c.cfg.NodeID)
 	rc.Logger = hl
-	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = Timing(c.cfg.TimeoutScale)
+	rc.HeartbeatTimeout, rc.ElectionTimeout, _ = Timing(c.cfg.TimeoutScale)
+	rc.LeaderLeaseTimeout = StepDown(c.cfg.TimeoutScale)
 	rc.CommitTimeout = c.commitTimeout()
 	rc.MaxAppendEntries = 256
 	if c.cfg.SnapshotThreshold > 0 {
@@ -250,8 +251,8 @@ func (c *Cluster) commitTimeout() time.Duration {
 	if !c.cfg.FollowerCatchUp {
 		return shortCommitTimeout
 	}
-	_, _, lease := Timing(c.cfg.TimeoutScale)
-	return lease / 8
+	hb, _, _ := Timing(c.cfg.TimeoutScale)
+	return hb / 4
 }
 
 // serveInternal starts the node-to-node HTTP server on tr's HTTP channel.
