@@ -54,9 +54,7 @@ func (s *Store) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now().UnixNano()
-	if now-s.readDemand.Load() > int64(50*time.Millisecond) {
-		s.readDemand.Store(now) // followers' reads keep the lease fresh too
-	}
+	s.readDemand.Note(now) // followers' reads keep the lease fresh too
 	var idx uint64
 	if s.leaseHolds(now) {
 		// Within its lease the leader's leadership stands confirmed,

@@ -68,7 +68,7 @@ type Store struct {
 
 	gate       readGate
 	leaseStart atomic.Int64 // unix ns at which the leader's last read index started
-	readDemand atomic.Int64 // unix ns of the last read that wanted the lease
+	readDemand *raft.Demand // reads that want the lease; the leader refreshes it for them
 
 	publish atomic.Pointer[func(channel, msg []byte)]
 
@@ -91,13 +91,14 @@ func New(cluster *raft.Cluster, cfg Config) (*Store, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
-		cfg:      cfg,
-		cluster:  cluster,
-		log:      cfg.Logger,
-		st:       newState(),
-		queue:    make(chan *pending, 4096),
-		inflight: make(chan struct{}, maxInFlight),
-		stop:     make(chan struct{}),
+		cfg:        cfg,
+		cluster:    cluster,
+		log:        cfg.Logger,
+		st:         newState(),
+		queue:      make(chan *pending, 4096),
+		inflight:   make(chan struct{}, maxInFlight),
+		stop:       make(chan struct{}),
+		readDemand: raft.NewDemand(),
 	}
 	s.clock = leaderclock.New(cfg.Now)
 	s.gate.run = s.readIndex
@@ -372,7 +373,7 @@ func newLocal(cfg Config, now func() time.Time) *Store {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{cfg: cfg, log: cfg.Logger, st: newState(), queue: make(chan *pending, 4096),
-		inflight: make(chan struct{}, maxInFlight), stop: make(chan struct{})}
+		inflight: make(chan struct{}, maxInFlight), stop: make(chan struct{}), readDemand: raft.NewDemand()}
 	s.clock = leaderclock.New(now)
 	s.gate.run = func(context.Context) error { return nil }
 	_ = s.Start(context.Background())
@@ -454,9 +455,7 @@ func (s *Store) Local(ns byte, args [][]byte) Reply {
 // a read index (concurrent readers share one).
 func (s *Store) Sync(ctx context.Context) error {
 	now := time.Now().UnixNano()
-	if now-s.readDemand.Load() > int64(50*time.Millisecond) {
-		s.readDemand.Store(now)
-	}
+	s.readDemand.Note(now)
 	if s.cluster == nil {
 		return nil
 	}
@@ -519,21 +518,23 @@ func (s *Store) leaderLoop(ctx context.Context, term uint64) {
 	s.clock.Lead(term) // this node stamps the entries now; its Barrier applied the old leader's
 	s.leaseStart.Store(0)
 	lease := s.cluster.ReadLease()
-	renew := time.NewTicker(lease / 3)
-	defer renew.Stop()
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		s.readDemand.Refresh(ctx, lease/3, readIdleAfter, func(ctx context.Context) {
+			rctx, cancel := context.WithTimeout(ctx, lease)
+			_ = s.gate.wait(rctx)
+			cancel()
+		})
+	}()
 	expire := time.NewTicker(s.cfg.ExpireInterval)
 	defer expire.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			<-renewed
 			s.leaseStart.Store(0)
 			return
-		case <-renew.C:
-			if time.Since(time.Unix(0, s.readDemand.Load())) < readIdleAfter {
-				rctx, cancel := context.WithTimeout(ctx, lease)
-				_ = s.gate.wait(rctx)
-				cancel()
-			}
 		case <-expire.C:
 			if keys := s.expiredKeys(s.clock.Local().UnixNano()); len(keys) > 0 {
 				pctx, cancel := context.WithTimeout(ctx, commitTimeout)

@@ -56,6 +56,12 @@ type Log interface {
 	Register(name string, sm raft.StateMachine, types ...string) error
 }
 
+// answeredBy is the part of a Log that knows when a peer last answered
+// this node over the authenticated cluster port (raft.Cluster does).
+type answeredBy interface {
+	LastAnswered(peer string) time.Time
+}
+
 // Table is the replicated member table and this node's local view of the
 // others' liveness.
 type Table struct {
@@ -300,6 +306,9 @@ func (t *Table) StartProbing(ctx context.Context, client *http.Client, interval 
 	t.mu.Lock()
 	if t.health == nil {
 		t.health = newProber(t, client, interval, t.logger)
+		if a, ok := t.log.(answeredBy); ok {
+			t.health.answered = a.LastAnswered
+		}
 	}
 	p := t.health
 	t.mu.Unlock()

@@ -25,6 +25,12 @@ type prober struct {
 	client   *http.Client
 	interval time.Duration
 	log      *slog.Logger
+	// answered, when set, is when a peer last answered this node over the
+	// cluster port: one that answered within the last interval is alive
+	// and reachable without a ping. Every follower answers the leader's
+	// heartbeats, so an idle leader pings nobody (the pings were a fifth
+	// of its CPU).
+	answered func(peer string) time.Time
 
 	mu    sync.Mutex
 	peers map[string]*peerHealth
@@ -44,6 +50,10 @@ func (p *prober) run(ctx context.Context) {
 		var wg sync.WaitGroup
 		for _, m := range p.t.All() {
 			if m.ID == p.t.selfID || m.Address == "" {
+				continue
+			}
+			if p.answered != nil && time.Since(p.answered(m.ID)) < p.interval {
+				p.record(m.ID, true)
 				continue
 			}
 			wg.Add(1)

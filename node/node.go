@@ -96,7 +96,7 @@ type Node struct {
 	caughtUp    chan struct{}     // closed once ready for the first time (catchup.go)
 	draining    atomic.Bool       // graceful shutdown under way (catchup.go)
 	syncStart   atomic.Int64      // start of the last successful read index (readguard.go)
-	readDemand  atomic.Int64      // when a session read last needed the sync (readguard.go)
+	readDemand  *raft.Demand      // session reads that need the sync (readguard.go)
 	files       *files.Store      // shared files (files.go)
 	filesMount  *mount.Mount      // --files-mount, nil when off (files.go)
 	jobs        *jobs.Runner      // master-only jobs (jobs.go)
@@ -153,7 +153,7 @@ func New(cfg config.Config, opts ...Option) (*Node, error) {
 		logger = cfg.NewLogger(os.Stderr)
 	}
 	logger = logger.With("node", cfg.NodeID)
-	n := &Node{cfg: cfg, opts: o, log: logger, mux: http.NewServeMux(), app: http.NewServeMux(), caughtUp: make(chan struct{}), events: metrics.NewEvents()}
+	n := &Node{cfg: cfg, opts: o, log: logger, mux: http.NewServeMux(), app: http.NewServeMux(), caughtUp: make(chan struct{}), events: metrics.NewEvents(), readDemand: raft.NewDemand()}
 	n.cluster = raft.New(raft.Config{
 		NodeID:          cfg.NodeID,
 		DataDir:         cfg.DataDir,

@@ -58,36 +58,22 @@ func (n *Node) syncReads(ctx context.Context) error {
 
 // syncIdleAfter is how long after the last session read syncLoop keeps
 // refreshing the sync. An idle node stops (a read index every third of a
-// lease on every node was most of an idle cluster's CPU); the first read
-// after a pause passes one read index itself.
+// lease on every node was most of an idle cluster's CPU) and parks its
+// timer; the first read after a pause passes one read index itself.
 const syncIdleAfter = 5 * time.Second
 
 // noteReadDemand records that a session read wanted the sync at now (unix
-// nanoseconds); at most one store per 50 ms, to keep the shared word cold.
-func (n *Node) noteReadDemand(now int64) {
-	if now-n.readDemand.Load() > int64(50*time.Millisecond) {
-		n.readDemand.Store(now)
-	}
-}
+// nanoseconds).
+func (n *Node) noteReadDemand(now int64) { n.readDemand.Note(now) }
 
 // syncLoop refreshes the read sync every third of a lease while session
 // reads come, so an owner's reads stay local; a failed round just lets the
 // sync age.
 func (n *Node) syncLoop(ctx context.Context) {
 	lease := n.cluster.ReadLease()
-	t := time.NewTicker(lease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if time.Since(time.Unix(0, n.readDemand.Load())) > syncIdleAfter {
-			continue
-		}
+	n.readDemand.Refresh(ctx, lease/3, syncIdleAfter, func(ctx context.Context) {
 		rctx, cancel := context.WithTimeout(ctx, lease)
 		_ = n.syncReads(rctx)
 		cancel()
-	}
+	})
 }

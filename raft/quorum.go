@@ -388,3 +388,22 @@ func (c *Cluster) LastHeard(peer string) time.Time {
 	}
 	return tr.lastHeard(peer)
 }
+
+// LastAnswered is when peer last answered this node: bytes received over
+// a cluster connection this node dialed (zero when never, or before
+// Start); for itself it is now. Unlike LastHeard it proves that what this
+// node sends reaches peer: the leader's heartbeats are answered every
+// 50–100 ms by each follower. membership's probes skip a peer that
+// answered within their interval.
+func (c *Cluster) LastAnswered(peer string) time.Time {
+	if peer == c.cfg.NodeID {
+		return time.Now()
+	}
+	c.mu.Lock()
+	tr := c.transport
+	c.mu.Unlock()
+	if tr == nil {
+		return time.Time{}
+	}
+	return tr.lastAnswered(peer)
+}

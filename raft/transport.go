@@ -60,8 +60,12 @@ type Transport struct {
 	// heard is when a byte last arrived from each peer (node id →
 	// *atomic.Int64 of Unix nanoseconds), on any channel: what QuorumContact
 	// counts while no leader is known (quorum.go).
-	heard   sync.Map
-	started time.Time
+	heard sync.Map
+	// answered is the same clock counting only connections this node
+	// dialed: bytes there are answers, so they also prove that what this
+	// node sends reaches the peer (a one-way cut stops them).
+	answered sync.Map
+	started  time.Time
 }
 
 // TransportConfig configures a Transport.
@@ -192,7 +196,7 @@ func (t *Transport) serveConn(raw net.Conn) {
 		return
 	}
 	_ = raw.SetDeadline(time.Time{})
-	ac, err := t.track(c, peer, ch)
+	ac, err := t.track(c, peer, ch, false)
 	if err != nil {
 		c.Close()
 		return
@@ -246,7 +250,7 @@ func (t *Transport) dial(ctx context.Context, addr string, ch byte) (net.Conn, e
 		return nil, fmt.Errorf("dial %s (%s): %w", addr, peer, errBlocked)
 	}
 	_ = raw.SetDeadline(time.Time{})
-	ac, err := t.track(c, peer, ch)
+	ac, err := t.track(c, peer, ch, true)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("dial %s (%s): %w", addr, peer, err)
@@ -254,7 +258,7 @@ func (t *Transport) dial(ctx context.Context, addr string, ch byte) (net.Conn, e
 	return ac, nil
 }
 
-func (t *Transport) track(c net.Conn, peer string, ch byte) (*authConn, error) {
+func (t *Transport) track(c net.Conn, peer string, ch byte, dialed bool) (*authConn, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -263,7 +267,10 @@ func (t *Transport) track(c net.Conn, peer string, ch byte) (*authConn, error) {
 	if t.faults != nil && t.faults.blocked(t.nodeID, peer) {
 		return nil, errBlocked
 	}
-	ac := &authConn{Conn: c, peer: peer, ch: ch, t: t, closed: make(chan struct{}), heard: t.peerHeard(peer)}
+	ac := &authConn{Conn: c, peer: peer, ch: ch, t: t, closed: make(chan struct{}), heard: peerClock(&t.heard, peer)}
+	if dialed {
+		ac.answered = peerClock(&t.answered, peer)
+	}
 	t.conns[ac] = struct{}{}
 	return ac, nil
 }
@@ -332,6 +339,7 @@ type authConn struct {
 	// own would.
 	readBy, writeBy atomic.Int64
 	heard           *atomic.Int64 // the transport's last-heard time of peer
+	answered        *atomic.Int64 // its last-answered time; nil when accepted
 }
 
 // Read passes through the fault seam when there is one.
@@ -343,24 +351,36 @@ func (c *authConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.heard.Store(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		c.heard.Store(now)
+		if c.answered != nil {
+			c.answered.Store(now)
+		}
 	}
 	return n, err
 }
 
-// peerHeard returns the last-heard clock of peer, created on first use.
-func (t *Transport) peerHeard(peer string) *atomic.Int64 {
-	if v, ok := t.heard.Load(peer); ok {
+// peerClock returns peer's clock in m (heard or answered), created on
+// first use.
+func peerClock(m *sync.Map, peer string) *atomic.Int64 {
+	if v, ok := m.Load(peer); ok {
 		return v.(*atomic.Int64)
 	}
-	v, _ := t.heard.LoadOrStore(peer, new(atomic.Int64))
+	v, _ := m.LoadOrStore(peer, new(atomic.Int64))
 	return v.(*atomic.Int64)
 }
 
 // lastHeard is when a byte last came from peer over an authenticated
 // connection (zero when never).
-func (t *Transport) lastHeard(peer string) time.Time {
-	v, ok := t.heard.Load(peer)
+func (t *Transport) lastHeard(peer string) time.Time { return clockTime(&t.heard, peer) }
+
+// lastAnswered is when a byte last came from peer over a connection this
+// node dialed (zero when never).
+func (t *Transport) lastAnswered(peer string) time.Time { return clockTime(&t.answered, peer) }
+
+// clockTime reads peer's clock in m; zero when never set.
+func clockTime(m *sync.Map, peer string) time.Time {
+	v, ok := m.Load(peer)
 	if !ok {
 		return time.Time{}
 	}
