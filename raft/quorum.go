@@ -377,16 +377,7 @@ func (q *quorumWatch) loop(c *Cluster) {
 // On the leader every follower answers each heartbeat, so it tells how
 // long ago a follower was last in contact.
 func (c *Cluster) LastHeard(peer string) time.Time {
-	if peer == c.cfg.NodeID {
-		return time.Now()
-	}
-	c.mu.Lock()
-	tr := c.transport
-	c.mu.Unlock()
-	if tr == nil {
-		return time.Time{}
-	}
-	return tr.lastHeard(peer)
+	return c.peerTime(peer, (*Transport).lastHeard)
 }
 
 // LastAnswered is when peer last answered this node: bytes received over
@@ -396,6 +387,12 @@ func (c *Cluster) LastHeard(peer string) time.Time {
 // 50–100 ms by each follower. membership's probes skip a peer that
 // answered within their interval.
 func (c *Cluster) LastAnswered(peer string) time.Time {
+	return c.peerTime(peer, (*Transport).lastAnswered)
+}
+
+// peerTime reads one of the transport's per-peer clocks; now for this
+// node, zero before Start.
+func (c *Cluster) peerTime(peer string, read func(*Transport, string) time.Time) time.Time {
 	if peer == c.cfg.NodeID {
 		return time.Now()
 	}
@@ -405,5 +402,5 @@ func (c *Cluster) LastAnswered(peer string) time.Time {
 	if tr == nil {
 		return time.Time{}
 	}
-	return tr.lastAnswered(peer)
+	return read(tr, peer)
 }
