@@ -50,7 +50,11 @@ func (c *Cluster) apply(ctx context.Context, typ string, payload []byte) (Result
 				if errors.Is(werr, ErrLogUnwritable) {
 					return res, fmt.Errorf("apply %s: committed as entry %d, but this node cannot apply it: %w", typ, res.Index, werr)
 				}
-				return res, werr
+				// Committed, but the wait for this node to apply it
+				// ended (the caller's context, the wait budget, a
+				// cut-off): the write happened, so the caller must
+				// not take the error for a refusal and retry it.
+				return res, fmt.Errorf("apply %s: committed as entry %d, but not applied on this node yet: %w: %w", typ, res.Index, ErrOutcomeUnknown, werr)
 			}
 			c.stages.mark(stageApplied, res.Index)
 			return res, nil

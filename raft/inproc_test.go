@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -315,4 +316,44 @@ func (m *memMachine) get() []byte {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return bytes.Clone(m.data)
+}
+
+// A write the leader committed whose wait to be applied on the follower
+// that forwarded it ends (its context, the wait budget, a cut-off) has
+// happened: the error must say the outcome is unknown, or a caller takes
+// it for a refusal (a 503 "retry") and a client retries a write that
+// committed. Without the catch-up and the commit push, and with a commit
+// timeout of an hour, the follower cannot apply it before its context ends.
+func TestACommittedWriteWhoseApplyWaitEndsIsAnUnknownOutcome(t *testing.T) {
+	var cancelAtForwarded atomic.Pointer[context.CancelFunc]
+	cs := startTestCluster(t, 3, func(c *Cluster) {
+		c.noPush = true
+		c.stages = func(stage string, _ uint64) {
+			if stage == stageForwarded {
+				if f := cancelAtForwarded.Load(); f != nil {
+					(*f)()
+				}
+			}
+		}
+	}, func(c *Config) { c.CommitTimeout, c.FollowerCatchUp = time.Hour, false })
+	leader, follower := leaderOf(cs)
+	if leader == nil || follower == nil {
+		t.Fatal("no leader")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	cancelAtForwarded.Store(&cancel)
+	res, err := follower.Apply(ctx, "mem.put", []byte("<committed>"))
+	cancelAtForwarded.Store(nil)
+	if err == nil {
+		t.Fatal("the follower applied the write although Raft had not told it of the commit")
+	}
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("a committed write whose apply wait ended answered %v, which does not say its outcome is unknown", err)
+	}
+	wctx, wcancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer wcancel()
+	if err := leader.WaitApplied(wctx, res.Index); err != nil || !bytes.Contains(memOf(leader).get(), []byte("<committed>")) {
+		t.Fatalf("the write was not committed on the leader (index %d): %v", res.Index, err)
+	}
 }

@@ -402,15 +402,20 @@ func errorHistogram(ops []porcupine.Operation, idx []int) string {
 
 // refusedBeforeCommit reports answers that say a put was refused before
 // anything was proposed: the session could not be read (the middleware
-// stops before the handler), or this follower cannot write its Raft log
-// and so forwards nothing (raft.Cluster.Apply; "committed as entry N, but
-// this node cannot apply it" is the other case, and stays unknown).
-// Without this, a full disk left hundreds of unknown outcomes and the
-// checker could not decide the history in time.
+// stops before the handler), this follower cannot write its Raft log and
+// so forwards nothing (raft.Cluster.Apply; "committed as entry N, but this
+// node cannot apply it" is the other case, and stays unknown), or the node
+// cannot reach a quorum and does not say the write's outcome is unknown
+// (raft.RefusalMessage adds that whenever the write may have been
+// proposed). Without this, a full disk, and a node cut off for 5.5 s that
+// refuses at once, left hundreds of unknown outcomes and the checker
+// could not decide the history in time; and a refusal that lies (a write
+// committed, then reported as refused) makes the history illegal.
 func refusedBeforeCommit(err error) bool {
 	m := err.Error()
 	return strings.Contains(m, "read session: ") ||
-		strings.Contains(m, "apply sessions.commit: "+raft.ErrLogUnwritable.Error())
+		strings.Contains(m, "apply sessions.commit: "+raft.ErrLogUnwritable.Error()) ||
+		(strings.Contains(m, raft.ErrNoQuorum.Error()) && !strings.Contains(m, "outcome is unknown"))
 }
 
 // opLatency is one operation of a schedule: the node it entered, when it
