@@ -46,12 +46,12 @@ func (d *Demand) Note(now int64) {
 	}
 }
 
-// Wanted reports whether a read was noted less than idle before now.
-func (d *Demand) Wanted(now time.Time, idle time.Duration) bool {
+// wanted reports whether a read was noted less than idle before now.
+func (d *Demand) wanted(now time.Time, idle time.Duration) bool {
 	return now.Sub(time.Unix(0, d.last.Load())) < idle
 }
 
-// Refresh calls refresh every interval while Wanted(idle), parks while
+// Refresh calls refresh every interval while a read came within idle, parks while
 // not, and returns when ctx ends.
 func (d *Demand) Refresh(ctx context.Context, interval, idle time.Duration, refresh func(context.Context)) {
 	t := time.NewTicker(interval)
@@ -61,7 +61,7 @@ func (d *Demand) Refresh(ctx context.Context, interval, idle time.Duration, refr
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if d.Wanted(now, idle) {
+			if d.wanted(now, idle) {
 				refresh(ctx)
 				continue
 			}
@@ -69,7 +69,7 @@ func (d *Demand) Refresh(ctx context.Context, interval, idle time.Duration, refr
 			d.parked.Store(true)
 			// A Note between the check above and the store saw the
 			// loop running: look again before waiting.
-			if !d.Wanted(time.Now(), idle) {
+			if !d.wanted(time.Now(), idle) {
 				select {
 				case <-ctx.Done():
 					return
