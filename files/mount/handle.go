@@ -100,7 +100,7 @@ type writeHandle struct {
 	mode    fs.FileMode
 	mtime   time.Time // set by utimens while dirty; zero: commit time
 	dirty   bool
-	gone    bool // unlinked or replaced: writes go nowhere
+	gone    bool // unlinked, replaced or its writer killed: writes go nowhere
 	written time.Time
 }
 
@@ -187,6 +187,23 @@ func (w *writeHandle) drop() {
 	w.mu.Unlock()
 }
 
+// abandon discards the handle's unfinished content when a process that
+// holds it is killed: nothing it holds is committed, and it no longer
+// counts as the file's writer, so no reader on this node sees that content
+// (a new file's pending name, a writer's size) while the kernel's RELEASE
+// is on its way, or while another process sharing the descriptor (a forked
+// child) keeps it open. It reports whether there was content to discard.
+func (w *writeHandle) abandon() bool {
+	w.n.mu.Lock()
+	delete(w.n.writers, w)
+	w.n.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	dirty := w.dirty && !w.gone
+	w.gone, w.dirty = true, false
+	return dirty
+}
+
 // Read implements fs.FileReader (O_RDWR reads the handle's own content).
 func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	w.mu.Lock()
@@ -230,7 +247,7 @@ func (w *writeHandle) truncate(size int64) syscall.Errno {
 // mid-write leaves the previous version.
 func (w *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	if killed(ctx) {
-		if w.isDirty() {
+		if w.abandon() {
 			w.n.m.log.Info("files mount: writer killed by a signal; its unfinished content is discarded", "pid", callerPid(ctx))
 		}
 		return 0

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -365,6 +366,22 @@ func TestMount(t *testing.T) {
 				t.Fatalf("%s: a new file killed mid-write: %v, want ENOENT", d, err)
 			}
 		}
+		// The kernel sends RELEASE only once no process holds the
+		// descriptor (and then asynchronously): a forked child keeps it
+		// open after its parent is killed, so the window in which a
+		// reader on the node could see the killed writer's content stays
+		// open until the child closes it.
+		hp := filepath.Join(a, "killed-held.txt")
+		closeChild := killedWriterWithChild(t, hp)
+		if got, err := os.ReadFile(hp); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("a new file whose killed writer's descriptor a child holds: %q, %v; want ENOENT", got, err)
+		}
+		closeChild()
+		for _, d := range []string{a, cc} {
+			if got, err := os.ReadFile(filepath.Join(d, "killed-held.txt")); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("%s: after the child closed the killed writer's descriptor: %q, %v; want ENOENT", d, got, err)
+			}
+		}
 	})
 
 	t.Run("a corrupt local copy is repaired before a read returns it", func(t *testing.T) {
@@ -516,6 +533,62 @@ os.kill(os.getpid(), signal.SIGKILL)`, p)
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("the writer was not killed: %v", err)
 	}
+}
+
+// killedWriterWithChild is killedWriter whose process first forks a child
+// that holds the descriptor open. The returned func makes the child close
+// it (its close(2) returns before the func does) and exit.
+func killedWriterWithChild(t *testing.T, p string) func() {
+	t.Helper()
+	toChild, tell, err := os.Pipe()
+	must(t, err)
+	fromChild, closed, err := os.Pipe()
+	if err != nil {
+		toChild.Close()
+		tell.Close()
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/usr/bin/python3", "-c", `import os, signal, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"partial content, never clo")
+if os.fork() == 0:
+    sys.stdin.buffer.read(1)
+    os.close(fd)
+    sys.stdout.buffer.write(b"closed")
+    sys.stdout.flush()
+    os._exit(0)
+os.kill(os.getpid(), signal.SIGKILL)`, p)
+	cmd.Stdin, cmd.Stdout = toChild, closed
+	err = cmd.Run()
+	toChild.Close()
+	closed.Close()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		tell.Close()
+		fromChild.Close()
+		t.Fatalf("the writer was not killed: %v", err)
+	}
+	done := false
+	finish := func() {
+		if done {
+			return
+		}
+		done = true
+		tell.Close() // the child's read returns: it closes and says so
+		got, err := io.ReadAll(fromChild)
+		fromChild.Close()
+		if err != nil || string(got) != "closed" {
+			t.Fatalf("the child did not close the descriptor: %q, %v", got, err)
+		}
+	}
+	t.Cleanup(func() {
+		if !done {
+			done = true
+			tell.Close()
+			fromChild.Close()
+		}
+	})
+	return finish
 }
 
 // tree maps every file under dir to its size and SHA-256, and every
