@@ -75,12 +75,31 @@ func (it *item) clone() *item {
 
 // state is the keyspace. Keys are the namespace byte followed by the key.
 type state struct {
-	keys       map[string]*item
+	keys map[string]*item
+	// volatile holds the keys of keys that have an expiry, so the
+	// background expiry looks only at those (Store.expiredKeys).
+	volatile   map[string]struct{}
 	used       int64  // sum of item sizes
 	lastDelete uint64 // Raft index of the last removal of any key (WATCH of a missing key)
 }
 
-func newState() *state { return &state{keys: make(map[string]*item)} }
+func newState() *state {
+	return &state{keys: make(map[string]*item), volatile: make(map[string]struct{})}
+}
+
+// set stores it under the full key k, keeping used and volatile current.
+func (st *state) set(k string, it *item) {
+	if old := st.keys[k]; old != nil {
+		st.used -= old.size(k)
+	}
+	st.keys[k] = it
+	st.used += it.size(k)
+	if it.expire != 0 {
+		st.volatile[k] = struct{}{}
+	} else {
+		delete(st.volatile, k)
+	}
+}
 
 // limits are stamped by the proposer into every batch, so that nodes with
 // different flags still agree on what Apply refuses.
@@ -133,19 +152,15 @@ func (x *execCtx) remove(k string) bool {
 	}
 	x.st.used -= it.size(k)
 	delete(x.st.keys, k)
+	delete(x.st.volatile, k)
 	x.st.lastDelete = x.index
 	return true
 }
 
 // put stores a new version of key.
 func (x *execCtx) put(key []byte, it *item) {
-	k := fullKey(x.ns, key)
-	if old := x.st.keys[k]; old != nil {
-		x.st.used -= old.size(k)
-	}
 	it.rev = x.index
-	x.st.keys[k] = it
-	x.st.used += it.size(k)
+	x.st.set(fullKey(x.ns, key), it)
 }
 
 // Error texts are Redis' own, so that clients recognise them.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,7 +163,7 @@ func TestExpiryIsJudgedOnRead(t *testing.T) {
 	// The background expiry removes only what is expired at its entry's time.
 	run(t, s, 0, "set", "b", "1", "EX", "1")
 	clk.add(2 * time.Second)
-	keys := s.expiredKeys(clk.now().UnixNano())
+	keys, _ := s.expiredKeys(clk.now().UnixNano())
 	if len(keys) != 3 { // k, p and b: reads never delete
 		t.Fatalf("expired keys %q", keys)
 	}
@@ -307,5 +308,87 @@ func TestGlob(t *testing.T) {
 		if got := matchGlob(c.p, c.s); got != c.want {
 			t.Errorf("match(%q, %q) = %v", c.p, c.s, got)
 		}
+	}
+}
+
+// volatileKeys is the store's index of keys with an expiry, sorted.
+func volatileKeys(s *Store) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.st.volatile))
+	for k := range s.st.volatile {
+		out = append(out, k[1:])
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestBackgroundExpiryLooksOnlyAtKeysWithAnExpiry(t *testing.T) {
+	clk := newFakeClock()
+	s := newLocal(Config{}, clk.now)
+	defer s.Close()
+	mset := []string{"mset"}
+	for i := range 50_000 {
+		mset = append(mset, fmt.Sprintf("plain-%d", i), "v")
+	}
+	run(t, s, 0, mset...)
+	for i := range 5 {
+		run(t, s, 0, "set", fmt.Sprintf("ttl-%d", i), "v", "EX", "1")
+	}
+	// The index follows every way a key gains or loses its expiry.
+	run(t, s, 0, "set", "kept", "1", "EX", "100")
+	run(t, s, 0, "set", "kept", "2", "KEEPTTL")
+	run(t, s, 0, "set", "cleared", "1", "EX", "100")
+	run(t, s, 0, "set", "cleared", "2")
+	run(t, s, 0, "set", "persisted", "1", "EX", "100")
+	run(t, s, 0, "persist", "persisted")
+	run(t, s, 0, "set", "deleted", "1", "EX", "100")
+	run(t, s, 0, "del", "deleted")
+	run(t, s, 0, "set", "expired", "1")
+	run(t, s, 0, "pexpire", "expired", "100000")
+	want := []string{"expired", "kept", "ttl-0", "ttl-1", "ttl-2", "ttl-3", "ttl-4"}
+	if got := volatileKeys(s); !slices.Equal(got, want) {
+		t.Fatalf("keys with an expiry %q, want %q", got, want)
+	}
+	clk.add(2 * time.Second)
+	keys, examined := s.expiredKeys(clk.now().UnixNano())
+	if len(keys) != 5 || examined != len(want) {
+		t.Fatalf("a pass found %d expired keys looking at %d keys, want 5 looking at %d", len(keys), examined, len(want))
+	}
+	// A restored snapshot rebuilds the index.
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := snap.Persist(&buf); err != nil {
+		t.Fatal(err)
+	}
+	r := newLocal(Config{}, clk.now)
+	defer r.Close()
+	if err := r.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if got := volatileKeys(r); !slices.Equal(got, want) {
+		t.Fatalf("restored keys with an expiry %q, want %q", got, want)
+	}
+}
+
+func TestBackgroundExpiryRepeatsWhileItFindsFullBatches(t *testing.T) {
+	clk := newFakeClock()
+	s := newLocal(Config{}, clk.now)
+	defer s.Close()
+	const n = 2*expireBatch + expireBatch/2
+	for i := range n {
+		run(t, s, 0, "set", fmt.Sprintf("k%d", i), "v", "PX", "10")
+	}
+	run(t, s, 0, "set", "stays", "v", "EX", "100")
+	clk.add(time.Second)
+	s.expireOnce(context.Background())
+	if st := s.Stats(); st.Keys != 1 {
+		t.Fatalf("one expiry pass left %d keys, want only the one not expired", st.Keys)
+	}
+	if got := volatileKeys(s); !slices.Equal(got, []string{"stays"}) {
+		t.Fatalf("keys with an expiry after the pass: %d", len(got))
 	}
 }

@@ -198,8 +198,8 @@ func mcFlush(x *execCtx, a [][]byte) Reply {
 		if it.expire == 0 || it.expire > at {
 			c := it.clone()
 			c.expire = at
-			x.st.keys[k] = c
 			c.rev = x.index
+			x.st.set(k, c)
 		}
 	}
 	return rStatus("OK")

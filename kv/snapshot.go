@@ -198,7 +198,6 @@ func readState(br *bufio.Reader) (*state, error) {
 		default:
 			return nil, fmt.Errorf("key type %d: %w", it.typ, errCodec)
 		}
-		st.keys[string(k)] = it
-		st.used += it.size(string(k))
+		st.set(string(k), it)
 	}
 }

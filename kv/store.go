@@ -30,6 +30,8 @@ const (
 	maxInFlight = 4
 	// expireBatch bounds the keys one background expiry entry removes.
 	expireBatch = 1000
+	// expireSample bounds the keys with an expiry one pass looks at.
+	expireSample = 20 * expireBatch
 	// readIdleAfter: the leader stops refreshing its read lease this long
 	// after the last read that wanted it.
 	readIdleAfter = 5 * time.Second
@@ -536,31 +538,58 @@ func (s *Store) leaderLoop(ctx context.Context, term uint64) {
 			s.leaseStart.Store(0)
 			return
 		case <-expire.C:
-			if keys := s.expiredKeys(s.clock.Local().UnixNano()); len(keys) > 0 {
-				pctx, cancel := context.WithTimeout(ctx, commitTimeout)
-				if _, err := s.propose(pctx, encodeExpireOp(keys)); err != nil && ctx.Err() == nil {
-					s.log.Warn("kv: background expiry failed", "keys", len(keys), "err", err)
-				}
-				cancel()
-			}
+			s.expireOnce(ctx)
 		}
 	}
 }
 
-// expiredKeys lists up to expireBatch keys expired at now.
-func (s *Store) expiredKeys(now int64) []string {
+// expireOnce removes expired keys in entries of up to expireBatch keys,
+// another at once while a pass finds a full batch (as Redis repeats its
+// active expiry cycle while a quarter of its sample was expired).
+func (s *Store) expireOnce(ctx context.Context) {
+	for ctx.Err() == nil {
+		keys, _ := s.expiredKeys(s.clock.Local().UnixNano())
+		if len(keys) == 0 {
+			return
+		}
+		pctx, cancel := context.WithTimeout(ctx, commitTimeout)
+		_, err := s.propose(pctx, encodeExpireOp(keys))
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("kv: background expiry failed", "keys", len(keys), "err", err)
+			}
+			return
+		}
+		if len(keys) < expireBatch {
+			return
+		}
+	}
+}
+
+// expiredKeys lists up to expireBatch keys expired at now, looking at no
+// more than expireSample keys that have an expiry (the store's lock is
+// held meanwhile, so writers wait; a scan of every key paused them for
+// tens of milliseconds a second with a million keys). Go starts each map
+// iteration at a random place, so a pass that stops early samples the
+// volatile keys; reads never return an expired key whatever lags here.
+// It also returns how many keys it looked at.
+func (s *Store) expiredKeys(now int64) (keys []string, examined int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var out []string
-	for k, it := range s.st.keys {
-		if it.expire != 0 && now >= it.expire {
-			out = append(out, k)
-			if len(out) == expireBatch {
+	for k := range s.st.volatile {
+		if examined == expireSample {
+			break
+		}
+		examined++
+		if it := s.st.keys[k]; it != nil && it.expire != 0 && now >= it.expire {
+			keys = append(keys, k)
+			if len(keys) == expireBatch {
 				break
 			}
 		}
 	}
-	return out
+	return keys, examined
 }
 
 // Stats is a node's view of the store.
