@@ -100,7 +100,8 @@ type writeHandle struct {
 	mode    fs.FileMode
 	mtime   time.Time // set by utimens while dirty; zero: commit time
 	dirty   bool
-	gone    bool // unlinked, replaced or its writer killed: writes go nowhere
+	gone    bool // unlinked or replaced: writes go nowhere
+	killed  bool // a process holding it was killed: its content is discarded, and writes and commits fail with EIO
 	written time.Time
 }
 
@@ -192,15 +193,17 @@ func (w *writeHandle) drop() {
 // counts as the file's writer, so no reader on this node sees that content
 // (a new file's pending name, a writer's size) while the kernel's RELEASE
 // is on its way, or while another process sharing the descriptor (a forked
-// child) keeps it open. It reports whether there was content to discard.
+// child) keeps it open. That process's writes, fsync and close then fail
+// with EIO rather than vanish. It reports whether there was content to
+// discard.
 func (w *writeHandle) abandon() bool {
 	w.n.mu.Lock()
 	delete(w.n.writers, w)
 	w.n.mu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	dirty := w.dirty && !w.gone
-	w.gone, w.dirty = true, false
+	dirty := w.dirty && !w.gone && !w.killed
+	w.killed, w.dirty = true, false
 	return dirty
 }
 
@@ -222,6 +225,9 @@ func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.killed {
+		return 0, syscall.EIO
+	}
 	n, err := w.tmp.WriteAt(data, off)
 	if n > 0 {
 		w.dirty, w.written = true, time.Now()
@@ -235,6 +241,9 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 func (w *writeHandle) truncate(size int64) syscall.Errno {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.killed {
+		return syscall.EIO
+	}
 	if err := w.tmp.Truncate(size); err != nil {
 		return toErrno(err)
 	}
@@ -271,6 +280,9 @@ func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.killed {
+		return syscall.EIO
+	}
 	if w.gone || !w.dirty {
 		return 0
 	}

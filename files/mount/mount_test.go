@@ -376,7 +376,11 @@ func TestMount(t *testing.T) {
 		if got, err := os.ReadFile(hp); !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("a new file whose killed writer's descriptor a child holds: %q, %v; want ENOENT", got, err)
 		}
-		closeChild()
+		// The child's own writes and close fail loudly (EIO) rather than
+		// vanish with the killed writer's content.
+		if got := closeChild(); got != "write 5, close 5" {
+			t.Fatalf("the child's write and close after its parent was killed: %s, want EIO for both", got)
+		}
 		for _, d := range []string{a, cc} {
 			if got, err := os.ReadFile(filepath.Join(d, "killed-held.txt")); !errors.Is(err, fs.ErrNotExist) {
 				t.Fatalf("%s: after the child closed the killed writer's descriptor: %q, %v; want ENOENT", d, got, err)
@@ -536,9 +540,10 @@ os.kill(os.getpid(), signal.SIGKILL)`, p)
 }
 
 // killedWriterWithChild is killedWriter whose process first forks a child
-// that holds the descriptor open. The returned func makes the child close
-// it (its close(2) returns before the func does) and exit.
-func killedWriterWithChild(t *testing.T, p string) func() {
+// that holds the descriptor open. The returned func makes the child write
+// to it and close it, and returns what each call did ("write ok" or
+// "write 5" for EIO, then the same of close), once both returned.
+func killedWriterWithChild(t *testing.T, p string) func() string {
 	t.Helper()
 	toChild, tell, err := os.Pipe()
 	must(t, err)
@@ -553,8 +558,14 @@ fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 os.write(fd, b"partial content, never clo")
 if os.fork() == 0:
     sys.stdin.buffer.read(1)
-    os.close(fd)
-    sys.stdout.buffer.write(b"closed")
+    said = []
+    for what, op in (("write", lambda: os.write(fd, b"more")), ("close", lambda: os.close(fd))):
+        try:
+            op()
+            said.append(what + " ok")
+        except OSError as e:
+            said.append(what + " " + str(e.errno))
+    sys.stdout.buffer.write(", ".join(said).encode())
     sys.stdout.flush()
     os._exit(0)
 os.kill(os.getpid(), signal.SIGKILL)`, p)
@@ -569,17 +580,15 @@ os.kill(os.getpid(), signal.SIGKILL)`, p)
 		t.Fatalf("the writer was not killed: %v", err)
 	}
 	done := false
-	finish := func() {
-		if done {
-			return
-		}
+	finish := func() string {
 		done = true
-		tell.Close() // the child's read returns: it closes and says so
+		tell.Close() // the child's read returns: it writes, closes and says so
 		got, err := io.ReadAll(fromChild)
 		fromChild.Close()
-		if err != nil || string(got) != "closed" {
-			t.Fatalf("the child did not close the descriptor: %q, %v", got, err)
+		if err != nil || len(got) == 0 {
+			t.Fatalf("the child did not report: %q, %v", got, err)
 		}
+		return string(got)
 	}
 	t.Cleanup(func() {
 		if !done {
