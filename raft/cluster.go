@@ -72,14 +72,11 @@ type Config struct {
 	// CommitTimeout is how long the leader's replication to an idle
 	// follower sleeps before it sends an append (empty, carrying the commit
 	// index) anyway. Each wake-up costs CPU on every node, most of an idle
-	// cluster's. 0 is the default: with FollowerCatchUp, the heartbeat
-	// timeout (500 ms at scale 1; hashicorp/raft waits 1–2× it), since
-	// followers then learn of commits at once (a forwarded write's answer,
-	// a read index, the leader's commit push, see router.catchUp and
-	// pushCommits), heartbeats keep the leader's contact fresh (StepDown)
-	// and every new entry starts an append at once; what is left to it is
-	// retrying, while nothing is written, a follower that fell behind or
-	// restarted. Without FollowerCatchUp,
+	// cluster's. 0 is the default: with FollowerCatchUp, a quarter of the
+	// heartbeat timeout (125 ms at scale 1), since followers then learn of
+	// commits at once (a forwarded write's answer, a read index, the
+	// leader's commit push, see router.catchUp and pushCommits) and
+	// heartbeats keep the leader's contact fresh (StepDown); without it,
 	// shortCommitTimeout (2 ms), which is how soon a follower then applies
 	// a write it forwarded.
 	CommitTimeout time.Duration
