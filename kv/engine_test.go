@@ -250,15 +250,10 @@ func TestGroupCommitBatchesConcurrentWrites(t *testing.T) {
 	t.Logf("%d operations in %d entries", st.BatchedOps, st.Batches)
 }
 
-func TestSnapshotRoundTrip(t *testing.T) {
-	clk := newFakeClock()
-	s := newLocal(Config{}, clk.now)
-	defer s.Close()
-	run(t, s, 0, "set", "a", "1", "EX", "100")
-	run(t, s, 3, "hset", "h", "f", "v")
-	run(t, s, 0, "sadd", "s", "x", "y")
-	run(t, s, 0, "rpush", "l", "1", "2")
-	run(t, s, 0, "set", "bin\x00key", "\x00\xff")
+// restored is a new local store restored from a snapshot of s; it is
+// closed when the test ends.
+func restored(t *testing.T, s *Store, clk *fakeClock) *Store {
+	t.Helper()
 	snap, err := s.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -268,10 +263,23 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newLocal(Config{}, clk.now)
-	defer r.Close()
+	t.Cleanup(func() { r.Close() })
 	if err := r.Restore(&buf); err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	clk := newFakeClock()
+	s := newLocal(Config{}, clk.now)
+	defer s.Close()
+	run(t, s, 0, "set", "a", "1", "EX", "100")
+	run(t, s, 3, "hset", "h", "f", "v")
+	run(t, s, 0, "sadd", "s", "x", "y")
+	run(t, s, 0, "rpush", "l", "1", "2")
+	run(t, s, 0, "set", "bin\x00key", "\x00\xff")
+	r := restored(t, s, clk)
 	for _, c := range []struct {
 		ns   byte
 		cmd  []string
@@ -356,19 +364,7 @@ func TestBackgroundExpiryLooksOnlyAtKeysWithAnExpiry(t *testing.T) {
 		t.Fatalf("a pass found %d expired keys looking at %d keys, want 5 looking at %d", len(keys), examined, len(want))
 	}
 	// A restored snapshot rebuilds the index.
-	snap, err := s.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := snap.Persist(&buf); err != nil {
-		t.Fatal(err)
-	}
-	r := newLocal(Config{}, clk.now)
-	defer r.Close()
-	if err := r.Restore(&buf); err != nil {
-		t.Fatal(err)
-	}
+	r := restored(t, s, clk)
 	if got := volatileKeys(r); !slices.Equal(got, want) {
 		t.Fatalf("restored keys with an expiry %q, want %q", got, want)
 	}
