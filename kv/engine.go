@@ -76,7 +76,7 @@ func (it *item) clone() *item {
 // state is the keyspace. Keys are the namespace byte followed by the key.
 type state struct {
 	keys map[string]*item
-	// volatile holds the keys of keys that have an expiry, so the
+	// volatile indexes the keys whose item has an expiry, so that the
 	// background expiry looks only at those (Store.expiredKeys).
 	volatile   map[string]struct{}
 	used       int64  // sum of item sizes
