@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -116,11 +115,10 @@ var (
 // openWriter makes a write handle on version cur of p: an empty temp file
 // when empty is set (O_TRUNC, a new file), else a copy of the content.
 func (fn *fileNode) openWriter(ctx context.Context, p string, cur files.Info, empty bool) (*writeHandle, syscall.Errno) {
-	tmp, err := os.CreateTemp(fn.m.cfg.TempDir, "w-*")
+	tmp, err := fn.m.temps.get()
 	if err != nil {
-		return nil, fn.m.errno("open", p, fmt.Errorf("temp file: %w", err))
+		return nil, fn.m.errno("open", p, err)
 	}
-	_ = os.Remove(tmp.Name())
 	w := &writeHandle{n: fn, tmp: tmp, base: cur.Version, mode: cur.Mode, dirty: empty && cur.Size > 0, written: time.Now()}
 	if !empty && cur.Size > 0 {
 		f, err := fn.m.store.Open(ctx, p)
@@ -129,7 +127,7 @@ func (fn *fileNode) openWriter(ctx context.Context, p string, cur files.Info, em
 			f.Close()
 		}
 		if err != nil {
-			tmp.Close()
+			fn.m.temps.put(tmp)
 			return nil, fn.m.errno("open", p, err)
 		}
 		w.base = f.Info().Version
@@ -368,7 +366,7 @@ func (w *writeHandle) release() {
 	w.n.mu.Unlock()
 	w.mu.Lock()
 	if w.tmp != nil {
-		w.tmp.Close()
+		w.n.m.temps.put(w.tmp)
 		w.tmp = nil
 	}
 	w.mu.Unlock()

@@ -76,6 +76,8 @@ type Mount struct {
 	uid   uint32
 	gid   uint32
 	start time.Time
+	// temps hands write handles their temp files (in TempDir).
+	temps tempPool
 
 	mu      sync.Mutex
 	server  *fuse.Server
@@ -107,6 +109,7 @@ func New(cfg Config) (*Mount, error) {
 	m := &Mount{cfg: cfg, log: cfg.Logger.With("component", "files-mount"), store: cfg.Store,
 		uid: uint32(os.Getuid()), gid: uint32(os.Getgid())}
 	m.root = &dirNode{m: m}
+	m.temps.dir = cfg.TempDir
 	return m, nil
 }
 
@@ -315,6 +318,7 @@ func (m *Mount) Close() error {
 		m.log.Info("shared files unmounted", "dir", m.cfg.Dir)
 	}
 	m.watchWG.Wait()
+	m.temps.close()
 	return err
 }
 

@@ -346,6 +346,36 @@ func TestMount(t *testing.T) {
 		t.Logf("%d reads during the renames, all whole", reads)
 	})
 
+	t.Run("a file holds only what its writers wrote", func(t *testing.T) {
+		// A node hands its writers' temp files out again (tempPool):
+		// after a large file, a new file opened without O_TRUNC (as fio
+		// opens) and an existing file changed in place must hold their
+		// own bytes only, on every node.
+		dir := filepath.Join(a, "reuse")
+		writeFile(t, filepath.Join(dir, "base.txt"), []byte("hello"))
+		for i := range 8 {
+			writeFile(t, filepath.Join(dir, "big.bin"), bytes.Repeat([]byte{'x'}, 256<<10))
+			name := fmt.Sprintf("new-%d.txt", i)
+			f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_WRONLY, 0o644)
+			must(t, err)
+			_, err = f.Write([]byte("ab"))
+			must(t, err)
+			must(t, f.Close())
+			if got := string(readFile(t, filepath.Join(cc, "reuse", name))); got != "ab" {
+				t.Fatalf("round %d: a new file written with %q reads %d bytes on n3: %.20q", i, "ab", len(got), got)
+			}
+			f, err = os.OpenFile(filepath.Join(dir, "base.txt"), os.O_RDWR, 0)
+			must(t, err)
+			first := []byte{"hH"[i%2]}
+			_, err = f.WriteAt(first, 0)
+			must(t, err)
+			must(t, f.Close())
+			if got, want := string(readFile(t, filepath.Join(cc, "reuse", "base.txt"))), string(first)+"ello"; got != want {
+				t.Fatalf("round %d: a file changed in place reads %q on n3, want %q", i, got, want)
+			}
+		}
+	})
+
 	t.Run("a writer killed mid-write leaves the previous version", func(t *testing.T) {
 		p := filepath.Join(a, "killed.txt")
 		writeFile(t, p, []byte("previous version\n"))
