@@ -10,8 +10,9 @@
 //     (/_internal/files/...);
 //   - catch-up, the scrubber, the garbage collector and the mirror
 //     directory, which keep the local disk in step with the manifest;
-//   - the Go API (Store: Create, Writer, Open, Stat, List, Remove, Rename,
-//     Watch) and the HTTP handlers node mounts under /_cohort/api/files.
+//   - the Go API (Store: Create, Writer, Stage and CreateStaged, Open,
+//     Stat, List, Remove, Rename, Watch) and the HTTP handlers node mounts
+//     under /_cohort/api/files.
 //
 // It does not own: consensus and the cluster port (package raft), member
 // addresses and liveness (membership), authentication of the admin API and

@@ -275,55 +275,136 @@ func (s *Store) kickMirror() {
 // returns once the content is durable on a quorum of nodes and the new
 // metadata is committed. Memory use does not depend on the file size.
 func (s *Store) Create(ctx context.Context, path string, r io.Reader, opts *WriteOptions) (Info, error) {
-	var o WriteOptions
-	if opts != nil {
-		o = *opts
-	}
-	p, err := CleanPath(path)
+	p, o, err := s.prepare(ctx, path, opts)
 	if err != nil {
 		return Info{}, err
 	}
-	if (o.IfVersion != nil || s.cfg.MaxBytes > 0) && !o.NoBarrier {
-		s.barrier(ctx) // a stale local view must not refuse a valid write
-	}
-	if err := s.precheck(p, o); err != nil {
+	st, err := s.Stage(ctx, r, &o)
+	if err != nil {
 		return Info{}, err
+	}
+	defer st.Release()
+	return s.commitStaged(ctx, p, st, o)
+}
+
+// Staged is content stored ahead of its commit (Stage): a blob durable on
+// a quorum, or, up to InlineMax, bytes held here to travel in the log
+// entry. Release it once committed or given up.
+type Staged struct {
+	sum     string
+	size    int64
+	holders []string
+	data    []byte // the content when inline
+	inline  bool
+	release func()
+}
+
+// SHA256 is the content's hex SHA-256.
+func (st *Staged) SHA256() string { return st.sum }
+
+// Size is the content's length.
+func (st *Staged) Size() int64 { return st.size }
+
+// Release lets the blob be collected if no commit names it. It is
+// idempotent.
+func (st *Staged) Release() {
+	if st.release != nil {
+		st.release()
+		st.release = nil
+	}
+}
+
+// Stage reads r to its end and makes its content durable on a quorum as a
+// blob (or keeps it, when small enough to travel in the log entry), without
+// committing it anywhere: CreateStaged does. A writer that learns the
+// content while it arrives (the mount, for a file written in order) stages
+// it meanwhile, so its commit costs a log entry at close. opts gives the
+// size when known, checked against the limits first.
+func (s *Store) Stage(ctx context.Context, r io.Reader, opts *WriteOptions) (*Staged, error) {
+	var o WriteOptions
+	if opts != nil {
+		o = *opts
 	}
 	size := int64(-1)
 	if o.SizeKnown || o.Size > 0 {
 		size = o.Size
 	}
 	if err := s.checkSpace(size); err != nil {
-		return Info{}, err
-	}
-	mode := o.Mode.Perm()
-	if mode == 0 {
-		mode = 0o644
-	}
-	cmd := putCmd{Path: p, Mode: uint32(mode), IfVersion: o.IfVersion, MaxBytes: s.cfg.MaxBytes}
-	if !o.ModTime.IsZero() {
-		cmd.MTime = &o.ModTime
+		return nil, err
 	}
 	// A small file travels in the Raft log itself: one replicated,
 	// batched fsync instead of a blob push and several fsyncs per copy.
 	head := make([]byte, 0, min(InlineMax+1, max(o.Size+1, 512)))
-	head, err = readUpTo(r, head, InlineMax+1)
+	head, err := readUpTo(r, head, InlineMax+1)
 	if err != nil {
-		return Info{}, fmt.Errorf("read content: %w", err)
+		return nil, fmt.Errorf("read content: %w", err)
 	}
 	if len(head) <= InlineMax {
 		if s.cfg.MaxFileBytes > 0 && int64(len(head)) > s.cfg.MaxFileBytes {
-			return Info{}, fmt.Errorf("%w: %d bytes, over the %d allowed per file (--files-max-file-bytes)", ErrFileTooLarge, len(head), s.cfg.MaxFileBytes)
+			return nil, fmt.Errorf("%w: %d bytes, over the %d allowed per file (--files-max-file-bytes)", ErrFileTooLarge, len(head), s.cfg.MaxFileBytes)
 		}
 		sum := sha256.Sum256(head)
-		cmd.SHA256, cmd.Size, cmd.Data, cmd.Inline = hex.EncodeToString(sum[:]), int64(len(head)), head, true
+		return &Staged{sum: hex.EncodeToString(sum[:]), size: int64(len(head)), data: head, inline: true}, nil
+	}
+	res, holders, err := s.store(ctx, io.MultiReader(bytes.NewReader(head), r), o)
+	if err != nil {
+		return nil, err
+	}
+	return &Staged{sum: res.SHA256, size: res.Size, holders: holders, release: s.hold(res.SHA256)}, nil
+}
+
+// CreateStaged commits content staged with Stage at path, as Create
+// commits the content it read: the same checks, the same compare-and-set.
+// The caller still releases st.
+func (s *Store) CreateStaged(ctx context.Context, path string, st *Staged, opts *WriteOptions) (Info, error) {
+	o := WriteOptions{}
+	if opts != nil {
+		o = *opts
+	}
+	o.Size, o.SizeKnown = st.size, true
+	p, o, err := s.prepare(ctx, path, &o)
+	if err != nil {
+		return Info{}, err
+	}
+	return s.commitStaged(ctx, p, st, o)
+}
+
+// prepare cleans path and refuses early, before any byte is read, what
+// would surely be refused at commit (after a read barrier when the answer
+// depends on the current state, unless o.NoBarrier).
+func (s *Store) prepare(ctx context.Context, path string, opts *WriteOptions) (string, WriteOptions, error) {
+	var o WriteOptions
+	if opts != nil {
+		o = *opts
+	}
+	p, err := CleanPath(path)
+	if err != nil {
+		return "", o, err
+	}
+	if (o.IfVersion != nil || s.cfg.MaxBytes > 0) && !o.NoBarrier {
+		s.barrier(ctx) // a stale local view must not refuse a valid write
+	}
+	if err := s.precheck(p, o); err != nil {
+		return "", o, err
+	}
+	return p, o, nil
+}
+
+// commitStaged commits st at the clean path p.
+func (s *Store) commitStaged(ctx context.Context, p string, st *Staged, o WriteOptions) (Info, error) {
+	mode := o.Mode.Perm()
+	if mode == 0 {
+		mode = 0o644
+	}
+	cmd := putCmd{Path: p, Mode: uint32(mode), IfVersion: o.IfVersion, MaxBytes: s.cfg.MaxBytes,
+		SHA256: st.sum, Size: st.size}
+	if !o.ModTime.IsZero() {
+		cmd.MTime = &o.ModTime
+	}
+	if st.inline {
+		cmd.Data, cmd.Inline = st.data, true
 	} else {
-		res, holders, err := s.store(ctx, io.MultiReader(bytes.NewReader(head), r), o)
-		if err != nil {
-			return Info{}, err
-		}
-		cmd.SHA256, cmd.Size, cmd.Holders = res.SHA256, res.Size, holders
-		defer s.hold(res.SHA256)()
+		cmd.Holders = st.holders
 	}
 	// No retry when the outcome is unknown: the first attempt may have
 	// committed, and a second one landing after another writer's newer put

@@ -102,6 +102,13 @@ type writeHandle struct {
 	gone    bool // unlinked or replaced: writes go nowhere
 	killed  bool // a process holding it was killed: its content is discarded, and writes and commits fail with EIO
 	written time.Time
+	// inOrder counts the bytes written in order from the first one, while
+	// every write so far continued the last; -1 once one did not, or when
+	// the handle started from existing content.
+	inOrder int64
+	// stage stages the content while it is written in order, once it
+	// outgrew the log entry (stager); nil before and after.
+	stage *stager
 }
 
 var (
@@ -121,6 +128,7 @@ func (fn *fileNode) openWriter(ctx context.Context, p string, cur files.Info, em
 	}
 	w := &writeHandle{n: fn, tmp: tmp, base: cur.Version, mode: cur.Mode, dirty: empty && cur.Size > 0, written: time.Now()}
 	if !empty && cur.Size > 0 {
+		w.inOrder = -1
 		f, err := fn.m.store.Open(ctx, p)
 		if err == nil {
 			_, err = io.Copy(tmp, f)
@@ -202,6 +210,7 @@ func (w *writeHandle) abandon() bool {
 	defer w.mu.Unlock()
 	dirty := w.dirty && !w.gone && !w.killed
 	w.killed, w.dirty = true, false
+	w.outOfOrder(false)
 	return dirty
 }
 
@@ -229,6 +238,7 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	n, err := w.tmp.WriteAt(data, off)
 	if n > 0 {
 		w.dirty, w.written = true, time.Now()
+		w.follow(off, int64(n))
 	}
 	if err != nil {
 		return uint32(n), toErrno(err)
@@ -241,6 +251,9 @@ func (w *writeHandle) truncate(size int64) syscall.Errno {
 	defer w.mu.Unlock()
 	if w.killed {
 		return syscall.EIO
+	}
+	if size != w.inOrder {
+		w.outOfOrder(false)
 	}
 	if err := w.tmp.Truncate(size); err != nil {
 		return toErrno(err)
@@ -295,6 +308,16 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 		return toErrno(err)
 	}
 	size := fi.Size()
+	staged := w.finishStage(size)
+	if staged != nil {
+		defer staged.Release()
+	}
+	sum := func() string {
+		if staged != nil {
+			return staged.SHA256()
+		}
+		return sumOf(w.tmp, size)
+	}
 	var sent *files.Info // the entry a commit with an unknown outcome was conditioned on
 	for attempt := 0; ; attempt++ {
 		cur, ok := m.store.Local(p)
@@ -302,7 +325,7 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 		if sent != nil {
 			// The outcome of the last try was unknown; this node's state
 			// now holds every committed command (settle).
-			if live && cur.Size == size && cur.SHA256 == sumOf(w.tmp, size) {
+			if live && cur.Size == size && cur.SHA256 == sum() {
 				w.base, w.dirty, w.mtime = cur.Version, false, time.Time{}
 				w.n.observe(cur)
 				return 0 // it landed
@@ -328,9 +351,13 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 		if live {
 			want = cur.Version
 		}
-		info, err := m.put(ctx, p, func() io.Reader { return io.NewSectionReader(w.tmp, 0, size) }, files.WriteOptions{
-			IfVersion: &want, Mode: w.mode, Size: size, SizeKnown: true, ModTime: w.mtime,
-		})
+		o := files.WriteOptions{IfVersion: &want, Mode: w.mode, Size: size, SizeKnown: true, ModTime: w.mtime}
+		var info files.Info
+		if staged != nil {
+			info, err = m.putStaged(ctx, p, staged, o)
+		} else {
+			info, err = m.put(ctx, p, func() io.Reader { return io.NewSectionReader(w.tmp, 0, size) }, o)
+		}
 		if errors.Is(err, files.ErrVersionMismatch) && attempt < 5 {
 			m.store.Barrier(ctx)
 			continue
@@ -365,11 +392,75 @@ func (w *writeHandle) release() {
 	delete(w.n.writers, w)
 	w.n.mu.Unlock()
 	w.mu.Lock()
+	w.outOfOrder(true)
 	if w.tmp != nil {
 		w.n.m.temps.put(w.tmp)
 		w.tmp = nil
 	}
 	w.mu.Unlock()
+}
+
+// follow notes a write of n bytes at off (w.mu held): in order, it feeds
+// the stager, started once the content outgrew a log entry.
+func (w *writeHandle) follow(off, n int64) {
+	if w.inOrder < 0 {
+		return
+	}
+	if off != w.inOrder {
+		w.outOfOrder(false)
+		return
+	}
+	w.inOrder += n
+	switch {
+	case w.stage != nil:
+		w.stage.wrote(w.inOrder)
+	case w.inOrder > files.InlineMax:
+		w.stage = startStager(w.n.m.life, w.n.m.store, w.tmp, w.inOrder)
+	}
+}
+
+// outOfOrder ends the staging of the handle (w.mu held): its next commit
+// reads the temp file. With wait, it returns once the stager no longer
+// reads the temp file.
+func (w *writeHandle) outOfOrder(wait bool) {
+	w.inOrder = -1
+	if w.stage == nil {
+		return
+	}
+	if wait {
+		w.stage.stop()
+		w.stage = nil
+		return
+	}
+	w.stage.drop(errStageDropped)
+}
+
+// finishStage returns the content staged while it was written (w.mu
+// held), or nil when there is none or it failed: the commit then reads
+// the temp file, and any error shows again there. A file still written in
+// order after the commit (an empty new file committed by a truncate, say)
+// is staged again from its first byte once it outgrows a log entry.
+func (w *writeHandle) finishStage(size int64) *files.Staged {
+	g := w.stage
+	w.stage = nil
+	if w.inOrder != size {
+		w.inOrder = -1
+		if g != nil {
+			g.stop()
+		}
+		return nil
+	}
+	if g == nil {
+		return nil
+	}
+	st, err := g.finish()
+	if err != nil {
+		if !errors.Is(err, errStageDropped) {
+			w.n.m.log.Debug("files mount: staging while written failed; committing from the temp file", "err", err)
+		}
+		return nil
+	}
+	return st
 }
 
 // sumOf returns the hex SHA-256 of the first size bytes of f ("" on error).

@@ -78,6 +78,8 @@ type Mount struct {
 	start time.Time
 	// temps hands write handles their temp files (in TempDir).
 	temps tempPool
+	// life ends at Close; the stagers of open handles stop with it.
+	life context.Context
 
 	mu      sync.Mutex
 	server  *fuse.Server
@@ -174,6 +176,7 @@ func (m *Mount) Start(ctx context.Context) error {
 	m.start = time.Now()
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
+	m.life = wctx
 	changes, err := m.store.Watch(wctx, "")
 	if err != nil {
 		cancel()

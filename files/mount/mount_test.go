@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -376,6 +377,74 @@ func TestMount(t *testing.T) {
 		}
 	})
 
+	t.Run("a file staged while written holds every write", func(t *testing.T) {
+		// Written in order past a log entry's size, a file is staged
+		// while it is written (stager); a write elsewhere, a truncate, an
+		// fsync or the writer's death must leave exactly what POSIX says.
+		big := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
+		check := func(name string, want []byte) {
+			t.Helper()
+			if got := readFile(t, filepath.Join(cc, "stage", name)); !bytes.Equal(got, want) {
+				t.Fatalf("%s on n3: %d bytes (%.12q…), want %d (%.12q…)", name, len(got), got, len(want), want)
+			}
+		}
+		open := func(name string) *os.File {
+			t.Helper()
+			must(t, os.MkdirAll(filepath.Join(a, "stage"), 0o755))
+			f, err := os.OpenFile(filepath.Join(a, "stage", name), os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+			must(t, err)
+			return f
+		}
+
+		f := open("back.bin") // in order, then back to the start
+		_, err := f.Write(big)
+		must(t, err)
+		_, err = f.WriteAt([]byte("HEAD"), 0)
+		must(t, err)
+		must(t, f.Close())
+		check("back.bin", append([]byte("HEAD"), big[4:]...))
+
+		f = open("hole.bin") // in order, then past the end
+		_, err = f.Write(big[:100<<10])
+		must(t, err)
+		_, err = f.WriteAt([]byte("tail"), 300<<10)
+		must(t, err)
+		must(t, f.Close())
+		check("hole.bin", slices.Concat(big[:100<<10], make([]byte, 200<<10), []byte("tail")))
+
+		f = open("cut.bin") // in order, truncated, then on
+		_, err = f.Write(big)
+		must(t, err)
+		must(t, f.Truncate(80<<10))
+		_, err = f.WriteAt([]byte("more"), 80<<10)
+		must(t, err)
+		must(t, f.Close())
+		check("cut.bin", append(slices.Clone(big[:80<<10]), "more"...))
+
+		f = open("regrown.bin") // in order, cut, then grown back by a truncate
+		_, err = f.Write(big)
+		must(t, err)
+		must(t, f.Truncate(80<<10))
+		must(t, f.Truncate(int64(len(big))))
+		must(t, f.Close())
+		check("regrown.bin", append(slices.Clone(big[:80<<10]), make([]byte, len(big)-80<<10)...))
+
+		f = open("sync.bin") // fsync halfway: each commit whole
+		_, err = f.Write(big[:128<<10])
+		must(t, err)
+		must(t, f.Sync())
+		check("sync.bin", big[:128<<10])
+		_, err = f.Write(big[128<<10:])
+		must(t, err)
+		must(t, f.Close())
+		check("sync.bin", big)
+
+		p := filepath.Join(a, "stage", "killed.bin") // killed after 200 KiB
+		writeFile(t, p, []byte("previous version\n"))
+		killedWriterOf(t, p, 200<<10)
+		check("killed.bin", []byte("previous version\n"))
+	})
+
 	t.Run("a writer killed mid-write leaves the previous version", func(t *testing.T) {
 		p := filepath.Join(a, "killed.txt")
 		writeFile(t, p, []byte("previous version\n"))
@@ -556,12 +625,18 @@ func whole(b []byte, size int) bool {
 // killedWriter runs a process that opens p with O_TRUNC, writes half a
 // file and kills itself with SIGKILL while the file is open (no close(2)
 // of any descriptor of it: a shell's redirections would close a dup).
-func killedWriter(t *testing.T, p string) {
+func killedWriter(t *testing.T, p string) { killedWriterOf(t, p, len("partial content, never clo")) }
+
+// killedWriterOf is killedWriter writing size bytes before it is killed.
+func killedWriterOf(t *testing.T, p string, size int) {
 	t.Helper()
 	cmd := exec.Command("/usr/bin/python3", "-c", `import os, signal, sys
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-os.write(fd, b"partial content, never clo")
-os.kill(os.getpid(), signal.SIGKILL)`, p)
+n = int(sys.argv[2])
+data = (b"partial content, never clo" * (n // 26 + 1))[:n]
+while data:
+    data = data[os.write(fd, data):]
+os.kill(os.getpid(), signal.SIGKILL)`, p, strconv.Itoa(size))
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {

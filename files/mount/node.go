@@ -140,6 +140,17 @@ func (m *Mount) put(ctx context.Context, p string, r func() io.Reader, o files.W
 	return info, err
 }
 
+// putStaged commits content staged while it was written, as put does.
+func (m *Mount) putStaged(ctx context.Context, p string, st *files.Staged, o files.WriteOptions) (files.Info, error) {
+	o.NoBarrier = true
+	info, err := m.store.CreateStaged(ctx, p, st, &o)
+	if errors.Is(err, files.ErrVersionMismatch) || errors.Is(err, files.ErrQuotaExceeded) {
+		o.NoBarrier = false
+		info, err = m.store.CreateStaged(ctx, p, st, &o)
+	}
+	return info, err
+}
+
 func empty() io.Reader { return bytes.NewReader(nil) }
 
 // catchUpLimit bounds the catch-up with the leader before a lookup that
@@ -960,7 +971,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		f, err := fn.m.store.Open(ctx, p)
 		if err != nil {
-			return nil, 0, fn.m.openErrno(p, err)
+			return nil, 0, fn.m.openErrno(ctx, p, err)
 		}
 		fn.observe(f.Info())
 		fn.refreshKernel(f.Info().Version)
@@ -970,7 +981,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	defer cancel()
 	cur, err := fn.m.store.Stat(cctx, p)
 	if err != nil {
-		return nil, 0, fn.m.openErrno(p, err)
+		return nil, 0, fn.m.openErrno(ctx, p, err)
 	}
 	fn.observe(cur)
 	fn.refreshKernel(cur.Version)
@@ -986,9 +997,15 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 // is applied here) answers ESTALE, as NFS does: the kernel then looks the
 // name up again (LOOKUP_REVAL) and retries the open once, so
 // open(O_CREAT) creates the file anew and a plain open gets ENOENT.
-func (m *Mount) openErrno(p string, err error) syscall.Errno {
+func (m *Mount) openErrno(ctx context.Context, p string, err error) syscall.Errno {
 	if errors.Is(err, files.ErrNotFound) {
 		return syscall.ESTALE
+	}
+	if ctx.Err() != nil {
+		// The kernel interrupted the request (its caller got a signal,
+		// such as the Go runtime's preemption signal): EINTR, which the
+		// caller may retry, not EIO, which it must not.
+		return syscall.EINTR
 	}
 	return m.errno("open", p, err)
 }

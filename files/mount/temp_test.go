@@ -2,9 +2,13 @@ package mount
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -57,5 +61,24 @@ func TestTempPoolHandsOutEmptyFiles(t *testing.T) {
 	p.put(h)
 	if _, err := h.Stat(); err == nil {
 		t.Fatalf("a file given back to a closed pool is still open")
+	}
+}
+
+// A request the kernel interrupted (its caller got a signal; Go programs
+// get one to preempt a goroutine) answers EINTR, which the caller may
+// retry, not EIO: a Go program walking the mount once read EIO from an
+// open whose blob check saw its request's context canceled. An error that
+// merely wraps a canceled context of the store's own (a wait budget) is
+// not an interrupt.
+func TestInterruptedOpenAnswersEINTR(t *testing.T) {
+	m := &Mount{log: slog.New(slog.DiscardHandler)}
+	err := fmt.Errorf("open a.txt: read blob fb8e20fc2e4c: %w", context.Canceled)
+	ctx, cancel := context.WithCancel(context.Background())
+	if got := m.openErrno(ctx, "a.txt", err); got != syscall.EIO {
+		t.Fatalf("an open that failed while its request went on answers %v, want EIO", got)
+	}
+	cancel()
+	if got := m.openErrno(ctx, "a.txt", err); got != syscall.EINTR {
+		t.Fatalf("an interrupted open answers %v, want EINTR", got)
 	}
 }
