@@ -308,7 +308,7 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 		return toErrno(err)
 	}
 	size := fi.Size()
-	staged := w.finishStage(size)
+	staged := w.finishStage(ctx, size)
 	if staged != nil {
 		defer staged.Release()
 	}
@@ -440,7 +440,7 @@ func (w *writeHandle) outOfOrder(wait bool) {
 // the temp file, and any error shows again there. A file still written in
 // order after the commit (an empty new file committed by a truncate, say)
 // is staged again from its first byte once it outgrows a log entry.
-func (w *writeHandle) finishStage(size int64) *files.Staged {
+func (w *writeHandle) finishStage(ctx context.Context, size int64) *files.Staged {
 	g := w.stage
 	w.stage = nil
 	if w.inOrder != size {
@@ -453,7 +453,7 @@ func (w *writeHandle) finishStage(size int64) *files.Staged {
 	if g == nil {
 		return nil
 	}
-	st, err := g.finish()
+	st, err := g.finish(ctx)
 	if err != nil {
 		if !errors.Is(err, errStageDropped) {
 			w.n.m.log.Debug("files mount: staging while written failed; committing from the temp file", "err", err)

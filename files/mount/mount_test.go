@@ -578,6 +578,16 @@ func TestMount(t *testing.T) {
 		if got := string(readFile(t, p)); got != "committed" {
 			t.Fatalf("read without a quorum: %q, want the old content", got)
 		}
+		// A large file written in order is staged while written; without
+		// a quorum its close fails alike.
+		f, err = os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+		must(t, err)
+		_, err = f.Write(bytes.Repeat([]byte("never committed "), 16<<10))
+		must(t, err)
+		expectErrno(t, "close of a large file without a quorum", f.Close(), syscall.EIO)
+		if got := string(readFile(t, p)); got != "committed" {
+			t.Fatalf("read without a quorum after a large write: %q, want the old content", got)
+		}
 	})
 }
 

@@ -3,6 +3,7 @@ package mount
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -91,14 +92,20 @@ func (g *stager) wrote(avail int64) {
 	g.cond.Broadcast()
 }
 
-// finish ends the content at the bytes written and waits for the blob.
+// finish ends the content at the bytes written and waits for the blob, at
+// most until ctx ends (the commit's budget), as the close-time push waited.
 // The caller releases the result.
-func (g *stager) finish() (*files.Staged, error) {
+func (g *stager) finish(ctx context.Context) (*files.Staged, error) {
 	g.mu.Lock()
 	g.end = true
 	g.mu.Unlock()
 	g.cond.Broadcast()
-	<-g.done
+	select {
+	case <-g.done:
+	case <-ctx.Done():
+		g.stop()
+		return nil, fmt.Errorf("stage the content: %w", ctx.Err())
+	}
 	g.cancel()
 	if g.stErr != nil {
 		return nil, g.stErr
@@ -120,8 +127,8 @@ func (g *stager) drop(why error) {
 // a blob it finished is released.
 func (g *stager) stop() {
 	g.drop(errStageDropped)
+	g.cancel() // a push waiting on a slow peer ends too
 	<-g.done
-	g.cancel()
 	if g.st != nil {
 		g.st.Release()
 	}
