@@ -59,25 +59,9 @@ const idleCPUGoal = 2.0
 // figures. The systems are measured at the same time: neither has load.
 func measureIdle(ctx context.Context, d time.Duration, cohort, peer []*proc, peerName string) (goal, string) {
 	g := goal{scenario: "2 writes", text: fmt.Sprintf("an idle 3-node cluster uses ≤ %.0f %% of a core per node (CPU from /proc over %s)", idleCPUGoal, d)}
-	var pids []int
-	for _, p := range append(append([]*proc{}, cohort...), peer...) {
-		pids = append(pids, p.pid())
-	}
-	m := newCPUMeter(pids...)
-	start := time.Now()
-	select {
-	case <-ctx.Done():
+	pct, err := idleCPU(ctx, d, append(append([]*proc{}, cohort...), peer...))
+	if err != nil {
 		return g, ""
-	case <-time.After(d):
-	}
-	took := time.Since(start)
-	pct := make([]float64, len(pids))
-	for i, p := range pids {
-		end, err := cpuTicks(p)
-		if err != nil {
-			return g, ""
-		}
-		pct[i] = float64(time.Duration(end-m.start[i])*10*time.Millisecond) / float64(took) * 100
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Idle CPU, percent of one core, read from `/proc/PID/stat` over %s with no load on either system:\n\n", d)
@@ -99,4 +83,30 @@ func measureIdle(ctx context.Context, d time.Duration, cohort, peer []*proc, pee
 	g.checked, g.met = true, worst <= idleCPUGoal
 	g.measured = fmt.Sprintf("busiest cohort node %.1f %% of a core", worst)
 	return g, b.String()
+}
+
+// idleCPU reads the CPU time procs spend over d from /proc, in percent of
+// one core each.
+func idleCPU(ctx context.Context, d time.Duration, procs []*proc) ([]float64, error) {
+	var pids []int
+	for _, p := range procs {
+		pids = append(pids, p.pid())
+	}
+	m := newCPUMeter(pids...)
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(d):
+	}
+	took := time.Since(start)
+	pct := make([]float64, len(pids))
+	for i, p := range pids {
+		end, err := cpuTicks(p)
+		if err != nil {
+			return nil, fmt.Errorf("cpu of %d: %w", p, err)
+		}
+		pct[i] = float64(time.Duration(end-m.start[i])*10*time.Millisecond) / float64(took) * 100
+	}
+	return pct, nil
 }
