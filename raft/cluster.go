@@ -72,8 +72,8 @@ type Config struct {
 	// CommitTimeout is how long the leader's replication to an idle
 	// follower sleeps before it sends an append (empty, carrying the commit
 	// index) anyway. Each wake-up costs CPU on every node, most of an idle
-	// cluster's. 0 is the default: with FollowerCatchUp, a quarter of the
-	// heartbeat timeout (125 ms at scale 1), since followers then learn of
+	// cluster's. 0 is the default: with FollowerCatchUp, the heartbeat
+	// timeout (500 ms at scale 1), since followers then learn of
 	// commits at once (a forwarded write's answer, a read index, the
 	// leader's commit push, see router.catchUp and pushCommits) and
 	// heartbeats keep the leader's contact fresh (StepDown); without it,

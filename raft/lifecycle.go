@@ -252,7 +252,7 @@ func (c *Cluster) commitTimeout() time.Duration {
 		return shortCommitTimeout
 	}
 	hb, _, _ := Timing(c.cfg.TimeoutScale)
-	return hb / 4
+	return hb
 }
 
 // serveInternal starts the node-to-node HTTP server on tr's HTTP channel.
