@@ -148,6 +148,7 @@ type Cluster struct {
 
 	router   *router
 	internal *http.ServeMux
+	fwd      *forwarder // forwarded commands to the leader (forward.go)
 
 	leaderFns []func(ctx context.Context, term uint64)
 	changeFns []func(leaderID string)
@@ -155,6 +156,10 @@ type Cluster struct {
 	quorum    quorumWatch                          // bounded waits (quorum.go)
 	stages    stageFn                              // test seam: steps of the write path
 	noPush    bool                                 // test seam: no commit pushes (pushCommits)
+	// Test seams of the forward channel: refuse it as an older node does,
+	// and count the commands forwarded to this node over HTTP and over it.
+	noForwardChan            bool
+	httpApplies, fwdCommands atomic.Int64
 
 	mu        sync.Mutex
 	started   bool
@@ -188,6 +193,7 @@ func New(cfg Config) *Cluster {
 		internal: http.NewServeMux(),
 		stop:     make(chan struct{}),
 	}
+	c.fwd = newForwarder(c)
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}

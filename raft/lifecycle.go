@@ -75,6 +75,8 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	}
 
 	c.serveInternal(tr)
+	c.loops.Add(1)
+	go c.serveForward(tr.forwardListener())
 	c.startLoops(r, notify)
 	c.log.Info("raft started", "node", c.cfg.NodeID, "addr", tr.AdvertiseAddr().String(), "existing_state", has)
 	return nil
@@ -184,6 +186,7 @@ func (c *Cluster) openTransport(hl hclog.Logger, cleanup *[]func()) (*Transport,
 	tr, err := Listen(c.cfg.BindAddr, TransportConfig{
 		NodeID: c.cfg.NodeID, Key: c.cfg.Key, AcceptKeys: c.cfg.AcceptKeys, TLS: c.cfg.TLS,
 		Logger: c.log.With("sub", "transport"), Faults: c.cfg.Faults, Advertise: c.cfg.Advertise, Listener: c.cfg.Listener,
+		noForward: c.noForwardChan,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -364,6 +367,7 @@ func (c *Cluster) shutdown(graceful bool) error {
 	if graceful {
 		errs = append(errs, tr.Close())
 	}
+	c.fwd.close()
 	c.loops.Wait()
 	c.leaderWG.Wait()
 	// hashicorp/raft answers heartbeats on the connection's own goroutine,

@@ -105,7 +105,7 @@ func pipeHandshake(t *testing.T, serverKey, clientKey []byte) (peer string, ch b
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		peer, ch, serr = serverHandshake(c, [][]byte{serverKey}, "server")
+		peer, ch, serr = serverHandshake(c, [][]byte{serverKey}, "server", "RHF")
 	}()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -174,7 +174,7 @@ func TestReplayedHandshakeIsRefused(t *testing.T) {
 				return
 			}
 			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			_, _, err = serverHandshake(c, [][]byte{key}, "server")
+			_, _, err = serverHandshake(c, [][]byte{key}, "server", "RHF")
 			results <- err
 			c.Close()
 		}

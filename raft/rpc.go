@@ -31,12 +31,45 @@ const (
 	codeUnknown   = http.StatusServiceUnavailable // outcome unknown
 )
 
-// forwardApply sends a command to the leader.
+// forwardApply sends a command to the leader: over the forward channel
+// (forward.go), or over HTTP to a leader of the previous version and for
+// commands too large for the channel.
 func (c *Cluster) forwardApply(ctx context.Context, typ string, payload []byte) (Result, error) {
 	_, addr := c.Leader()
 	if addr == "" {
 		return Result{}, errRetry
 	}
+	if c.fwd.usable(addr, len(payload)) {
+		c.stages.mark(stageForward, 0)
+		status, term, body, err := c.fwd.apply(ctx, addr, typ, payload)
+		if !errors.Is(err, errFwdRefused) {
+			if err != nil {
+				if errors.Is(err, ErrOutcomeUnknown) {
+					return Result{}, fmt.Errorf("forward %s to leader: %w", typ, err)
+				}
+				return Result{}, err
+			}
+			var res Result
+			switch status {
+			case fwdOK:
+				res, err = decodeApplyAnswer(body)
+				res.term = term
+			case fwdNotLeader:
+				return Result{}, errRetry
+			case fwdUnknown:
+				return Result{}, fmt.Errorf("forward %s: %w: %s", typ, ErrOutcomeUnknown, body)
+			default:
+				return Result{}, fmt.Errorf("forward %s to leader: %s", typ, body)
+			}
+			c.stages.mark(stageForwarded, res.Index)
+			return res, err
+		}
+	}
+	return c.forwardHTTP(ctx, addr, typ, payload)
+}
+
+// forwardHTTP sends a command to the leader at addr as one HTTP request.
+func (c *Cluster) forwardHTTP(ctx context.Context, addr, typ string, payload []byte) (Result, error) {
 	body := binary.AppendUvarint(nil, uint64(len(typ)))
 	body = append(body, typ...)
 	body = append(body, payload...)
@@ -84,6 +117,7 @@ func isDialError(err error) bool {
 }
 
 func (c *Cluster) handleApply(w http.ResponseWriter, r *http.Request) {
+	c.httpApplies.Add(1)
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardBody))
 	if err != nil {
 		http.Error(w, "read command: "+err.Error(), http.StatusBadRequest)
@@ -94,30 +128,43 @@ func (c *Cluster) handleApply(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "malformed forwarded command: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	status, term, out := c.leaderApply(r.Context(), PeerID(r.Context()), typ, payload)
+	switch status {
+	case fwdOK:
+		if term != 0 {
+			w.Header().Set(termHeader, strconv.FormatUint(term, 10))
+		}
+		_, _ = w.Write(out)
+	case fwdNotLeader:
+		http.Error(w, string(out), codeNotLeader)
+	case fwdUnknown:
+		http.Error(w, string(out), codeUnknown)
+	default:
+		http.Error(w, string(out), http.StatusInternalServerError)
+	}
+}
+
+// leaderApply applies a command a follower forwarded, over HTTP or the
+// forward channel, and returns the answer's status, the entry's term and
+// the answer's bytes (encodeApplyAnswer, or an error's text).
+func (c *Cluster) leaderApply(ctx context.Context, origin, typ string, payload []byte) (status byte, term uint64, out []byte) {
 	if !c.IsLeader() {
-		http.Error(w, "not the leader", codeNotLeader)
-		return
+		return fwdNotLeader, 0, []byte("not the leader")
 	}
 	c.stages.mark(stageLeaderRecv, 0)
-	res, err := c.applyLocal(r.Context(), PeerID(r.Context()), typ, payload)
+	res, err := c.applyLocal(ctx, origin, typ, payload)
 	var ae *ApplyError
 	switch {
 	case err == nil, errors.As(err, &ae):
 	case errors.Is(err, errRetry):
-		http.Error(w, "not the leader", codeNotLeader)
-		return
+		return fwdNotLeader, 0, []byte("not the leader")
 	case errors.Is(err, ErrOutcomeUnknown):
-		http.Error(w, err.Error(), codeUnknown)
-		return
+		return fwdUnknown, 0, []byte(err.Error())
 	default:
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
+		return fwdFailed, 0, []byte(err.Error())
 	}
 	c.stages.mark(stageLeaderReply, res.Index)
-	if res.term != 0 {
-		w.Header().Set(termHeader, strconv.FormatUint(res.term, 10))
-	}
-	_, _ = w.Write(encodeApplyAnswer(res, ae))
+	return fwdOK, res.term, encodeApplyAnswer(res, ae)
 }
 
 // encodeApplyAnswer: uvarint index | uvarint len | error JSON | data.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 const (
 	chanRaft byte = 'R' // hashicorp/raft NetworkTransport
 	chanHTTP byte = 'H' // node-to-node HTTP (RPC, forwarding, blobs)
+	// chanForward ('F', forward.go): forwarded commands, multiplexed.
 )
 
 const (
@@ -51,6 +53,8 @@ type Transport struct {
 
 	raftLn *chanListener
 	httpLn *chanListener
+	fwdLn  *chanListener
+	chans  string // the channels peers may ask for
 
 	mu     sync.Mutex
 	conns  map[*authConn]struct{}
@@ -82,6 +86,9 @@ type TransportConfig struct {
 	// Listener, when set, is used instead of listening on the address
 	// (tests pre-open ports so peers know them before start).
 	Listener net.Listener
+	// noForward refuses the forward channel, as a node of the previous
+	// version does (test seam).
+	noForward bool
 }
 
 // errors of the handshake, logged for rejected peers.
@@ -136,6 +143,11 @@ func Listen(addr string, cfg TransportConfig) (*Transport, error) {
 	t.advertise = adv
 	t.raftLn = newChanListener(adv)
 	t.httpLn = newChanListener(adv)
+	t.fwdLn = newChanListener(adv)
+	t.chans = string([]byte{chanRaft, chanHTTP, chanForward})
+	if cfg.noForward {
+		t.chans = string([]byte{chanRaft, chanHTTP})
+	}
 	if t.faults != nil {
 		t.faults.register(t)
 	}
@@ -152,6 +164,9 @@ func (t *Transport) AdvertiseAddr() net.Addr { return t.advertise }
 
 // HTTPListener returns the listener of authenticated node-to-node HTTP connections.
 func (t *Transport) HTTPListener() net.Listener { return t.httpLn }
+
+// forwardListener returns the listener of forward connections (forward.go).
+func (t *Transport) forwardListener() net.Listener { return t.fwdLn }
 
 func (t *Transport) acceptLoop() {
 	defer t.wg.Done()
@@ -189,7 +204,7 @@ func (t *Transport) serveConn(raw net.Conn) {
 		}
 		c = tc
 	}
-	peer, ch, err := serverHandshake(c, t.accept, t.nodeID)
+	peer, ch, err := serverHandshake(c, t.accept, t.nodeID, t.chans)
 	if err != nil {
 		t.log.Warn("rejected cluster connection", "remote", remote, "err", err)
 		c.Close()
@@ -207,6 +222,8 @@ func (t *Transport) serveConn(raw net.Conn) {
 		ok = t.raftLn.deliver(ac)
 	case chanHTTP:
 		ok = t.httpLn.deliver(ac)
+	case chanForward:
+		ok = t.fwdLn.deliver(ac)
 	}
 	if !ok {
 		ac.Close()
@@ -315,6 +332,7 @@ func (t *Transport) Close() error {
 	err := t.ln.Close()
 	t.raftLn.Close()
 	t.httpLn.Close()
+	t.fwdLn.Close()
 	t.sever("")
 	t.wg.Wait()
 	if t.faults != nil {
@@ -456,9 +474,10 @@ func (c *authConn) Close() error {
 }
 
 // serverHandshake runs the server side: send a fresh nonce, check the
-// client's MAC over both nonces, its id and channel, then prove the key back.
+// client's MAC over both nonces, its id and channel (one of chans), then
+// prove the key back.
 // A replayed client message fails because the server nonce is new each time.
-func serverHandshake(c net.Conn, keys [][]byte, selfID string) (peer string, ch byte, err error) {
+func serverHandshake(c net.Conn, keys [][]byte, selfID, chans string) (peer string, ch byte, err error) {
 	var ns [nonceLen]byte
 	if _, err := rand.Read(ns[:]); err != nil {
 		return "", 0, fmt.Errorf("server nonce: %w", err)
@@ -494,7 +513,7 @@ func serverHandshake(c net.Conn, keys [][]byte, selfID string) (peer string, ch 
 	if key == nil {
 		return "", 0, errBadMAC
 	}
-	if ch != chanRaft && ch != chanHTTP {
+	if strings.IndexByte(chans, ch) < 0 {
 		return "", 0, errBadChan
 	}
 	sid := []byte(selfID)
