@@ -322,32 +322,43 @@ func (fc *fwdConn) fail(err error) {
 	})
 }
 
-// writeLoop writes queued calls, flushing only when the queue is empty, so
-// that the calls queued meanwhile share one system call.
+// writeLoop writes queued calls; a call counts as sent (its outcome
+// unknown should the connection fail) from the moment it is written.
 func (fc *fwdConn) writeLoop() {
-	bw := bufio.NewWriterSize(fc.conn, 64<<10)
+	err := writeBatched(fc.conn, fc.out, fc.done, func(call *fwdCall) []byte {
+		call.sent.Store(true)
+		return call.frame
+	})
+	if err != nil {
+		fc.fail(fmt.Errorf("write: %w", err))
+	}
+}
+
+// writeBatched writes the frame of each item from in until done is closed
+// or a write fails, flushing only when in is empty, so that items queued
+// meanwhile share one system call. Both sides of the forward channel write
+// this way.
+func writeBatched[T any](w io.Writer, in <-chan T, done <-chan struct{}, frame func(T) []byte) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
 	for {
-		var call *fwdCall
+		var item T
 		select {
-		case call = <-fc.out:
-		case <-fc.done:
-			return
+		case item = <-in:
+		case <-done:
+			return nil
 		}
-		for call != nil {
-			call.sent.Store(true)
-			if _, err := bw.Write(call.frame); err != nil {
-				fc.fail(fmt.Errorf("write: %w", err))
-				return
+		for more := true; more; {
+			if _, err := bw.Write(frame(item)); err != nil {
+				return err
 			}
 			select {
-			case call = <-fc.out:
+			case item = <-in:
 			default:
-				call = nil
+				more = false
 			}
 		}
 		if err := bw.Flush(); err != nil {
-			fc.fail(fmt.Errorf("write: %w", err))
-			return
+			return err
 		}
 	}
 }
@@ -426,29 +437,8 @@ func (c *Cluster) serveForwardConn(conn net.Conn) {
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		bw := bufio.NewWriterSize(conn, 64<<10)
-		for {
-			var frame []byte
-			select {
-			case frame = <-answers:
-			case <-ctx.Done():
-				return
-			}
-			for frame != nil {
-				if _, err := bw.Write(frame); err != nil {
-					conn.Close()
-					return
-				}
-				select {
-				case frame = <-answers:
-				default:
-					frame = nil
-				}
-			}
-			if err := bw.Flush(); err != nil {
-				conn.Close()
-				return
-			}
+		if err := writeBatched(conn, answers, ctx.Done(), func(f []byte) []byte { return f }); err != nil {
+			conn.Close()
 		}
 	}()
 	defer func() {
