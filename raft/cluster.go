@@ -149,6 +149,7 @@ type Cluster struct {
 	router   *router
 	internal *http.ServeMux
 	fwd      *forwarder // forwarded commands to the leader (forward.go)
+	calls    *forwarder // calls to the leader (leadercall.go)
 
 	leaderFns []func(ctx context.Context, term uint64)
 	changeFns []func(leaderID string)
@@ -156,12 +157,18 @@ type Cluster struct {
 	quorum    quorumWatch                          // bounded waits (quorum.go)
 	stages    stageFn                              // test seam: steps of the write path
 	noPush    bool                                 // test seam: no commit pushes (pushCommits)
+	appends   appendsSeen                          // what answered appends told followers (pushCommits)
+	pushes    atomic.Int64                         // test seam: commit pushes sent
 	// Test seams of the forward channel: refuse it as an older node does,
 	// and count the commands forwarded to this node over HTTP and over it.
 	noForwardChan            bool
 	httpApplies, fwdCommands atomic.Int64
+	noCallChan               bool         // test seam: refuse the call channel, as the previous version does
+	leaderCalls              atomic.Int64 // test seam: leader calls taken over the call channel
+	httpReadIndexes          atomic.Int64 // test seam: read indexes asked over HTTP
 
 	mu        sync.Mutex
+	callFns   map[string]LeaderCallFunc // HandleLeaderCall
 	started   bool
 	closed    bool
 	raft      *hraft.Raft
@@ -193,7 +200,8 @@ func New(cfg Config) *Cluster {
 		internal: http.NewServeMux(),
 		stop:     make(chan struct{}),
 	}
-	c.fwd = newForwarder(c)
+	c.fwd = newForwarder(c, chanForward, "forward")
+	c.calls = newForwarder(c, chanCall, "leader calls")
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -203,6 +211,7 @@ func New(cfg Config) *Cluster {
 	c.internal.HandleFunc("POST /_internal/raft/remove", c.handleRemove)
 	c.internal.HandleFunc("POST /_internal/raft/transfer", c.handleTransfer)
 	c.internal.HandleFunc("POST /_internal/raft/readindex", c.handleReadIndex)
+	c.HandleLeaderCall(readIndexCall, c.answerReadIndex)
 	c.internal.HandleFunc("POST "+commitPushPath, c.handleCommit)
 	c.internal.HandleFunc("GET /_internal/ping", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

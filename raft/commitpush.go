@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	hraft "github.com/hashicorp/raft"
@@ -32,6 +33,13 @@ const (
 	// commitWaitLog bounds how long a follower waits for its log to hold
 	// a pushed commit's entry (the push can overtake the append).
 	commitWaitLog = 500 * time.Millisecond
+	// commitPushDelay is how long a follower may stay behind the leader's
+	// commit before it is pushed: longer than the append of the next write
+	// (which carries the commit index) takes to be answered, two fdatasyncs
+	// and a round trip, so that under load no push is sent (appendsSeen).
+	// Only the last write before a pause needs one, and reads that need it
+	// sooner ask for a read index.
+	commitPushDelay = 20 * time.Millisecond
 )
 
 // commitPushPath is where a follower takes a pushed commit.
@@ -44,6 +52,42 @@ type pushTarget struct {
 	fails    int       // pushes in a row the follower did not confirm
 	next     time.Time // no push before this (spacing, backoff)
 	last     time.Time // when the last push was sent
+	behind   time.Time // since when acked is below the leader's commit and still (zero: it is not)
+}
+
+// appendsSeen records, for each follower address, the newest index that
+// an append it answered successfully told it was committed: the request's
+// commit index, capped at the last entry the follower then held (a follower
+// applies min(commit index, last log index) on such an append). The commit
+// push reads it so as not to push what Raft's own appends already said.
+type appendsSeen struct {
+	mu sync.Mutex
+	m  map[hraft.ServerAddress]uint64
+}
+
+// note records what a successful append to target told the follower.
+func (s *appendsSeen) note(target hraft.ServerAddress, req *hraft.AppendEntriesRequest, resp *hraft.AppendEntriesResponse) {
+	if s == nil || req == nil || resp == nil || !resp.Success {
+		return
+	}
+	held := req.PrevLogEntry
+	if n := len(req.Entries); n > 0 {
+		held = req.Entries[n-1].Index
+	}
+	known := min(req.LeaderCommitIndex, held)
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[hraft.ServerAddress]uint64)
+	}
+	s.m[target] = max(s.m[target], known)
+	s.mu.Unlock()
+}
+
+// get is the newest index target was told was committed (0: none).
+func (s *appendsSeen) get(target string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[hraft.ServerAddress(target)]
 }
 
 // pushDone is the outcome of one push.
@@ -55,11 +99,13 @@ type pushDone struct {
 }
 
 // pushCommits tells each follower of the newest index the leader applied,
-// with its term, as soon as it moves (at most once per
-// commitPushInterval, one push in flight per follower), so that it
-// applies it from its own log (router.catchUp) at once: hashicorp/raft
+// with its term, once what it knows stopped moving for commitPushDelay (at most
+// once per commitPushInterval, one push in flight per follower), so that
+// it applies it from its own log (router.catchUp) soon: hashicorp/raft
 // tells a follower of a commit only with its next append, which for the
-// last write before a pause comes CommitTimeout later. A push the follower
+// last write before a pause comes CommitTimeout later. A follower that an
+// answered append already told (appendsSeen) is not pushed: under load,
+// each write's append tells of the one before. A push the follower
 // does not confirm (it is down, or its log does not reach the entry) is
 // retried with backoff until it is; a follower that confirmed is told
 // again every commitPushKeepalive, which finds one that restarted. It runs
@@ -106,9 +152,19 @@ func (c *Cluster) pushCommits(ctx context.Context, r *hraft.Raft) {
 			if t.inflight {
 				continue
 			}
+			if known := c.appends.get(addr); known > t.acked {
+				t.acked, t.behind = known, time.Time{} // it moves: wait again
+			}
 			due := t.last.Add(commitPushKeepalive)
-			if t.acked < idx && term != 0 && t.next.Before(due) {
-				due = t.next
+			if t.acked >= idx {
+				t.behind = time.Time{}
+			} else if term != 0 {
+				if t.behind.IsZero() {
+					t.behind = now
+				}
+				if soon := later(t.next, t.behind.Add(commitPushDelay)); soon.Before(due) {
+					due = soon
+				}
 			}
 			if due.After(now) {
 				if due.Before(wake) {
@@ -153,11 +209,20 @@ func (c *Cluster) pushCommits(ctx context.Context, r *hraft.Raft) {
 	}
 }
 
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // pushCommit sends one commit to the follower at addr and reports whether
 // it applied it. Failures are only logged at debug: Raft tells the
 // follower all the same, later, and the push is retried.
 func (c *Cluster) pushCommit(ctx context.Context, addr string, index, term uint64) pushDone {
 	d := pushDone{addr: addr, index: index}
+	c.pushes.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, commitWaitLog+time.Second)
 	defer cancel()
 	body := binary.AppendUvarint(binary.AppendUvarint(nil, index), term)

@@ -58,9 +58,13 @@ const (
 // errFwdRefused means the peer did not accept the forward channel.
 var errFwdRefused = errors.New("peer refused the forward channel")
 
-// forwarder keeps this node's forward connections, one per leader address.
+// forwarder keeps this node's connections of one multiplexed channel to
+// the leader, one per leader address: the forward channel's (commands) or
+// the call channel's (leadercall.go).
 type forwarder struct {
-	c *Cluster
+	c    *Cluster
+	ch   byte   // the cluster port channel it dials
+	what string // what it carries, for logs
 
 	mu       sync.Mutex
 	conns    map[string]*fwdConn
@@ -70,11 +74,11 @@ type forwarder struct {
 	wg       sync.WaitGroup
 }
 
-func newForwarder(c *Cluster) *forwarder {
-	return &forwarder{c: c, conns: map[string]*fwdConn{}, dialing: map[string]chan struct{}{}, fallback: map[string]time.Time{}}
+func newForwarder(c *Cluster, ch byte, what string) *forwarder {
+	return &forwarder{c: c, ch: ch, what: what, conns: map[string]*fwdConn{}, dialing: map[string]chan struct{}{}, fallback: map[string]time.Time{}}
 }
 
-// usable reports whether commands to addr go over the forward channel.
+// usable reports whether calls to addr go over the channel.
 func (f *forwarder) usable(addr string, payload int) bool {
 	if payload > fwdMaxPayload {
 		return false
@@ -89,11 +93,12 @@ func (f *forwarder) usable(addr string, payload int) bool {
 	return !ok && !f.closed
 }
 
-// apply sends one command to the leader at addr and waits for its answer.
-// Its errors are forwardApply's: errRetry when nothing was sent (no
-// connection, not the leader), ErrOutcomeUnknown when the command may have
-// been proposed, errFwdRefused when the peer is of an older version.
-func (f *forwarder) apply(ctx context.Context, addr, typ string, payload []byte) (status byte, term uint64, body []byte, err error) {
+// call sends one request (a command, or a leader call's name) to the
+// leader at addr and waits for its answer. Its errors are forwardApply's:
+// errRetry when nothing was sent (no connection, not the leader),
+// ErrOutcomeUnknown when the request may have been acted on, errFwdRefused
+// when the peer is of an older version.
+func (f *forwarder) call(ctx context.Context, addr, typ string, payload []byte) (status byte, term uint64, body []byte, err error) {
 	fc, err := f.conn(ctx, addr)
 	if err != nil {
 		return 0, 0, nil, err
@@ -194,7 +199,7 @@ func (f *forwarder) dial(ctx context.Context, addr string) (*fwdConn, error) {
 	if tr == nil {
 		return nil, ErrNotStarted
 	}
-	conn, err := tr.dial(dctx, addr, chanForward)
+	conn, err := tr.dial(dctx, addr, f.ch)
 	if err != nil {
 		var op *net.OpError
 		switch {
@@ -207,7 +212,7 @@ func (f *forwarder) dial(ctx context.Context, addr string) (*fwdConn, error) {
 			f.mu.Lock()
 			f.fallback[addr] = time.Now().Add(fwdFallbackFor)
 			f.mu.Unlock()
-			f.c.log.Info("leader does not take the forward channel; forwarding over HTTP", "leader", addr, "err", err)
+			f.c.log.Info("leader does not take the channel; using HTTP", "channel", f.what, "leader", addr, "err", err)
 			return nil, errFwdRefused
 		}
 	}
@@ -408,9 +413,14 @@ func readFrame(br *bufio.Reader, max int) (uint64, []byte, error) {
 	return binary.BigEndian.Uint64(head[4:12]), body, nil
 }
 
-// serveForward accepts forward connections on the leader's side (any node
-// may be asked) until the transport closes.
-func (c *Cluster) serveForward(ln net.Listener) {
+// fwdHandler answers one request of a multiplexed channel: its status, the
+// leader's term and the answer's body.
+type fwdHandler func(ctx context.Context, origin string, body []byte) (status byte, term uint64, out []byte)
+
+// serveForward accepts the connections of one multiplexed channel on the
+// leader's side (any node may be asked) until the transport closes, and
+// answers their requests with handle.
+func (c *Cluster) serveForward(ln net.Listener, handle fwdHandler) {
 	defer c.loops.Done()
 	for {
 		conn, err := ln.Accept()
@@ -418,14 +428,14 @@ func (c *Cluster) serveForward(ln net.Listener) {
 			return
 		}
 		c.loops.Add(1)
-		go c.serveForwardConn(conn)
+		go c.serveForwardConn(conn, handle)
 	}
 }
 
-// serveForwardConn answers one follower's forwarded commands, each on its
-// own goroutine, the answers written as they come, flushed when none is
+// serveForwardConn answers one follower's requests, each on its own
+// goroutine, the answers written as they come, flushed when none is
 // waiting.
-func (c *Cluster) serveForwardConn(conn net.Conn) {
+func (c *Cluster) serveForwardConn(conn net.Conn, handle fwdHandler) {
 	defer c.loops.Done()
 	origin := ""
 	if ac, ok := conn.(*authConn); ok {
@@ -456,7 +466,7 @@ func (c *Cluster) serveForwardConn(conn net.Conn) {
 		calls.Add(1)
 		go func() {
 			defer calls.Done()
-			status, term, out := c.forwardedCommand(ctx, origin, body)
+			status, term, out := handle(ctx, origin, body)
 			frame := make([]byte, 12, 12+1+binary.MaxVarintLen64+len(out))
 			frame = append(frame, status)
 			frame = binary.AppendUvarint(frame, term)

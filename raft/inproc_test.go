@@ -163,6 +163,39 @@ func TestLeaderPushesCommitsToFollowers(t *testing.T) {
 	}
 }
 
+// Under a steady stream of writes every append tells the followers of the
+// commit before it, so the leader pushes (almost) no commit of its own:
+// one HTTP request per write and follower, twice the Raft traffic, would
+// otherwise be the cost of a commit push (pushCommits, appendsSeen).
+func TestNoCommitPushesUnderLoad(t *testing.T) {
+	cs := startTestCluster(t, 3, nil, func(c *Config) { c.CommitTimeout, c.FollowerCatchUp = time.Hour, true })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	leader, _ := leaderOf(cs)
+	const writes = 300
+	before := leader.pushes.Load()
+	var last Result
+	for i := range writes {
+		res, err := leader.Apply(ctx, "mem.put", fmt.Appendf(nil, "<%d>", i))
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		last = res
+	}
+	pushed := leader.pushes.Load() - before
+	// The last write needs its push; keepalives add one per follower every
+	// commitPushKeepalive.
+	if pushed > writes/20 {
+		t.Errorf("the leader pushed %d commits during %d writes in a row, want almost none", pushed, writes)
+	}
+	for _, c := range cs {
+		if err := c.WaitApplied(ctx, last.Index); err != nil {
+			t.Fatalf("%s never applied the last write: %v", c.NodeID(), err)
+		}
+	}
+	t.Logf("%d commit pushes during %d writes", pushed, writes)
+}
+
 // A follower that restarts while no write moves the commit index learns of
 // the commits in its log from the leader's commit push, which tells every
 // follower again each commitPushKeepalive: with a commit timeout of an

@@ -57,7 +57,7 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
-	r, err := hraft.NewRaft(c.raftConfig(st.hclog, notify), c.router, st.logs, st.watch, st.snaps, guardedTransport{nt})
+	r, err := hraft.NewRaft(c.raftConfig(st.hclog, notify), c.router, st.logs, st.watch, st.snaps, guardedTransport{NetworkTransport: nt, seen: &c.appends})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -76,7 +76,9 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 
 	c.serveInternal(tr)
 	c.loops.Add(1)
-	go c.serveForward(tr.forwardListener())
+	go c.serveForward(tr.forwardListener(), c.forwardedCommand)
+	c.loops.Add(1)
+	go c.serveForward(tr.callListener(), c.leaderCall)
 	c.startLoops(r, notify)
 	c.log.Info("raft started", "node", c.cfg.NodeID, "addr", tr.AdvertiseAddr().String(), "existing_state", has)
 	return nil
@@ -186,7 +188,7 @@ func (c *Cluster) openTransport(hl hclog.Logger, cleanup *[]func()) (*Transport,
 	tr, err := Listen(c.cfg.BindAddr, TransportConfig{
 		NodeID: c.cfg.NodeID, Key: c.cfg.Key, AcceptKeys: c.cfg.AcceptKeys, TLS: c.cfg.TLS,
 		Logger: c.log.With("sub", "transport"), Faults: c.cfg.Faults, Advertise: c.cfg.Advertise, Listener: c.cfg.Listener,
-		noForward: c.noForwardChan,
+		noForward: c.noForwardChan, noCall: c.noCallChan,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -368,6 +370,7 @@ func (c *Cluster) shutdown(graceful bool) error {
 		errs = append(errs, tr.Close())
 	}
 	c.fwd.close()
+	c.calls.close()
 	c.loops.Wait()
 	c.leaderWG.Wait()
 	// hashicorp/raft answers heartbeats on the connection's own goroutine,

@@ -30,6 +30,16 @@ const maxRPCsInFlight = 1
 // falls back to synchronous appends, as it does after any failed pipeline.
 type guardedTransport struct {
 	*hraft.NetworkTransport
+	seen *appendsSeen // what successful appends told each follower (pushCommits)
+}
+
+// AppendEntries implements hraft.Transport.
+func (t guardedTransport) AppendEntries(id hraft.ServerID, target hraft.ServerAddress, args *hraft.AppendEntriesRequest, resp *hraft.AppendEntriesResponse) error {
+	if err := t.NetworkTransport.AppendEntries(id, target, args, resp); err != nil {
+		return err
+	}
+	t.seen.note(target, args, resp)
+	return nil
 }
 
 // AppendEntriesPipeline implements hraft.Transport.
@@ -38,7 +48,7 @@ func (t guardedTransport) AppendEntriesPipeline(id hraft.ServerID, target hraft.
 	if err != nil {
 		return nil, err
 	}
-	g := &guardedPipeline{inner: p, out: make(chan hraft.AppendFuture), stop: make(chan struct{})}
+	g := &guardedPipeline{inner: p, out: make(chan hraft.AppendFuture), stop: make(chan struct{}), target: target, seen: t.seen}
 	go g.forward()
 	return g, nil
 }
@@ -46,10 +56,12 @@ func (t guardedTransport) AppendEntriesPipeline(id hraft.ServerID, target hraft.
 // guardedPipeline hands on the transport pipeline's answers and closes it
 // after the first unsuccessful one (see guardedTransport).
 type guardedPipeline struct {
-	inner hraft.AppendPipeline
-	out   chan hraft.AppendFuture
-	stop  chan struct{}
-	once  sync.Once
+	inner  hraft.AppendPipeline
+	out    chan hraft.AppendFuture
+	stop   chan struct{}
+	once   sync.Once
+	target hraft.ServerAddress
+	seen   *appendsSeen
 }
 
 func (g *guardedPipeline) forward() {
@@ -59,6 +71,9 @@ func (g *guardedPipeline) forward() {
 		case <-g.stop:
 			return
 		case f := <-in:
+			if f.Error() == nil {
+				g.seen.note(g.target, f.Request(), f.Response())
+			}
 			select {
 			case g.out <- f:
 			case <-g.stop:

@@ -34,7 +34,7 @@ func TestGuardedPipelineFreesASendAfterAFailedAppend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer leader.Close()
-	p, err := guardedTransport{leader}.AppendEntriesPipeline("f", follower.LocalAddr())
+	p, err := guardedTransport{NetworkTransport: leader}.AppendEntriesPipeline("f", follower.LocalAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

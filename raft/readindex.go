@@ -2,6 +2,7 @@ package raft
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -106,11 +107,47 @@ type readIndexAnswer struct {
 	Term  uint64 `json:"term,omitempty"` // of the entry at Index; absent from older nodes
 }
 
+// readIndexCall is the leader call of a follower's read index.
+const readIndexCall = "raft.readindex"
+
+// answerReadIndex answers a follower's read index on the leader: the
+// applied index and its entry's term, as uvarints.
+func (c *Cluster) answerReadIndex(ctx context.Context, _ []byte) ([]byte, error) {
+	idx, term, err := c.leaderReadIndex(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("leadership not confirmed: %w (%w)", ErrNoLeader, err)
+	}
+	return binary.AppendUvarint(binary.AppendUvarint(nil, idx), term), nil
+}
+
+// forwardReadIndex asks the leader for its read index: over the call
+// channel, or over HTTP to a leader of an older version.
 func (c *Cluster) forwardReadIndex(ctx context.Context) (index, term uint64, err error) {
 	_, addr := c.Leader()
 	if addr == "" {
 		return 0, 0, errRetry
 	}
+	out, err := c.CallLeader(ctx, readIndexCall, nil)
+	switch {
+	case err == nil:
+		index, n := binary.Uvarint(out)
+		term, m := binary.Uvarint(out[max(n, 0):])
+		if n <= 0 || m <= 0 {
+			return 0, 0, errors.New("read index answer: malformed")
+		}
+		return index, term, nil
+	case errors.Is(err, ErrLeaderCallRefused):
+		return c.forwardReadIndexHTTP(ctx, addr)
+	case ctx.Err() != nil:
+		return 0, 0, fmt.Errorf("read index: %w (%w)", ErrNoLeader, ctx.Err())
+	default:
+		return 0, 0, errRetry
+	}
+}
+
+// forwardReadIndexHTTP asks a leader of an older version for its read
+// index over HTTP.
+func (c *Cluster) forwardReadIndexHTTP(ctx context.Context, addr string) (index, term uint64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/_internal/raft/readindex", nil)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read index: %w", err)
@@ -135,6 +172,7 @@ func (c *Cluster) forwardReadIndex(ctx context.Context) (index, term uint64, err
 }
 
 func (c *Cluster) handleReadIndex(w http.ResponseWriter, r *http.Request) {
+	c.httpReadIndexes.Add(1)
 	if !c.IsLeader() {
 		http.Error(w, "not the leader", codeNotLeader)
 		return

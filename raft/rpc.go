@@ -41,7 +41,7 @@ func (c *Cluster) forwardApply(ctx context.Context, typ string, payload []byte) 
 	}
 	if c.fwd.usable(addr, len(payload)) {
 		c.stages.mark(stageForward, 0)
-		status, term, body, err := c.fwd.apply(ctx, addr, typ, payload)
+		status, term, body, err := c.fwd.call(ctx, addr, typ, payload)
 		if !errors.Is(err, errFwdRefused) {
 			if err != nil {
 				if errors.Is(err, ErrOutcomeUnknown) {

@@ -24,6 +24,7 @@ const (
 	chanRaft byte = 'R' // hashicorp/raft NetworkTransport
 	chanHTTP byte = 'H' // node-to-node HTTP (RPC, forwarding, blobs)
 	// chanForward ('F', forward.go): forwarded commands, multiplexed.
+	// chanCall ('Q', leadercall.go): calls to the leader, multiplexed.
 )
 
 const (
@@ -54,6 +55,7 @@ type Transport struct {
 	raftLn *chanListener
 	httpLn *chanListener
 	fwdLn  *chanListener
+	callLn *chanListener
 	chans  string // the channels peers may ask for
 
 	mu     sync.Mutex
@@ -86,9 +88,12 @@ type TransportConfig struct {
 	// Listener, when set, is used instead of listening on the address
 	// (tests pre-open ports so peers know them before start).
 	Listener net.Listener
-	// noForward refuses the forward channel, as a node of the previous
-	// version does (test seam).
+	// noForward refuses the forward channel (and the call channel), as a
+	// node of an older version does (test seam).
 	noForward bool
+	// noCall refuses the call channel, as a node of the previous version
+	// does (test seam).
+	noCall bool
 }
 
 // errors of the handshake, logged for rejected peers.
@@ -144,10 +149,15 @@ func Listen(addr string, cfg TransportConfig) (*Transport, error) {
 	t.raftLn = newChanListener(adv)
 	t.httpLn = newChanListener(adv)
 	t.fwdLn = newChanListener(adv)
-	t.chans = string([]byte{chanRaft, chanHTTP, chanForward})
-	if cfg.noForward {
-		t.chans = string([]byte{chanRaft, chanHTTP})
+	t.callLn = newChanListener(adv)
+	chans := []byte{chanRaft, chanHTTP}
+	if !cfg.noForward {
+		chans = append(chans, chanForward)
 	}
+	if !cfg.noForward && !cfg.noCall {
+		chans = append(chans, chanCall)
+	}
+	t.chans = string(chans)
 	if t.faults != nil {
 		t.faults.register(t)
 	}
@@ -167,6 +177,9 @@ func (t *Transport) HTTPListener() net.Listener { return t.httpLn }
 
 // forwardListener returns the listener of forward connections (forward.go).
 func (t *Transport) forwardListener() net.Listener { return t.fwdLn }
+
+// callListener returns the listener of leader call connections (leadercall.go).
+func (t *Transport) callListener() net.Listener { return t.callLn }
 
 func (t *Transport) acceptLoop() {
 	defer t.wg.Done()
@@ -224,6 +237,8 @@ func (t *Transport) serveConn(raw net.Conn) {
 		ok = t.httpLn.deliver(ac)
 	case chanForward:
 		ok = t.fwdLn.deliver(ac)
+	case chanCall:
+		ok = t.callLn.deliver(ac)
 	}
 	if !ok {
 		ac.Close()
@@ -333,6 +348,7 @@ func (t *Transport) Close() error {
 	t.raftLn.Close()
 	t.httpLn.Close()
 	t.fwdLn.Close()
+	t.callLn.Close()
 	t.sever("")
 	t.wg.Wait()
 	if t.faults != nil {
