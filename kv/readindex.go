@@ -2,15 +2,20 @@ package kv
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/cohortserver/cohort/raft"
 )
 
-// readIndexPath is the store's own read index on the cluster port.
+// readIndexPath is the store's own read index on the cluster port, over
+// HTTP for nodes of the previous version; others ask it as the leader call
+// readIndexCall (raft.CallLeader), with no HTTP request.
 //
 // raft.Cluster.ReadIndex answers the leader's *applied* index. A follower
 // may already have applied (and served) entries the leader committed but
@@ -48,10 +53,13 @@ func (s *Store) leaderCommitIndex(ctx context.Context) (uint64, error) {
 
 var errNotLeader = errors.New("not the leader")
 
-func (s *Store) handleReadIndex(w http.ResponseWriter, r *http.Request) {
+// readIndexCall is the store's read index as a leader call (raft.CallLeader).
+const readIndexCall = "kv.readindex"
+
+// answerReadIndex is the leader's answer to a follower's read index.
+func (s *Store) answerReadIndex(ctx context.Context) (readIndexAnswer, error) {
 	if !s.cluster.IsLeader() {
-		http.Error(w, "not the leader", http.StatusServiceUnavailable)
-		return
+		return readIndexAnswer{}, fmt.Errorf("read index: %w", raft.ErrNoLeader)
 	}
 	now := time.Now().UnixNano()
 	s.readDemand.Note(now) // followers' reads keep the lease fresh too
@@ -63,16 +71,35 @@ func (s *Store) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 		s.leaseReads.Add(1)
 		idx = s.cluster.CommitIndex()
 	} else {
-		ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+		ctx, cancel := context.WithTimeout(ctx, readTimeout)
 		defer cancel()
 		var err error
 		if idx, err = s.leaderCommitIndex(ctx); err != nil {
-			http.Error(w, "leadership not confirmed", http.StatusServiceUnavailable)
-			return
+			return readIndexAnswer{}, fmt.Errorf("leadership not confirmed: %w (%w)", raft.ErrNoLeader, err)
 		}
 	}
+	return readIndexAnswer{Index: idx, Now: s.clock.Local().UnixNano(), Term: s.cluster.Term()}, nil
+}
+
+// callReadIndex answers the leader call: index, now and term as varints.
+func (s *Store) callReadIndex(ctx context.Context, _ []byte) ([]byte, error) {
+	a, err := s.answerReadIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return binary.AppendUvarint(binary.AppendVarint(binary.AppendUvarint(nil, a.Index), a.Now), a.Term), nil
+}
+
+// handleReadIndex answers a node of the previous version, which asks
+// over HTTP.
+func (s *Store) handleReadIndex(w http.ResponseWriter, r *http.Request) {
+	a, err := s.answerReadIndex(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(readIndexAnswer{Index: idx, Now: s.clock.Local().UnixNano(), Term: s.cluster.Term()})
+	_ = json.NewEncoder(w).Encode(a)
 }
 
 // commitReadIndex returns the leader's confirmed commit index, asking the
@@ -102,30 +129,66 @@ func (s *Store) commitReadIndex(ctx context.Context) (uint64, error) {
 	}
 }
 
+// askLeader asks the leader for its read index: over the call channel,
+// or over HTTP to a leader of the previous version.
 func (s *Store) askLeader(ctx context.Context) (uint64, error) {
-	_, addr := s.cluster.Leader()
-	if addr == "" {
-		return 0, errors.New("no leader known")
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+readIndexPath, nil)
-	if err != nil {
-		return 0, fmt.Errorf("read index: %w", err)
-	}
-	resp, err := s.cluster.Client().Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("read index from %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return 0, fmt.Errorf("read index from %s: %s", addr, resp.Status)
-	}
+	out, err := s.cluster.CallLeader(ctx, readIndexCall, nil)
 	var a readIndexAnswer
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&a); err != nil {
-		return 0, fmt.Errorf("read index answer: %w", err)
+	switch {
+	case errors.Is(err, raft.ErrLeaderCallRefused):
+		if a, err = s.askLeaderHTTP(ctx); err != nil {
+			return 0, err
+		}
+	case err != nil:
+		return 0, err
+	default:
+		if a, err = decodeReadIndexAnswer(out); err != nil {
+			return 0, err
+		}
 	}
 	if a.Now != 0 {
 		s.clock.Observe(time.Unix(0, a.Now), a.Term)
 	}
 	return a.Index, nil
+}
+
+func decodeReadIndexAnswer(b []byte) (readIndexAnswer, error) {
+	var a readIndexAnswer
+	var n, m, k int
+	a.Index, n = binary.Uvarint(b)
+	if n > 0 {
+		a.Now, m = binary.Varint(b[n:])
+	}
+	if n > 0 && m > 0 {
+		a.Term, k = binary.Uvarint(b[n+m:])
+	}
+	if n <= 0 || m <= 0 || k <= 0 || n+m+k != len(b) {
+		return readIndexAnswer{}, errors.New("read index answer: malformed")
+	}
+	return a, nil
+}
+
+func (s *Store) askLeaderHTTP(ctx context.Context) (readIndexAnswer, error) {
+	_, addr := s.cluster.Leader()
+	if addr == "" {
+		return readIndexAnswer{}, errors.New("no leader known")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+readIndexPath, nil)
+	if err != nil {
+		return readIndexAnswer{}, fmt.Errorf("read index: %w", err)
+	}
+	resp, err := s.cluster.Client().Do(req)
+	if err != nil {
+		return readIndexAnswer{}, fmt.Errorf("read index from %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		return readIndexAnswer{}, fmt.Errorf("read index from %s: %s", addr, resp.Status)
+	}
+	var a readIndexAnswer
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&a); err != nil {
+		return readIndexAnswer{}, fmt.Errorf("read index answer: %w", err)
+	}
+	return a, nil
 }

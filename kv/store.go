@@ -26,8 +26,10 @@ const (
 	// maxBatchOps and maxBatchBytes bound one entry of the group commit.
 	maxBatchOps   = 1024
 	maxBatchBytes = 4 << 20
-	// maxInFlight is how many batches may await their commit at once.
-	maxInFlight = 4
+	// maxInFlight is how many batches may await their commit at once: one,
+	// so that everything arriving during a Raft round shares the next
+	// (DESIGN.md, Group commit).
+	maxInFlight = 1
 	// expireBatch bounds the keys one background expiry entry removes.
 	expireBatch = 1000
 	// expireSample bounds the keys with an expiry one pass looks at.
@@ -109,6 +111,7 @@ func New(cluster *raft.Cluster, cfg Config) (*Store, error) {
 	}
 	cluster.OnLeader(s.leaderLoop)
 	cluster.HandleInternal("POST "+readIndexPath, http.HandlerFunc(s.handleReadIndex))
+	cluster.HandleLeaderCall(readIndexCall, s.callReadIndex)
 	return s, nil
 }
 
