@@ -25,6 +25,8 @@ type Log interface {
 	Register(name string, sm raft.StateMachine, types ...string) error
 	Apply(ctx context.Context, typ string, payload []byte) (raft.Result, error)
 	WaitApplied(ctx context.Context, index uint64) error
+	CatchUp(ctx context.Context, index, term uint64) error
+	LeaderCommitIndex(ctx context.Context) (index, term uint64, err error)
 	ReadIndex(ctx context.Context) error
 	HandleInternal(pattern string, h http.Handler)
 	Client() *http.Client
@@ -644,6 +646,28 @@ func (s *Store) ReadFile(ctx context.Context, path string) ([]byte, error) {
 // returns at once and the read is served from the local state.
 func (s *Store) barrier(ctx context.Context) { _ = s.catchUp(ctx, 2*time.Second) }
 
+// leaderCommitHTTP asks a leader of the previous version for its commit
+// index over HTTP.
+func (s *Store) leaderCommitHTTP(ctx context.Context, client *http.Client, addr string) (uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+internalCommit, nil)
+	if err != nil {
+		return 0, fmt.Errorf("read barrier: %w", err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		s.log.Debug("read barrier: leader unreachable, reading local state", "err", err)
+		return 0, fmt.Errorf("read barrier: leader unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	var ans struct {
+		Index uint64 `json:"index"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&ans) != nil {
+		return 0, fmt.Errorf("read barrier: leader answered %s", resp.Status)
+	}
+	return ans.Index, nil
+}
+
 // catchUp is the barrier, bounded by limit; the error says why this node
 // could not confirm it is current (nil on the leader).
 func (s *Store) catchUp(ctx context.Context, limit time.Duration) error {
@@ -657,23 +681,17 @@ func (s *Store) catchUp(ctx context.Context, limit time.Duration) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/_internal/files/commit", nil)
-	if err != nil {
-		return fmt.Errorf("read barrier: %w", err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
+	idx, term, err := s.cfg.Log.LeaderCommitIndex(ctx)
+	switch {
+	case errors.Is(err, raft.ErrLeaderCallRefused):
+		if idx, err = s.leaderCommitHTTP(ctx, client, addr); err != nil {
+			return err
+		}
+	case err != nil:
 		s.log.Debug("read barrier: leader unreachable, reading local state", "err", err)
 		return fmt.Errorf("read barrier: leader unreachable: %w", err)
 	}
-	defer resp.Body.Close()
-	var ans struct {
-		Index uint64 `json:"index"`
-	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&ans) != nil {
-		return fmt.Errorf("read barrier: leader answered %s", resp.Status)
-	}
-	if err := s.cfg.Log.WaitApplied(ctx, ans.Index); err != nil {
+	if err := s.cfg.Log.CatchUp(ctx, idx, term); err != nil {
 		s.log.Debug("read barrier: not caught up in time, reading local state", "err", err)
 		return fmt.Errorf("read barrier: not caught up in time: %w", err)
 	}

@@ -37,18 +37,23 @@ type readIndexAnswer struct {
 	Now int64 `json:"now,omitempty"`
 	// Term is the leader's term, whose clock Now is.
 	Term uint64 `json:"term,omitempty"`
+	// EntryTerm is the term of the entry at Index (0: not known), with
+	// which the asking node applies its own log up to Index at once
+	// (raft.Cluster.CatchUp) rather than wait to learn of the commit.
+	EntryTerm uint64 `json:"entry_term,omitempty"`
 }
 
 // leaderCommitIndex confirms this node's leadership and returns its commit
-// index.
-func (s *Store) leaderCommitIndex(ctx context.Context) (uint64, error) {
+// index and the term of its entry.
+func (s *Store) leaderCommitIndex(ctx context.Context) (index, term uint64, err error) {
 	if err := s.cluster.ReadIndex(ctx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if !s.cluster.IsLeader() {
-		return 0, errNotLeader
+		return 0, 0, errNotLeader
 	}
-	return s.cluster.CommitIndex(), nil
+	index, term = s.cluster.CommitIndexTerm()
+	return index, term, nil
 }
 
 var errNotLeader = errors.New("not the leader")
@@ -63,31 +68,35 @@ func (s *Store) answerReadIndex(ctx context.Context) (readIndexAnswer, error) {
 	}
 	now := time.Now().UnixNano()
 	s.readDemand.Note(now) // followers' reads keep the lease fresh too
-	var idx uint64
+	var idx, entryTerm uint64
 	if s.leaseHolds(now) {
 		// Within its lease the leader's leadership stands confirmed,
 		// as for its own reads (Sync): its commit index now is at or past
 		// every entry any node applied, with no quorum round.
 		s.leaseReads.Add(1)
-		idx = s.cluster.CommitIndex()
+		idx, entryTerm = s.cluster.CommitIndexTerm()
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, readTimeout)
 		defer cancel()
 		var err error
-		if idx, err = s.leaderCommitIndex(ctx); err != nil {
+		if idx, entryTerm, err = s.leaderCommitIndex(ctx); err != nil {
 			return readIndexAnswer{}, fmt.Errorf("leadership not confirmed: %w (%w)", raft.ErrNoLeader, err)
 		}
 	}
-	return readIndexAnswer{Index: idx, Now: s.clock.Local().UnixNano(), Term: s.cluster.Term()}, nil
+	return readIndexAnswer{Index: idx, Now: s.clock.Local().UnixNano(), Term: s.cluster.Term(), EntryTerm: entryTerm}, nil
 }
 
-// callReadIndex answers the leader call: index, now and term as varints.
+// callReadIndex answers the leader call: index, now, term and the entry's
+// term as varints.
 func (s *Store) callReadIndex(ctx context.Context, _ []byte) ([]byte, error) {
 	a, err := s.answerReadIndex(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return binary.AppendUvarint(binary.AppendVarint(binary.AppendUvarint(nil, a.Index), a.Now), a.Term), nil
+	b := binary.AppendUvarint(nil, a.Index)
+	b = binary.AppendVarint(b, a.Now)
+	b = binary.AppendUvarint(b, a.Term)
+	return binary.AppendUvarint(b, a.EntryTerm), nil
 }
 
 // handleReadIndex answers a node of the previous version, which asks
@@ -102,27 +111,28 @@ func (s *Store) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(a)
 }
 
-// commitReadIndex returns the leader's confirmed commit index, asking the
-// leader over the cluster port when this node is a follower; it retries
-// while no leader answers, until ctx ends.
-func (s *Store) commitReadIndex(ctx context.Context) (uint64, error) {
+// commitReadIndex returns the leader's confirmed commit index and the term
+// of its entry, asking the leader over the cluster port when this node is
+// a follower; it retries while no leader answers, until ctx ends.
+func (s *Store) commitReadIndex(ctx context.Context) (index, entryTerm uint64, err error) {
 	backoff := 10 * time.Millisecond
 	for {
-		var idx uint64
-		var err error
 		if s.cluster.IsLeader() {
-			idx, err = s.leaderCommitIndex(ctx)
+			// The leader applies its own commits as Raft hands them on
+			// (no catch-up from its log: its Apply callers wait on them).
+			index, _, err = s.leaderCommitIndex(ctx)
+			entryTerm = 0
 		} else {
-			idx, err = s.askLeader(ctx)
+			index, entryTerm, err = s.askLeader(ctx)
 		}
 		if err == nil {
-			return idx, nil
+			return index, entryTerm, nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("read index: %w (%w)", err, ctx.Err())
+			return 0, 0, fmt.Errorf("read index: %w (%w)", err, ctx.Err())
 		case <-s.stop:
-			return 0, fmt.Errorf("read index: the store is closed")
+			return 0, 0, fmt.Errorf("read index: the store is closed")
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
@@ -131,38 +141,49 @@ func (s *Store) commitReadIndex(ctx context.Context) (uint64, error) {
 
 // askLeader asks the leader for its read index: over the call channel,
 // or over HTTP to a leader of the previous version.
-func (s *Store) askLeader(ctx context.Context) (uint64, error) {
+func (s *Store) askLeader(ctx context.Context) (index, entryTerm uint64, err error) {
 	out, err := s.cluster.CallLeader(ctx, readIndexCall, nil)
 	var a readIndexAnswer
 	switch {
 	case errors.Is(err, raft.ErrLeaderCallRefused):
 		if a, err = s.askLeaderHTTP(ctx); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	case err != nil:
-		return 0, err
+		return 0, 0, err
 	default:
 		if a, err = decodeReadIndexAnswer(out); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	if a.Now != 0 {
 		s.clock.Observe(time.Unix(0, a.Now), a.Term)
 	}
-	return a.Index, nil
+	return a.Index, a.EntryTerm, nil
 }
 
 func decodeReadIndexAnswer(b []byte) (readIndexAnswer, error) {
 	var a readIndexAnswer
-	var n, m, k int
-	a.Index, n = binary.Uvarint(b)
-	if n > 0 {
-		a.Now, m = binary.Varint(b[n:])
+	var n int
+	bad := false
+	uv := func(v *uint64) {
+		if bad {
+			return
+		}
+		x, k := binary.Uvarint(b[n:])
+		bad = k <= 0
+		*v, n = x, n+max(k, 0)
 	}
-	if n > 0 && m > 0 {
-		a.Term, k = binary.Uvarint(b[n+m:])
+	uv(&a.Index)
+	if !bad {
+		var k int
+		a.Now, k = binary.Varint(b[n:])
+		bad = k <= 0
+		n += max(k, 0)
 	}
-	if n <= 0 || m <= 0 || k <= 0 || n+m+k != len(b) {
+	uv(&a.Term)
+	uv(&a.EntryTerm)
+	if bad || n != len(b) {
 		return readIndexAnswer{}, errors.New("read index answer: malformed")
 	}
 	return a, nil

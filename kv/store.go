@@ -499,11 +499,11 @@ func (s *Store) readIndexWait(ctx context.Context) error {
 	start := time.Now().UnixNano()
 	leader := s.cluster.IsLeader()
 	s.readIndexes.Add(1)
-	idx, err := s.commitReadIndex(ctx)
+	idx, entryTerm, err := s.commitReadIndex(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.cluster.WaitApplied(ctx, idx); err != nil {
+	if err := s.cluster.CatchUp(ctx, idx, entryTerm); err != nil {
 		return err
 	}
 	if leader && s.cluster.IsLeader() {

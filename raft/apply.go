@@ -158,6 +158,34 @@ func (c *Cluster) WaitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
+// CatchUp blocks until this node's state machines applied index, which
+// the leader reported committed with term, the term of its entry (0: not
+// known): with the term, it applies this node's own log up to index as
+// soon as the log holds that entry instead of waiting for Raft (or the
+// leader's commit push) to say it committed. It gives up with
+// ErrLogUnwritable while this node cannot write its log.
+func (c *Cluster) CatchUp(ctx context.Context, index, term uint64) error {
+	if !c.cfg.FollowerCatchUp {
+		term = 0
+	}
+	return c.waitWritable(ctx, index, term)
+}
+
+// CommitIndexTerm is the newest index this node knows committed and the
+// term of its entry (0 when its log does not hold it any more), for a
+// follower's CatchUp.
+func (c *Cluster) CommitIndexTerm() (index, term uint64) {
+	index = c.CommitIndex()
+	if index == 0 {
+		return 0, 0
+	}
+	var l hraft.Log
+	if c.logs == nil || c.logs.GetLog(index, &l) != nil {
+		return index, 0
+	}
+	return index, l.Term
+}
+
 // waitWritable is WaitApplied, except that it gives up with the
 // ErrLogUnwritable error as soon as this node cannot write its Raft log:
 // entries it has not stored cannot reach its state machines until a log

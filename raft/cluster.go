@@ -212,6 +212,7 @@ func New(cfg Config) *Cluster {
 	c.internal.HandleFunc("POST /_internal/raft/transfer", c.handleTransfer)
 	c.internal.HandleFunc("POST /_internal/raft/readindex", c.handleReadIndex)
 	c.HandleLeaderCall(readIndexCall, c.answerReadIndex)
+	c.HandleLeaderCall(commitIndexCall, c.answerCommitIndex)
 	c.internal.HandleFunc("POST "+commitPushPath, c.handleCommit)
 	c.internal.HandleFunc("GET /_internal/ping", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

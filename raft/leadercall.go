@@ -126,3 +126,38 @@ func (c *Cluster) leaderCall(ctx context.Context, _ string, body []byte) (status
 	}
 	return fwdOK, c.Term(), out
 }
+
+// commitIndexCall is the leader call of LeaderCommitIndex.
+const commitIndexCall = "raft.commitindex"
+
+// answerCommitIndex answers LeaderCommitIndex on the leader: its commit
+// index and the term of its entry, as uvarints.
+func (c *Cluster) answerCommitIndex(context.Context, []byte) ([]byte, error) {
+	if !c.IsLeader() {
+		return nil, fmt.Errorf("commit index: %w", ErrNoLeader)
+	}
+	idx, term := c.CommitIndexTerm()
+	return binary.AppendUvarint(binary.AppendUvarint(nil, idx), term), nil
+}
+
+// LeaderCommitIndex is the leader's commit index and the term of its
+// entry, as the leader knows them when it answers (no quorum round: a
+// catch-up, not a linearizable read index). Passed to CatchUp, it makes this
+// node's state cover every write acknowledged before the call. Errors are
+// CallLeader's (ErrLeaderCallRefused: ask a leader of an older version
+// over HTTP).
+func (c *Cluster) LeaderCommitIndex(ctx context.Context) (index, term uint64, err error) {
+	out, err := c.CallLeader(ctx, commitIndexCall, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	index, n := binary.Uvarint(out)
+	if n <= 0 {
+		return 0, 0, errors.New("commit index answer: malformed")
+	}
+	term, m := binary.Uvarint(out[n:])
+	if m <= 0 || n+m != len(out) {
+		return 0, 0, errors.New("commit index answer: malformed")
+	}
+	return index, term, nil
+}

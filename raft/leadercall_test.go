@@ -111,3 +111,34 @@ func TestLeaderCallAnswersAndErrors(t *testing.T) {
 		t.Fatalf("an unknown call reads as a missing leader: %v", err)
 	}
 }
+
+// A follower told the leader's commit index and its entry's term
+// (LeaderCommitIndex, as the files barrier asks it; a kv read index
+// carries the same) applies its own log up to it at once: it needs neither
+// Raft's next append nor the commit push, both off here (a commit timeout
+// of an hour, no push).
+func TestCatchUpToTheLeadersCommitIndex(t *testing.T) {
+	cs := startTestCluster(t, 3, func(c *Cluster) { c.noPush = true }, func(c *Config) { c.CommitTimeout, c.FollowerCatchUp = time.Hour, true })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	leader, follower := leaderOf(cs)
+	w := []byte("<caught up>")
+	if _, err := leader.Apply(ctx, "mem.put", w); err != nil {
+		t.Fatal(err)
+	}
+	idx, term, err := follower.LeaderCommitIndex(ctx)
+	if err != nil {
+		t.Fatalf("the leader's commit index: %v", err)
+	}
+	if term == 0 {
+		t.Fatalf("the leader knows no term for its commit index %d", idx)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if err := follower.CatchUp(wctx, idx, term); err != nil {
+		t.Fatalf("catch up to %d (term %d): %v", idx, term, err)
+	}
+	if !bytes.Contains(memOf(follower).get(), w) {
+		t.Fatal("caught up, but the follower misses the leader's acknowledged write")
+	}
+}
