@@ -225,7 +225,7 @@ func (c *Cluster) pushCommit(ctx context.Context, addr string, index, term uint6
 	c.pushes.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, commitWaitLog+time.Second)
 	defer cancel()
-	body := binary.AppendUvarint(binary.AppendUvarint(nil, index), term)
+	body := encodeIndexTerm(index, term)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+commitPushPath, bytes.NewReader(body))
 	if err != nil {
 		return d
@@ -255,7 +255,7 @@ func (c *Cluster) handleCommit(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read commit: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	index, term, err := decodeCommit(body)
+	index, term, err := decodeIndexTerm(body, "commit")
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -273,14 +273,22 @@ func (c *Cluster) handleCommit(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func decodeCommit(b []byte) (index, term uint64, err error) {
+// encodeIndexTerm is an index and a term as two uvarints: a pushed commit,
+// and the answers of the read index and commit index leader calls.
+func encodeIndexTerm(index, term uint64) []byte {
+	return binary.AppendUvarint(binary.AppendUvarint(nil, index), term)
+}
+
+// decodeIndexTerm reverses encodeIndexTerm; what names what was decoded
+// in its errors.
+func decodeIndexTerm(b []byte, what string) (index, term uint64, err error) {
 	index, n := binary.Uvarint(b)
 	if n <= 0 {
-		return 0, 0, fmt.Errorf("malformed commit: index")
+		return 0, 0, fmt.Errorf("malformed %s: index", what)
 	}
 	term, m := binary.Uvarint(b[n:])
 	if m <= 0 || n+m != len(b) {
-		return 0, 0, fmt.Errorf("malformed commit: term")
+		return 0, 0, fmt.Errorf("malformed %s: term", what)
 	}
 	return index, term, nil
 }

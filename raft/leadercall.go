@@ -136,8 +136,7 @@ func (c *Cluster) answerCommitIndex(context.Context, []byte) ([]byte, error) {
 	if !c.IsLeader() {
 		return nil, fmt.Errorf("commit index: %w", ErrNoLeader)
 	}
-	idx, term := c.CommitIndexTerm()
-	return binary.AppendUvarint(binary.AppendUvarint(nil, idx), term), nil
+	return encodeIndexTerm(c.CommitIndexTerm()), nil
 }
 
 // LeaderCommitIndex is the leader's commit index and the term of its
@@ -151,13 +150,5 @@ func (c *Cluster) LeaderCommitIndex(ctx context.Context) (index, term uint64, er
 	if err != nil {
 		return 0, 0, err
 	}
-	index, n := binary.Uvarint(out)
-	if n <= 0 {
-		return 0, 0, errors.New("commit index answer: malformed")
-	}
-	term, m := binary.Uvarint(out[n:])
-	if m <= 0 || n+m != len(out) {
-		return 0, 0, errors.New("commit index answer: malformed")
-	}
-	return index, term, nil
+	return decodeIndexTerm(out, "commit index answer")
 }

@@ -2,7 +2,6 @@ package raft
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,7 +116,7 @@ func (c *Cluster) answerReadIndex(ctx context.Context, _ []byte) ([]byte, error)
 	if err != nil {
 		return nil, fmt.Errorf("leadership not confirmed: %w (%w)", ErrNoLeader, err)
 	}
-	return binary.AppendUvarint(binary.AppendUvarint(nil, idx), term), nil
+	return encodeIndexTerm(idx, term), nil
 }
 
 // forwardReadIndex asks the leader for its read index: over the call
@@ -130,12 +129,7 @@ func (c *Cluster) forwardReadIndex(ctx context.Context) (index, term uint64, err
 	out, err := c.CallLeader(ctx, readIndexCall, nil)
 	switch {
 	case err == nil:
-		index, n := binary.Uvarint(out)
-		term, m := binary.Uvarint(out[max(n, 0):])
-		if n <= 0 || m <= 0 {
-			return 0, 0, errors.New("read index answer: malformed")
-		}
-		return index, term, nil
+		return decodeIndexTerm(out, "read index answer")
 	case errors.Is(err, ErrLeaderCallRefused):
 		return c.forwardReadIndexHTTP(ctx, addr)
 	case ctx.Err() != nil:
