@@ -2,17 +2,26 @@ package files
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/cohortserver/cohort/raft"
 )
 
 // internalExists answers what the leader's applied state holds for a
 // path: a live file or a directory there, and the version of its entry.
+// Nodes ask it as the leader call existsCall; over HTTP only a leader of
+// the previous version.
 const internalExists = "/_internal/files/exists"
+
+// existsCall is internalExists as a leader call (raft.CallLeader): the
+// payload is the clean path, the answer encodeWire's.
+const existsCall = "files.exists"
 
 // Entry is what this node's applied state holds for a path, as a lookup
 // sees it, read in one step (Store.Entry).
@@ -55,7 +64,41 @@ func (s *Store) Entry(path string) Entry {
 	return e
 }
 
+// encodeWire is w as a leader call's answer: a flags byte (1: exists,
+// 2: dir) and the version as a uvarint.
+func encodeWire(w wire) []byte {
+	var flags byte
+	if w.Exists {
+		flags |= 1
+	}
+	if w.Dir {
+		flags |= 2
+	}
+	return binary.AppendUvarint([]byte{flags}, w.Version)
+}
+
+func decodeWire(b []byte) (wire, error) {
+	if len(b) < 2 || b[0]&^3 != 0 {
+		return wire{}, errors.New("malformed exists answer")
+	}
+	v, n := binary.Uvarint(b[1:])
+	if n <= 0 || 1+n != len(b) {
+		return wire{}, errors.New("malformed exists answer: version")
+	}
+	return wire{Exists: b[0]&1 != 0, Dir: b[0]&2 != 0, Version: v}, nil
+}
+
+// callExists answers the leader call existsCall.
+func (s *Store) callExists(_ context.Context, payload []byte) ([]byte, error) {
+	p, err := CleanPath(string(payload))
+	if err != nil {
+		return nil, err
+	}
+	return encodeWire(s.Entry(p).wire()), nil
+}
+
 func (s *Store) handleExists(w http.ResponseWriter, r *http.Request) {
+	s.httpExists.Add(1)
 	p, err := CleanPath(r.URL.Query().Get("path"))
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
@@ -91,18 +134,37 @@ func (s *Store) SameAtLeader(ctx context.Context, path string, here Entry, limit
 	}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
+	out, err := s.cfg.Log.CallLeader(ctx, existsCall, []byte(path))
+	var there wire
+	switch {
+	case errors.Is(err, raft.ErrLeaderCallRefused):
+		if there, err = existsHTTP(ctx, client, addr, path); err != nil {
+			return false, err
+		}
+	case err != nil:
+		return false, fmt.Errorf("ask the leader about %s: %w", path, err)
+	default:
+		if there, err = decodeWire(out); err != nil {
+			return false, fmt.Errorf("ask the leader about %s: %w", path, err)
+		}
+	}
+	return there == here.wire(), nil
+}
+
+// existsHTTP asks a leader of the previous version what it holds for path.
+func existsHTTP(ctx context.Context, client *http.Client, addr, path string) (wire, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+internalExists+"?path="+url.QueryEscape(path), nil)
 	if err != nil {
-		return false, fmt.Errorf("ask the leader about %s: %w", path, err)
+		return wire{}, fmt.Errorf("ask the leader about %s: %w", path, err)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("ask the leader about %s: %w", path, err)
+		return wire{}, fmt.Errorf("ask the leader about %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	var there wire
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&there) != nil {
-		return false, fmt.Errorf("ask the leader about %s: it answered %s", path, resp.Status)
+		return wire{}, fmt.Errorf("ask the leader about %s: it answered %s", path, resp.Status)
 	}
-	return there == here.wire(), nil
+	return there, nil
 }

@@ -38,6 +38,7 @@ func (s *Store) routesInternal() {
 	s.cfg.Log.HandleInternal("POST "+internalBlobs, http.HandlerFunc(s.handlePush))
 	s.cfg.Log.HandleInternal("GET "+internalBlobs+"/{sum}", http.HandlerFunc(s.handleFetch))
 	s.cfg.Log.HandleInternal("GET "+internalExists, http.HandlerFunc(s.handleExists))
+	s.cfg.Log.HandleLeaderCall(existsCall, s.callExists)
 	s.cfg.Log.HandleInternal("GET "+internalCommit, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]uint64{"index": s.cfg.Log.Info().CommitIndex})
 	}))

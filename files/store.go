@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cohortserver/cohort/raft"
@@ -27,6 +28,8 @@ type Log interface {
 	WaitApplied(ctx context.Context, index uint64) error
 	CatchUp(ctx context.Context, index, term uint64) error
 	LeaderCommitIndex(ctx context.Context) (index, term uint64, err error)
+	HandleLeaderCall(name string, fn raft.LeaderCallFunc)
+	CallLeader(ctx context.Context, name string, payload []byte) ([]byte, error)
 	ReadIndex(ctx context.Context) error
 	HandleInternal(pattern string, h http.Handler)
 	Client() *http.Client
@@ -81,10 +84,12 @@ type Config struct {
 // Store is this node's view of the shared files: the replicated manifest,
 // the local blobs, and the workers that keep them in step.
 type Store struct {
-	cfg   Config
-	log   *slog.Logger
-	state *state
-	blobs *blobStore
+	cfg Config
+	log *slog.Logger
+	// httpExists counts lookups a follower asked over HTTP (test seam).
+	httpExists atomic.Int64
+	state      *state
+	blobs      *blobStore
 	// inline writes the small files committed through the log.
 	inline *inlineQueue
 
