@@ -1,13 +1,14 @@
 // Package raft owns consensus and the cluster port.
 //
-// It wraps hashicorp/raft (log and stable store in raft-boltdb/v2 on bbolt,
-// file snapshots) and adds what hashicorp/raft leaves to its user:
+// It wraps hashicorp/raft (the log in walstore, one fdatasync per append;
+// the term and vote in raft-boltdb/v2 on bbolt; file snapshots) and adds
+// what hashicorp/raft leaves to its user:
 //
 //   - One cluster port for Raft and every node-to-node exchange. Each
 //     connection proves the shared cluster key with an HMAC
 //     challenge-response (optionally inside mutual TLS) before a single byte
 //     reaches Raft or the internal HTTP server; then one channel byte picks
-//     Raft or HTTP (Transport).
+//     Raft, HTTP, forwarded commands or leader calls (Transport).
 //   - A versioned command envelope stamped by the leader (type, origin node,
 //     time) and an FSM router: packages Register the command types they own
 //     and their section of the single snapshot (StateMachine).
@@ -16,7 +17,10 @@
 //     (read-your-writes where the request was served). With
 //     Config.FollowerCatchUp (node turns it on) a follower applies from its
 //     own log as soon as the leader answers, without waiting for Raft's
-//     next append.
+//     next append. Commands travel multiplexed on one connection per
+//     leader (forward.go), as do leader calls (CallLeader,
+//     HandleLeaderCall: a follower's read index, the commit index, a
+//     package's own questions), with HTTP kept for older leaders.
 //   - Leadership for subscribers (OnLeader): from a drained, buffered
 //     NotifyCh (never LeaderCh, which drops transitions), after a Barrier,
 //     with a context cancelled the moment leadership is lost.
