@@ -86,17 +86,21 @@ func (s *Store) answerReadIndex(ctx context.Context) (readIndexAnswer, error) {
 	return readIndexAnswer{Index: idx, Now: s.clock.Local().UnixNano(), Term: s.cluster.Term(), EntryTerm: entryTerm}, nil
 }
 
-// callReadIndex answers the leader call: index, now, term and the entry's
-// term as varints.
+// callReadIndex answers the leader call: index, now (its bits), term and
+// the entry's term as uvarints.
 func (s *Store) callReadIndex(ctx context.Context, _ []byte) ([]byte, error) {
 	a, err := s.answerReadIndex(ctx)
 	if err != nil {
 		return nil, err
 	}
+	return encodeReadIndexAnswer(a), nil
+}
+
+func encodeReadIndexAnswer(a readIndexAnswer) []byte {
 	b := binary.AppendUvarint(nil, a.Index)
-	b = binary.AppendVarint(b, a.Now)
+	b = binary.AppendUvarint(b, uint64(a.Now))
 	b = binary.AppendUvarint(b, a.Term)
-	return binary.AppendUvarint(b, a.EntryTerm), nil
+	return binary.AppendUvarint(b, a.EntryTerm)
 }
 
 // handleReadIndex answers a node of the previous version, which asks
@@ -163,30 +167,18 @@ func (s *Store) askLeader(ctx context.Context) (index, entryTerm uint64, err err
 }
 
 func decodeReadIndexAnswer(b []byte) (readIndexAnswer, error) {
-	var a readIndexAnswer
-	var n int
-	bad := false
-	uv := func(v *uint64) {
-		if bad {
-			return
+	var f [4]uint64 // index, now, term, entry term
+	for i := range f {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			return readIndexAnswer{}, errors.New("read index answer: malformed")
 		}
-		x, k := binary.Uvarint(b[n:])
-		bad = k <= 0
-		*v, n = x, n+max(k, 0)
+		f[i], b = v, b[n:]
 	}
-	uv(&a.Index)
-	if !bad {
-		var k int
-		a.Now, k = binary.Varint(b[n:])
-		bad = k <= 0
-		n += max(k, 0)
+	if len(b) != 0 {
+		return readIndexAnswer{}, errors.New("read index answer: trailing bytes")
 	}
-	uv(&a.Term)
-	uv(&a.EntryTerm)
-	if bad || n != len(b) {
-		return readIndexAnswer{}, errors.New("read index answer: malformed")
-	}
-	return a, nil
+	return readIndexAnswer{Index: f[0], Now: int64(f[1]), Term: f[2], EntryTerm: f[3]}, nil
 }
 
 func (s *Store) askLeaderHTTP(ctx context.Context) (readIndexAnswer, error) {
