@@ -330,6 +330,20 @@ func (t *Table) Healthy(id string) bool {
 	return p.healthy(id)
 }
 
+// Unresponsive reports whether a node failed its last probes: it is down,
+// frozen or cut off. A node only marked failed by a caller (MarkFailed)
+// is unhealthy but not unresponsive, since one failed call says little
+// about the calls still waiting on it.
+func (t *Table) Unresponsive(id string) bool {
+	if id == t.selfID {
+		return false
+	}
+	t.mu.RLock()
+	p := t.health
+	t.mu.RUnlock()
+	return p != nil && p.unresponsive(id)
+}
+
 // MarkFailed records a failure seen by a caller (passive detection): the
 // node counts as unhealthy until a probe succeeds again.
 func (t *Table) MarkFailed(id string) {

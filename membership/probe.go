@@ -15,6 +15,7 @@ const failThreshold = 2
 
 type peerHealth struct {
 	fails     int
+	probeFail int // failed probes in a row, whatever the callers report
 	healthy   bool
 	lastOK    time.Time
 	firstFail time.Time // first failure since the last success; zero when fine
@@ -102,11 +103,12 @@ func (p *prober) record(id string, ok bool) {
 	h := p.entry(id)
 	was := h.healthy
 	if ok {
-		h.fails = 0
+		h.fails, h.probeFail = 0, 0
 		h.healthy = true
 		h.lastOK = time.Now()
 	} else {
 		h.fails++
+		h.probeFail++
 		if h.fails >= failThreshold {
 			h.healthy = false
 		}
@@ -132,4 +134,11 @@ func (p *prober) healthy(id string) bool {
 	defer p.mu.Unlock()
 	h, ok := p.peers[id]
 	return !ok || h.healthy
+}
+
+func (p *prober) unresponsive(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h, ok := p.peers[id]
+	return ok && h.probeFail >= failThreshold
 }

@@ -97,11 +97,24 @@ func TestProbesSkipPeersThatAnswerRaft(t *testing.T) {
 		t.Fatal("b answers Raft but is unhealthy")
 	}
 
+	if tbl.Unresponsive("b") || !tbl.Unresponsive("c") {
+		t.Fatalf("unresponsive: b %v, c %v; want only c", tbl.Unresponsive("b"), tbl.Unresponsive("c"))
+	}
+	// A caller's failed call makes b unhealthy until its next answer, but
+	// not unresponsive: the calls in flight to it are left alone.
+	tbl.MarkFailed("b")
+	if tbl.Healthy("b") || tbl.Unresponsive("b") {
+		t.Fatalf("b marked failed: healthy %v, unresponsive %v; want false, false", tbl.Healthy("b"), tbl.Unresponsive("b"))
+	}
+	poll.Until(t, 5*time.Second, func() (bool, string) {
+		return tbl.Healthy("b"), "b answers Raft but stays unhealthy after one failed call"
+	})
+
 	// b stops answering Raft and its pings fail: it is found out.
 	lg.set("b", false)
 	pc.setUp("b:1", false)
 	poll.Until(t, 5*time.Second, func() (bool, string) {
-		return !tbl.Healthy("b"), "b stopped answering and is still healthy"
+		return !tbl.Healthy("b") && tbl.Unresponsive("b"), "b stopped answering and is still healthy"
 	})
 	// It comes back on the cluster port: healthy again without a ping.
 	before := pc.pings["b:1"].Load()

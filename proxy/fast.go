@@ -938,7 +938,7 @@ func (fc *fastConn) upstreamSilent(pc *hopConn, err error) error {
 	if !isTimeout(err) {
 		return err
 	}
-	if !fc.l.f.cfg.Members.Healthy(fc.target) {
+	if fc.l.f.cfg.Members.Unresponsive(fc.target) {
 		return errPeerUnhealthy
 	}
 	// The client's read deadline no longer matters while its request

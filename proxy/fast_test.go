@@ -119,6 +119,9 @@ func (m *fakeMembers) Healthy(id string) bool {
 	return m.failed[id] == 0
 }
 
+// Unresponsive: the fake has no probes; a peer never fails them.
+func (m *fakeMembers) Unresponsive(string) bool { return false }
+
 func (m *fakeMembers) MarkFailed(id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

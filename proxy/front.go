@@ -61,6 +61,7 @@ type Members interface {
 	All() []membership.Member
 	Get(id string) (membership.Member, bool)
 	Healthy(id string) bool
+	Unresponsive(id string) bool
 	MarkFailed(id string)
 	Route(id string) string
 	ByRoute(tag string) (membership.Member, bool)
@@ -196,7 +197,7 @@ func New(cfg Config) (*Front, error) {
 		Transport:      transportFunc(f.roundTrip),
 		BufferPool:     newBufferPool(),
 		ErrorHandler:   f.proxyError,
-		ModifyResponse: checkUnready,
+		ModifyResponse: checkAnswer,
 		ErrorLog:       slog.NewLogLogger(f.log.Handler(), slog.LevelDebug),
 	}
 	return f, nil
@@ -490,12 +491,37 @@ func (f *Front) proxyError(_ http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-func checkUnready(res *http.Response) error {
+// checkAnswer refuses a peer's unready answer (judge retries it
+// elsewhere) and reads small answers whole before any of them goes out.
+func checkAnswer(res *http.Response) error {
 	if res.StatusCode == http.StatusServiceUnavailable && res.Header.Get(hdrUnready) != "" {
 		return errUnready
 	}
+	if res.Body == nil || res.Body == http.NoBody || res.StatusCode == http.StatusSwitchingProtocols {
+		return nil // no body, or an upgraded connection
+	}
+	if n := res.ContentLength; n >= 0 && n <= prefetchMax {
+		// Read whole before a byte goes out: a peer that dies mid-answer
+		// then fails the attempt instead of truncating the client's
+		// answer. One read past the end lets the connection be reused.
+		b := make([]byte, n+1)
+		got, err := io.ReadFull(res.Body, b)
+		if int64(got) != n || err != io.ErrUnexpectedEOF && err != io.EOF {
+			if err == nil || err == io.ErrUnexpectedEOF || err == io.EOF {
+				err = fmt.Errorf("%d of %d bytes", got, n)
+			}
+			return fmt.Errorf("read answer: %w", err)
+		}
+		res.Body.Close()
+		res.Body = io.NopCloser(bytes.NewReader(b[:n]))
+	}
 	return nil
 }
+
+// prefetchMax is the largest answer (by its Content-Length) the front
+// reads whole before passing it on; larger ones and streams go out as
+// they arrive.
+const prefetchMax = 64 << 10
 
 // writeError answers with the API's error shape {"error": msg}.
 func writeError(w http.ResponseWriter, code int, msg string) { httpapi.WriteError(w, code, msg) }

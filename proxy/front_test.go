@@ -107,6 +107,18 @@ func (a *testApp) setup(n *node.Node) {
 		}
 		_, _ = io.WriteString(w, "slow done on "+self)
 	}))
+	n.HandleApp("/t/broken", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Promises 100 bytes, sends 7 and aborts: an answer that breaks
+		// before its body is whole.
+		// With ?chunked=1 a stream's head goes out, then it aborts.
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.URL.Query().Get("chunked") == "" {
+			w.Header().Set("Content-Length", "100")
+			_, _ = io.WriteString(w, "partial")
+		}
+		_ = http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	}))
 	n.HandleApp("/t/sse", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, "data: one %s\n\n", self)
@@ -701,4 +713,32 @@ func TestLeastLoaded(t *testing.T) {
 		}
 	}
 	t.Logf("least-loaded: %v", got)
+}
+
+// TestBrokenAnswerBeforeAnyByte: an owner whose answer breaks before a
+// byte of it reached the client (it promised 100 bytes and closed after
+// 7) gets a 502 that names it, for a request with a body (net/http's
+// path), not a connection closed without a word; a GET is served by the
+// fast front, which relays nothing before the answer's head is read.
+func TestBrokenAnswerBeforeAnyByte(t *testing.T) {
+	c, _ := newCluster(t, nil)
+	cl := sessionOn(t, c, "n2")
+	for _, path := range []string{"/t/broken"} {
+		for _, method := range []string{http.MethodPost, http.MethodPut} {
+			code, _, err := cl.do(method, c.Node("n1").URL(path), strings.NewReader("some body"), nil)
+			if err != nil || code != http.StatusBadGateway {
+				t.Fatalf("%s %s through n1 to n2's broken answer: %d %v; want 502", method, path, code, err)
+			}
+			// The failed attempt marked n2 failed until a probe answers:
+			// until then n1 would serve the route itself.
+			testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+				return c.Node("n1").Node().Members().Healthy("n2"), "n1 still holds n2 failed"
+			})
+		}
+	}
+	// A whole answer of the same route still goes through.
+	code, w, err := cl.do(http.MethodPost, c.Node("n1").URL("/t/who"), strings.NewReader("some body"), nil)
+	if err != nil || code != http.StatusOK || w.Node != "n2" || w.Bytes != 9 {
+		t.Fatalf("POST /t/who through n1: %d %v %+v; want n2's answer", code, err, w)
+	}
 }

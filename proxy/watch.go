@@ -79,7 +79,7 @@ func (w *attemptWatch) addrs() []string {
 }
 
 // watchPeers cancels, every watchInterval, the attempts in flight to a
-// member the probes (or a failed call) declared unhealthy.
+// member whose probes failed.
 func (f *Front) watchPeers(ctx context.Context) {
 	t := time.NewTicker(watchInterval)
 	defer t.Stop()
@@ -94,7 +94,10 @@ func (f *Front) watchPeers(ctx context.Context) {
 			continue
 		}
 		for _, m := range f.cfg.Members.All() {
-			if m.ID == f.cfg.SelfID || f.cfg.Members.Healthy(m.ID) {
+			// Only the probes' verdict: a peer marked failed by one call
+			// (MarkFailed) may be answering every other request in flight
+			// to it, and cancelling them all turned one failure into many.
+			if m.ID == f.cfg.SelfID || !f.cfg.Members.Unresponsive(m.ID) {
 				continue
 			}
 			for _, a := range busy {
