@@ -321,13 +321,8 @@ func (t *Table) Healthy(id string) bool {
 	if id == t.selfID {
 		return true
 	}
-	t.mu.RLock()
-	p := t.health
-	t.mu.RUnlock()
-	if p == nil {
-		return true
-	}
-	return p.healthy(id)
+	p := t.prober()
+	return p == nil || p.healthy(id)
 }
 
 // Unresponsive reports whether a node failed its last probes: it is down,
@@ -338,19 +333,21 @@ func (t *Table) Unresponsive(id string) bool {
 	if id == t.selfID {
 		return false
 	}
-	t.mu.RLock()
-	p := t.health
-	t.mu.RUnlock()
+	p := t.prober()
 	return p != nil && p.unresponsive(id)
 }
 
 // MarkFailed records a failure seen by a caller (passive detection): the
 // node counts as unhealthy until a probe succeeds again.
 func (t *Table) MarkFailed(id string) {
-	t.mu.RLock()
-	p := t.health
-	t.mu.RUnlock()
-	if p != nil && id != t.selfID {
+	if p := t.prober(); p != nil && id != t.selfID {
 		p.markFailed(id)
 	}
+}
+
+// prober is the liveness prober, nil before StartProbing.
+func (t *Table) prober() *prober {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.health
 }

@@ -505,12 +505,9 @@ func checkAnswer(res *http.Response) error {
 		// then fails the attempt instead of truncating the client's
 		// answer. One read past the end lets the connection be reused.
 		b := make([]byte, n+1)
-		got, err := io.ReadFull(res.Body, b)
-		if int64(got) != n || err != io.ErrUnexpectedEOF && err != io.EOF {
-			if err == nil || err == io.ErrUnexpectedEOF || err == io.EOF {
-				err = fmt.Errorf("%d of %d bytes", got, n)
-			}
-			return fmt.Errorf("read answer: %w", err)
+		// A body stops at its Content-Length, so n bytes read means whole.
+		if got, err := io.ReadFull(res.Body, b); int64(got) != n {
+			return fmt.Errorf("read answer: %d of %d bytes: %w", got, n, err)
 		}
 		res.Body.Close()
 		res.Body = io.NopCloser(bytes.NewReader(b[:n]))
