@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +20,42 @@ type Events struct {
 	jobRuns       *prometheus.CounterVec
 	jobDuration   *prometheus.HistogramVec
 	quorumRefused *prometheus.CounterVec
+
+	// routes caches the series of a route kind (*routeSeries by kind),
+	// each made at its first use as WithLabelValues would: FrontRequest
+	// runs on every request, and WithLabelValues hashes and looks up its
+	// labels each time.
+	routes sync.Map
+}
+
+// routeSeries are the front's series of one route kind, resolved once.
+type routeSeries struct {
+	kind     string
+	requests [6]atomic.Pointer[prometheus.Counter] // by status/100, each made at its first request
+	duration prometheus.Observer
+}
+
+// request returns the requests_total series of the status class c
+// (status/100).
+func (s *routeSeries) request(e *Events, c int) prometheus.Counter {
+	if c < 1 || c >= len(s.requests) {
+		return e.frontRequests.WithLabelValues(s.kind, strconv.Itoa(c)+"xx")
+	}
+	if p := s.requests[c].Load(); p != nil {
+		return *p
+	}
+	ctr := e.frontRequests.WithLabelValues(s.kind, strconv.Itoa(c)+"xx")
+	s.requests[c].Store(&ctr)
+	return ctr
+}
+
+func (e *Events) route(kind string) *routeSeries {
+	if s, ok := e.routes.Load(kind); ok {
+		return s.(*routeSeries)
+	}
+	s := &routeSeries{kind: kind, duration: e.frontDuration.WithLabelValues(kind)}
+	got, _ := e.routes.LoadOrStore(kind, s)
+	return got.(*routeSeries)
 }
 
 // NewEvents returns the collectors, not yet registered.
@@ -63,10 +101,11 @@ func (e *Events) InitRoutes(kinds ...string) {
 
 // FrontRequest records one application request.
 func (e *Events) FrontRequest(kind string, status int, took time.Duration, tries int) {
-	e.frontRequests.WithLabelValues(kind, strconv.Itoa(status/100)+"xx").Inc()
-	e.frontDuration.WithLabelValues(kind).Observe(took.Seconds())
+	s := e.route(kind)
+	s.request(e, status/100).Inc()
+	s.duration.Observe(took.Seconds())
 	if tries > 1 {
-		e.frontRetries.WithLabelValues(kind).Add(float64(tries - 1))
+		e.frontRetries.WithLabelValues(kind).Add(float64(tries - 1)) // rare
 	}
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 
+	"github.com/cohortserver/cohort/internal/sessioncookie"
 	"github.com/cohortserver/cohort/membership"
 )
 
@@ -20,27 +21,28 @@ func (f *Front) plan(r *http.Request) plan {
 func (f *Front) planCookie(v string, has bool) plan {
 	self := f.cfg.SelfID
 	selfState := f.state(self)
-	out := f.selfOut()
+	out := f.outIn(selfState)
 	if has {
-		if route, ok := f.cfg.ParseRoute(v); ok {
-			if id, known := f.lookupRoute(route); known {
-				if id == self {
-					if out {
-						p := plan{kind: KindFailover}
-						p.target = f.fallback(&p, []string{self})
-						return p
-					}
-					return plan{kind: KindLocal, target: self}
+		// The value is well-formed (sessioncookie.Find): its route needs
+		// no second check.
+		_, route := sessioncookie.Split(v)
+		if id, known := f.lookupRoute(route); known {
+			if id == self {
+				if out {
+					p := plan{kind: KindFailover}
+					p.target = f.fallback(&p, []string{self})
+					return p
 				}
-				if f.servable(id) {
-					return plan{kind: KindForwarded, target: id}
-				}
-				p := plan{kind: KindFailover}
-				p.target = f.fallback(&p, []string{id})
-				return p
+				return plan{kind: KindLocal, target: self}
 			}
+			if f.servable(id) {
+				return plan{kind: KindForwarded, target: id}
+			}
+			p := plan{kind: KindFailover}
+			p.target = f.fallback(&p, []string{id})
+			return p
 		}
-		// A cookie naming no member we know (a removed node, or garbage):
+		// A cookie naming no member we know (a removed node, or a route made up):
 		// serve it here; the sessions middleware decides what it is.
 		if !out {
 			return plan{kind: KindLocal, target: self}
@@ -62,11 +64,8 @@ func (f *Front) owner(cookie []byte, has bool) (membership.Member, bool) {
 	if !has {
 		return membership.Member{}, false
 	}
-	route, ok := f.cfg.ParseRoute(string(cookie))
-	if !ok {
-		return membership.Member{}, false
-	}
-	id, known := f.lookupRoute(route)
+	_, route := sessioncookie.Split(cookie) // well-formed (sessioncookie.FindIn)
+	id, known := f.lookupRoute(string(route))
 	if !known || id == f.cfg.SelfID {
 		return membership.Member{}, false
 	}
@@ -88,8 +87,11 @@ func (f *Front) fallback(p *plan, excluded []string) string {
 
 // selfOut reports whether this node must not serve the application: it is
 // disabled, or its local app is down (Config.LocalUp).
-func (f *Front) selfOut() bool {
-	return f.state(f.cfg.SelfID) == membership.StateDisabled || (f.cfg.LocalUp != nil && !f.cfg.LocalUp())
+func (f *Front) selfOut() bool { return f.outIn(f.state(f.cfg.SelfID)) }
+
+// outIn is selfOut given this node's state, read once by the caller.
+func (f *Front) outIn(selfState string) bool {
+	return selfState == membership.StateDisabled || (f.cfg.LocalUp != nil && !f.cfg.LocalUp())
 }
 
 // servable reports whether a peer may get a request for a session it owns:

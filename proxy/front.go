@@ -78,9 +78,6 @@ type Config struct {
 	Members Members
 	// CookieName is the session cookie's name.
 	CookieName string
-	// ParseRoute extracts the route tag from the cookie value. If nil,
-	// RouteFromCookie is used.
-	ParseRoute func(value string) (route string, ok bool)
 	// Balance is local, round-robin or least-loaded; "" means local.
 	Balance string
 	// TrustedProxies are the peers whose X-Forwarded-* are believed.
@@ -172,9 +169,6 @@ func New(cfg Config) (*Front, error) {
 	case BalanceLocal, BalanceRoundRobin, BalanceLeastLoaded:
 	default:
 		return nil, fmt.Errorf("proxy: balance %q must be local, round-robin or least-loaded", cfg.Balance)
-	}
-	if cfg.ParseRoute == nil {
-		cfg.ParseRoute = RouteFromCookie
 	}
 	if cfg.MaxTries <= 0 {
 		cfg.MaxTries = 3

@@ -175,9 +175,10 @@ type budgetKey struct{}
 // budgetMark is what Bounded puts in a context: the budget and how much
 // of it the request's waits used (nanoseconds; concurrent waits add up).
 type budgetMark struct {
-	budget time.Duration
-	route  string
-	waited atomic.Int64
+	context.Context // the context marked (Bounded)
+	budget          time.Duration
+	route           string
+	waited          atomic.Int64
 }
 
 // Bounded returns ctx marked for the wait budget. Every wait on this
@@ -194,7 +195,16 @@ func (c *Cluster) Bounded(ctx context.Context, route string) context.Context {
 	if _, ok := ctx.Value(budgetKey{}).(*budgetMark); ok {
 		return ctx
 	}
-	return context.WithValue(ctx, budgetKey{}, &budgetMark{budget: c.WaitBudget(), route: route})
+	// The mark is the context itself: one allocation per request.
+	return &budgetMark{Context: ctx, budget: c.WaitBudget(), route: route}
+}
+
+// Value implements context.Context: the mark under budgetKey.
+func (mk *budgetMark) Value(key any) any {
+	if _, ok := key.(budgetKey); ok {
+		return mk
+	}
+	return mk.Context.Value(key)
 }
 
 // Within runs wait, a wait on the cluster named what ("catch-up"), under

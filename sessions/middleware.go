@@ -39,7 +39,10 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rs, err := m.load(r)
+		sc := &scope{Context: r.Context()}
+		rs := &sc.rs
+		rs.m = m
+		err := m.load(r, rs)
 		defer rs.release()
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
@@ -52,10 +55,27 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			writeError(w, err)
 			return
 		}
-		rw := &respWriter{ResponseWriter: w, rs: rs, r: r}
-		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, rs)))
-		rw.finish()
+		sc.rw = respWriter{ResponseWriter: w, rs: rs, r: r}
+		next.ServeHTTP(&sc.rw, r.WithContext(sc))
+		sc.rw.finish()
 	})
+}
+
+// scope is what the middleware keeps for one request, in one allocation:
+// the request's context, carrying the session under ctxKey, the session
+// and the response writer.
+type scope struct {
+	context.Context
+	rs reqSession
+	rw respWriter
+}
+
+// Value implements context.Context.
+func (s *scope) Value(key any) any {
+	if _, ok := key.(ctxKey); ok {
+		return &s.rs
+	}
+	return s.Context.Value(key)
 }
 
 // load finds the live session the request's cookie names and makes sure
@@ -64,16 +84,12 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 // the front routed the request by; any other cookie of the name is
 // ignored, so a request cannot be routed by one cookie and take over the
 // session of another.
-func (m *Manager) load(r *http.Request) (*reqSession, error) {
-	rs := &reqSession{m: m}
+func (m *Manager) load(r *http.Request, rs *reqSession) error {
 	value, ok := sessioncookie.Find(r.Header["Cookie"], m.cfg.CookieName)
 	if !ok {
-		return rs, nil
+		return nil
 	}
-	token, route, err := ParseCookie(value)
-	if err != nil {
-		return rs, nil
-	}
+	token, route := sessioncookie.Split(value) // Find returns well-formed values only
 	now := m.now()
 	id := sessionID(token)
 	x := m.lookup(id, now)
@@ -82,32 +98,33 @@ func (m *Manager) load(r *http.Request) (*reqSession, error) {
 		// up before calling the token unknown.
 		m.catchUps.Add(1)
 		if err := m.catchUp(r.Context()); err != nil {
-			return rs, fmt.Errorf("read session: this node cannot catch up with the cluster (%w); retry", err)
+			return fmt.Errorf("read session: this node cannot catch up with the cluster (%w); retry", err)
 		}
 		x = m.lookup(id, now)
 	}
 	if x == nil {
-		return rs, nil
+		return nil
 	}
+	var err error
 	if m.locks != nil {
 		if x, now, err = m.lock(r.Context(), rs, id); err != nil {
-			return rs, err
+			return err
 		}
 		if x == nil {
 			rs.release()
-			return rs, nil
+			return nil
 		}
 	}
 	if x, err = m.ensureOwner(r.Context(), id, x, now); err != nil {
-		return rs, err
+		return err
 	}
 	if x == nil {
 		rs.release()
-		return rs, nil
+		return nil
 	}
 	m.touched(id, x, now)
 	rs.id, rs.token, rs.cookieRoute = id, token, route
-	return rs, nil
+	return nil
 }
 
 // lock takes session id's lock for the request (Config.Lock) and reads

@@ -44,6 +44,10 @@ func Parse(value string) (token, route string, err error) {
 	return token, route, nil
 }
 
+// Split returns the token and the route of v, a value that Find or FindIn
+// returned (or WellFormed accepted), without checking it again.
+func Split[T string | []byte](v T) (token, route T) { return v[:TokenLen], v[TokenLen+1:] }
+
 // WellFormed reports whether Parse accepts v, without allocating.
 func WellFormed[T string | []byte](v T) bool {
 	if len(v) < TokenLen+2 || len(v) > TokenLen+1+MaxRouteLen || v[TokenLen] != '.' {
@@ -66,15 +70,21 @@ const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 
 func b64URL[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
+		if !inAlphabet[s[i]] {
 			return false
 		}
 	}
 	return len(s) > 0
 }
+
+// inAlphabet marks the bytes of alphabet: one load per byte of a cookie,
+// which the front and the middleware check on every request.
+var inAlphabet = func() (t [256]bool) {
+	for i := range len(alphabet) {
+		t[alphabet[i]] = true
+	}
+	return t
+}()
 
 // Find applies the rule to a request's Cookie header lines (the values of
 // http.Header["Cookie"], in order): the first cookie called name whose
