@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cohortserver/cohort/membership"
+	"github.com/cohortserver/cohort/raft"
 )
 
 // Shutdown takes this node out of the traffic before it leaves the
@@ -47,8 +48,10 @@ func (f *Front) Shutdown(ctx context.Context) error {
 			sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
 			err := f.cfg.Members.SetState(sctx, self, st)
 			scancel()
-			if errors.Is(err, membership.ErrUnknownNode) {
-				// Removed from the cluster meanwhile: nobody routes here.
+			if errors.Is(err, membership.ErrUnknownNode) || errors.Is(err, raft.ErrRemoved) {
+				// Removed from the cluster meanwhile (the table's entry,
+				// or the node from Raft's configuration, which may leave
+				// its own table stale): nobody routes here.
 				f.log.Info("node no longer in the member table; draining without a state change")
 				break
 			}

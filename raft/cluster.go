@@ -27,6 +27,12 @@ var (
 	ErrNotStarted = errors.New("cluster is not running")
 	// ErrNotMember is returned when a node id is not in the configuration.
 	ErrNotMember = errors.New("no such node in the cluster")
+	// ErrRemoved is returned for a command this node forwarded when the
+	// leader's configuration does not list this node: it was removed from
+	// the cluster (or is not added yet), and nothing was proposed. Such a
+	// node would never apply the entry, so the write could not be
+	// acknowledged.
+	ErrRemoved = errors.New("this node is not a member of the cluster (removed, or not added yet)")
 	// ErrLogUnwritable means this node's last write to its Raft log failed
 	// (its disk is full or failing): it cannot append or apply new entries,
 	// so it proposes none, until a write succeeds again. The error wraps
@@ -387,6 +393,25 @@ func (c *Cluster) Servers() ([]Server, error) {
 		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == hraft.Voter})
 	}
 	return out, nil
+}
+
+// inConfiguration reports whether node id is in the latest Raft
+// configuration (voter or not), committed or not.
+func (c *Cluster) inConfiguration(id string) bool {
+	r, err := c.running()
+	if err != nil {
+		return false
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return true // cannot tell: let the command through, as before
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Info is this node's view of Raft.

@@ -26,7 +26,7 @@ import (
 // A request's body is uvarint timeout in milliseconds (the follower's
 // deadline; 0 for none) | uvarint len | type | payload; an answer's is a status
 // byte | uvarint term | the HTTP answer's bytes (encodeApplyAnswer) or,
-// for fwdFailed, the error's text. A leader of the previous version refuses
+// for fwdFailed and fwdNotMember, the error's text. A leader of the previous version refuses
 // the channel in its handshake: the follower then forwards over HTTP to
 // that address for fwdFallbackFor. Commands too large to share the stream
 // (above fwdMaxPayload) go over HTTP as well.
@@ -40,6 +40,7 @@ const (
 	fwdNotLeader             // retry against the new leader
 	fwdUnknown               // outcome unknown
 	fwdFailed                // body: the error's text
+	fwdNotMember             // the sender is not in the configuration; body: the error's text
 )
 
 const (

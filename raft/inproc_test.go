@@ -390,3 +390,31 @@ func TestACommittedWriteWhoseApplyWaitEndsIsAnUnknownOutcome(t *testing.T) {
 		t.Fatalf("the write was not committed on the leader (index %d): %v", res.Index, err)
 	}
 }
+
+// A node removed from the configuration gets no more appends, so a write
+// it forwarded could never be applied there: the leader refuses it before
+// proposing it (ErrRemoved), instead of committing it and leaving the
+// removed node waiting for its apply until its context ends (which failed
+// a removed node's shutdown, when its front marked itself draining).
+func TestRemovedNodesWritesAreRefused(t *testing.T) {
+	cs := startTestCluster(t, 3, nil)
+	leader, follower := leaderOf(cs)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if _, err := follower.Apply(ctx, "mem.put", []byte("<before>")); err != nil {
+		t.Fatalf("write before the removal: %v", err)
+	}
+	if err := leader.RemoveServer(ctx, follower.cfg.NodeID); err != nil {
+		t.Fatalf("remove %s: %v", follower.cfg.NodeID, err)
+	}
+	before := leader.AppliedIndex()
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	_, err := follower.Apply(wctx, "mem.put", []byte("<after>"))
+	if !errors.Is(err, ErrRemoved) {
+		t.Fatalf("write through the removed %s: %v, want ErrRemoved", follower.cfg.NodeID, err)
+	}
+	if bytes.Contains(memOf(leader).get(), []byte("<after>")) || leader.AppliedIndex() != before {
+		t.Fatalf("the removed node's write was committed (applied %d → %d)", before, leader.AppliedIndex())
+	}
+}

@@ -29,6 +29,7 @@ const termHeader = "Cohort-Term"
 const (
 	codeNotLeader = http.StatusMisdirectedRequest // retry against the new leader
 	codeUnknown   = http.StatusServiceUnavailable // outcome unknown
+	codeNotMember = http.StatusGone               // the sender is not in the configuration
 )
 
 // forwardApply sends a command to the leader: over the forward channel
@@ -58,6 +59,8 @@ func (c *Cluster) forwardApply(ctx context.Context, typ string, payload []byte) 
 				return Result{}, errRetry
 			case fwdUnknown:
 				return Result{}, fmt.Errorf("forward %s: %w: %s", typ, ErrOutcomeUnknown, body)
+			case fwdNotMember:
+				return Result{}, fmt.Errorf("forward %s: %w", typ, ErrRemoved)
 			default:
 				return Result{}, fmt.Errorf("forward %s to leader: %s", typ, body)
 			}
@@ -99,6 +102,8 @@ func (c *Cluster) forwardHTTP(ctx context.Context, addr, typ string, payload []b
 		return Result{}, errRetry
 	case codeUnknown:
 		return Result{}, fmt.Errorf("forward %s: %w", typ, ErrOutcomeUnknown)
+	case codeNotMember:
+		return Result{}, fmt.Errorf("forward %s: %w", typ, ErrRemoved)
 	default:
 		return Result{}, fmt.Errorf("forward %s to leader: %s: %s", typ, resp.Status, bytes.TrimSpace(rb))
 	}
@@ -139,6 +144,8 @@ func (c *Cluster) handleApply(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, string(out), codeNotLeader)
 	case fwdUnknown:
 		http.Error(w, string(out), codeUnknown)
+	case fwdNotMember:
+		http.Error(w, string(out), codeNotMember)
 	default:
 		http.Error(w, string(out), http.StatusInternalServerError)
 	}
@@ -150,6 +157,11 @@ func (c *Cluster) handleApply(w http.ResponseWriter, r *http.Request) {
 func (c *Cluster) leaderApply(ctx context.Context, origin, typ string, payload []byte) (status byte, term uint64, out []byte) {
 	if !c.IsLeader() {
 		return fwdNotLeader, 0, []byte("not the leader")
+	}
+	if origin != "" && !c.inConfiguration(origin) {
+		// A removed node would never apply the entry, so it could not
+		// answer its caller; and its writes are not the cluster's.
+		return fwdNotMember, 0, []byte(ErrRemoved.Error())
 	}
 	c.stages.mark(stageLeaderRecv, 0)
 	res, err := c.applyLocal(ctx, origin, typ, payload)
