@@ -255,15 +255,7 @@ func (c *Cluster) addVoterLocal(id, addr string) error {
 // RemoveServer removes a node from the configuration through the leader.
 func (c *Cluster) RemoveServer(ctx context.Context, id string) error {
 	return c.leaderDo(ctx, "remove", JoinRequest{ID: id}, func() error {
-		servers, err := c.Servers()
-		if err != nil {
-			return err
-		}
-		found := false
-		for _, s := range servers {
-			found = found || s.ID == id
-		}
-		if !found {
+		if !c.inConfiguration(id) {
 			return fmt.Errorf("remove %q: %w", id, ErrNotMember)
 		}
 		if err := c.raft.RemoveServer(hraft.ServerID(id), 0, 30*time.Second).Error(); err != nil {
