@@ -9,9 +9,11 @@
 //	cd bench && go run . -short               # smoke run, under 3 minutes
 //	cd bench && go run . -scenario stack,hop  # some scenarios alone
 //
-// It also carries two commands the harness starts as processes:
-// "stack-app" (the conventional stack's Go app server) and "cohort-node"
-// (cohort serve through node.New with two benchmark routes).
+// It also carries three commands the harness starts as processes:
+// "stack-app" (the conventional stack's Go app server), "cohort-node"
+// (cohort serve through node.New with two benchmark routes) and
+// "resp-floor" (a RESP server on cohort's wire library with nothing
+// behind it, the kv scenario's floor).
 package main
 
 import (
@@ -93,12 +95,15 @@ func main() {
 	if len(os.Args) > 1 {
 		var err error
 		switch os.Args[1] {
-		case "stack-app", "cohort-node":
+		case "stack-app", "cohort-node", "resp-floor":
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			if os.Args[1] == "stack-app" {
+			switch os.Args[1] {
+			case "stack-app":
 				err = runStackApp(ctx, os.Args[2:])
-			} else {
+			case "cohort-node":
 				err = runCohortNode(ctx, os.Args[2:])
+			default:
+				err = runRESPFloor(ctx, os.Args[2:])
 			}
 			stop()
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ const (
 	kvRedisAOF  = "redis appendfsync always"
 	kvRedisDef  = "redis defaults (RDB, no AOF)"
 	kvMemcached = "memcached"
+	kvFloor     = "go floor (redcon, nothing stored)"
 )
 
 // kvSetting is one load setting of the kv scenario.
@@ -268,14 +270,16 @@ func kvFill(ks *kvKeyset, resp, mc []string) error {
 // kvSystem is one server the kv scenario loads.
 type kvSystem struct {
 	name, peer, addr string
+	procs            []*proc // whose CPU time a command costs (all of cohort's nodes)
 }
 
 // kvMeasure runs the settings on the systems: a warm-up each, then
 // rounds alternating between the systems. newOp gives a system's load
 // at a setting and a function that closes its connections. after, if
 // not nil, runs once a setting's rounds are done with that setting's
-// loads by system name.
-func (e *env) kvMeasure(ctx context.Context, sec *section, settings []kvSetting, systems []kvSystem,
+// loads by system name. cost gets, per "system setting", each round's CPU
+// time per command of the system's processes and, last, the harness's.
+func (e *env) kvMeasure(ctx context.Context, sec *section, cost map[string][][]time.Duration, settings []kvSetting, systems []kvSystem,
 	newOp func(addr string, set kvSetting) (func(context.Context, int) error, func()),
 	after func(set kvSetting, ops map[string]func(context.Context, int) error)) error {
 	for _, set := range settings {
@@ -289,10 +293,15 @@ func (e *env) kvMeasure(ctx context.Context, sec *section, settings []kvSetting,
 		}
 		for r := range e.opts.rounds {
 			for _, s := range systems {
+				meter := newCPUMeter(append(pids(s.procs), os.Getpid())...)
 				smp := closedLoop(ctx, set.conc, e.opts.round, ops[s.name])
+				per := meter.perOp(smp.ok * set.depth)
+				key := s.name + " " + set.param
+				cost[key] = append(cost[key], per)
 				smp.ops *= float64(set.depth) // commands, not pipelines
-				e.logf("  %s %s round %d: %.0f %s p50 %s p99 %s failed %d %v", s.name, set.param, r+1, smp.ops, set.unit,
-					fmtDur(smp.p50), fmtDur(smp.p99), smp.fail, smp.errs)
+				e.logf("  %s %s round %d: %.0f %s p50 %s p99 %s failed %d %v; CPU per command: servers %s, harness %s",
+					s.name, set.param, r+1, smp.ops, set.unit, fmtDur(smp.p50), fmtDur(smp.p99), smp.fail, smp.errs,
+					fmtDur(sumDur(per[:len(per)-1])), fmtDur(per[len(per)-1]))
 				sec.add(s.name, s.peer, set.param, float64(set.conc), set.unit, smp)
 			}
 		}
@@ -385,11 +394,35 @@ func runKV(ctx context.Context, e *env) *section {
 	}
 	e.logf("  leader %s, follower %s", leader.id, follower.id)
 
+	floorPort, err := e.p.freePort()
+	if err != nil {
+		sec.err = err
+		return sec
+	}
+	floorAddr := fmt.Sprintf("127.0.0.1:%d", floorPort)
+	fp, err := e.p.start("s8-floor", e.self, "resp-floor", "-addr", floorAddr)
+	if err == nil {
+		defer e.p.stopSome(fp)
+		err = waitTCP(ctx, fp, floorAddr, 20*time.Second)
+	}
+	if err != nil {
+		sec.err = fmt.Errorf("resp-floor: %w", err)
+		return sec
+	}
+	if err := kvFill(ks, []string{floorAddr}, nil); err != nil {
+		sec.err = err
+		return sec
+	}
+	nodes := make([]*proc, 0, len(cc.nodes))
+	for _, n := range cc.nodes {
+		nodes = append(nodes, n.proc)
+	}
 	resp := []kvSystem{
-		{kvLeader, kvRedisAOF, addrs[leader.id][0]},
-		{kvFollower, kvRedisAOF, addrs[follower.id][0]},
-		{kvRedisAOF, "", redisAOF},
-		{kvRedisDef, "", redisDef},
+		{kvLeader, kvRedisAOF, addrs[leader.id][0], nodes},
+		{kvFollower, kvRedisAOF, addrs[follower.id][0], nodes},
+		{kvRedisAOF, "", redisAOF, []*proc{rp1}},
+		{kvRedisDef, "", redisDef, []*proc{rp2}},
+		{kvFloor, kvRedisAOF, floorAddr, []*proc{fp}},
 	}
 	newRESP := func(addr string, set kvSetting) (func(context.Context, int) error, func()) {
 		l := newRESPLoad(addr, ks, set)
@@ -402,25 +435,27 @@ func runKV(ctx context.Context, e *env) *section {
 			})
 		}
 	}
-	if err := e.kvMeasure(ctx, sec, kvRESPSettings, resp, newRESP, profile); err != nil {
+	cost := map[string][][]time.Duration{}
+	if err := e.kvMeasure(ctx, sec, cost, kvRESPSettings, resp, newRESP, profile); err != nil {
 		sec.err = err
 		return sec
 	}
 	mc := []kvSystem{
-		{kvLeader, kvMemcached, addrs[leader.id][1]},
-		{kvMemcached, "", mcAddr},
+		{kvLeader, kvMemcached, addrs[leader.id][1], nodes},
+		{kvMemcached, "", mcAddr, []*proc{mp}},
 	}
 	newMC := func(addr string, set kvSetting) (func(context.Context, int) error, func()) {
 		l := newMCLoad(addr, ks, set)
 		return l.op, l.close
 	}
-	if err := e.kvMeasure(ctx, sec, kvMCSettings, mc, newMC, nil); err != nil {
+	if err := e.kvMeasure(ctx, sec, cost, kvMCSettings, mc, newMC, nil); err != nil {
 		sec.err = err
 		return sec
 	}
 	sec.extra = "ops/s counts commands (a `P16` round trip is 16); p50 and p99 are of one round trip, so of a whole " +
 		"pipeline of 16 in the `P16` settings, and `failed` counts round trips. The ratio column compares with Redis " +
 		"`appendfsync always` (RESP) or memcached.\n"
+	sec.extra += kvCPUTable(cost, append(kvRESPSettings, kvMCSettings...), append(resp, mc...))
 	sec.goals = append(sec.goals, kvGoals(sec)...)
 	subset := func(params ...string) []*series {
 		var out []*series
@@ -443,6 +478,37 @@ func runKV(ctx context.Context, e *env) *section {
 		"Scenario 8: memcached protocol, 50 connections", "", "commands/s (median of rounds)",
 		func(s *series) float64 { return s.medOps() })
 	return sec
+}
+
+// kvCPUTable reports the CPU time a command cost each system's processes
+// (cohort: its three nodes summed) and the harness that drove the load,
+// median of the rounds. The harness and every server share the machine's
+// cores, so at 50 connections these sums, not the disk, set the rates.
+func kvCPUTable(cost map[string][][]time.Duration, settings []kvSetting, systems []kvSystem) string {
+	var b strings.Builder
+	b.WriteString("\nCPU time per command (from `/proc/PID/stat`, 10 ms ticks; median of the rounds): the system's " +
+		"processes (cohort: its three nodes summed) and the harness process that drives the load. `" + kvFloor + "` is " +
+		"this harness's `resp-floor`: cohort's RESP library (tidwall/redcon, one goroutine per connection) over a map, " +
+		"with no log, fsync or replication — what a command costs in Go's wire path alone on this machine:\n\n" +
+		"| system | setting | servers | harness |\n|---|---|---|---|\n")
+	seen := map[string]bool{}
+	for _, set := range settings {
+		for _, sys := range systems {
+			key := sys.name + " " + set.param
+			rounds := cost[key]
+			if len(rounds) == 0 || seen[key] {
+				continue
+			}
+			seen[key] = true
+			var servers, harness []time.Duration
+			for _, per := range rounds {
+				servers = append(servers, sumDur(per[:len(per)-1]))
+				harness = append(harness, per[len(per)-1])
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", sys.name, set.param, fmtDur(medianDur(servers)), fmtDur(medianDur(harness)))
+		}
+	}
+	return b.String()
 }
 
 // kvGoals are the kv scenario's goals: those of the lead's brief for the
