@@ -30,6 +30,9 @@ const (
 	// so that everything arriving during a Raft round shares the next
 	// (DESIGN.md, Group commit).
 	maxInFlight = 1
+	// maxGatherWait bounds how long a batch waits for the writers of the
+	// last one to come back (a quarter of the last round, at most this).
+	maxGatherWait = time.Millisecond
 	// expireBatch bounds the keys one background expiry entry removes.
 	expireBatch = 1000
 	// expireSample bounds the keys with an expiry one pass looks at.
@@ -66,9 +69,17 @@ type Store struct {
 
 	queue    chan *pending
 	inflight chan struct{}
-	stop     chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
+	// gen counts the batches committed; an operation queued before the
+	// last commit carries an older one (pending.gen).
+	gen atomic.Uint64
+	// lastBatch and lastRound are the operations and the commit time of
+	// the last batch, written by its commit before it frees its inflight
+	// slot, read by batchLoop once it holds the slot.
+	lastBatch int
+	lastRound time.Duration
+	stop      chan struct{}
+	stopOnce  sync.Once
+	wg        sync.WaitGroup
 
 	gate       readGate
 	leaseStart atomic.Int64 // unix ns at which the leader's last read index started
@@ -226,6 +237,7 @@ func (x *execCtx) runChecked(args [][]byte) Reply {
 
 type pending struct {
 	op    []byte
+	gen   uint64 // Store.gen when it was queued
 	reply Reply
 	err   error
 	done  chan struct{}
@@ -235,7 +247,7 @@ type pending struct {
 // proposals share entries: while up to maxInFlight batches await their
 // commit, new operations gather into the next one.
 func (s *Store) propose(ctx context.Context, op []byte) (Reply, error) {
-	p := &pending{op: op, done: make(chan struct{})}
+	p := &pending{op: op, gen: s.gen.Load(), done: make(chan struct{})}
 	select {
 	case s.queue <- p:
 	case <-ctx.Done():
@@ -284,6 +296,7 @@ func (s *Store) batchLoop() {
 				break gather
 			}
 		}
+		batch, size = s.gatherReturning(batch, size)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -291,6 +304,46 @@ func (s *Store) batchLoop() {
 			<-s.inflight
 		}()
 	}
+}
+
+// gatherReturning lets a batch wait, briefly, for the writers of the last
+// one. Under a steady load of closed-loop writers (each sends its next
+// write once the last is answered), the writers that queued during a
+// round and those answered at its end would otherwise alternate between
+// two half-size batches, each paying a whole Raft round; waiting for the
+// answered ones to come back merges them. It waits until the batch holds
+// as many operations as the last batch plus those queued during it (the
+// writers known to be active), or a quarter of the last round
+// (maxGatherWait at most), whichever comes first. A lone writer never
+// waits: its own operation is the whole of its last batch.
+func (s *Store) gatherReturning(batch []*pending, size int) ([]*pending, int) {
+	if s.lastBatch == 0 || s.lastRound <= 0 {
+		return batch, size
+	}
+	gen := s.gen.Load()
+	target := s.lastBatch
+	for _, p := range batch {
+		if p.gen < gen {
+			target++ // queued during the last round: not one of its writers
+		}
+	}
+	if len(batch) >= target {
+		return batch, size
+	}
+	t := time.NewTimer(min(s.lastRound/4, maxGatherWait))
+	defer t.Stop()
+	for len(batch) < target && len(batch) < maxBatchOps && size < maxBatchBytes {
+		select {
+		case p := <-s.queue:
+			batch = append(batch, p)
+			size += len(p.op)
+		case <-t.C:
+			return batch, size
+		case <-s.stop:
+			return batch, size
+		}
+	}
+	return batch, size
 }
 
 func (s *Store) failQueued() {
@@ -327,7 +380,15 @@ func (s *Store) commit(batch []*pending) {
 	}()
 	s.batches.Add(1)
 	s.batchedOps.Add(int64(len(batch)))
+	start := time.Now()
 	res, err := s.apply(ctx, encodeBatch(s.limits(), ops))
+	// Before any writer is answered: its next write then counts as one
+	// returning (gatherReturning). A failed round predicts nothing.
+	s.lastBatch, s.lastRound = len(batch), time.Since(start)
+	if err != nil {
+		s.lastBatch = 0
+	}
+	s.gen.Add(1)
 	var replies []Reply
 	if err == nil {
 		replies, err = decodeReplies(res.Data)
