@@ -500,12 +500,8 @@ func kvCPUTable(cost map[string][][]time.Duration, settings []kvSetting, systems
 				continue
 			}
 			seen[key] = true
-			var servers, harness []time.Duration
-			for _, per := range rounds {
-				servers = append(servers, sumDur(per[:len(per)-1]))
-				harness = append(harness, per[len(per)-1])
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", sys.name, set.param, fmtDur(medianDur(servers)), fmtDur(medianDur(harness)))
+			servers, harness := medianCPU(rounds)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", sys.name, set.param, fmtDur(servers), fmtDur(harness))
 		}
 	}
 	return b.String()

@@ -214,6 +214,18 @@ func sumDur(ds []time.Duration) time.Duration {
 	return t
 }
 
+// medianCPU splits each round's CPU time per operation (cpuMeter.perOp,
+// the harness last) into the servers' sum and the harness's, and returns
+// the median of each over the rounds.
+func medianCPU(rounds [][]time.Duration) (servers, harness time.Duration) {
+	var s, h []time.Duration
+	for _, per := range rounds {
+		s = append(s, sumDur(per[:len(per)-1]))
+		h = append(h, per[len(per)-1])
+	}
+	return medianDur(s), medianDur(h)
+}
+
 // cpuPerWriteTable reports the CPU time each system's three servers (summed)
 // and the harness's own process spent per acknowledged write, median over
 // the rounds: on a machine whose cores are all busy at 64 writers, this,
@@ -230,12 +242,8 @@ func cpuPerWriteTable(cost map[string][][]time.Duration, writers []int) string {
 			if len(rounds) == 0 {
 				continue
 			}
-			var servers, harness []time.Duration
-			for _, per := range rounds {
-				servers = append(servers, sumDur(per[:len(per)-1]))
-				harness = append(harness, per[len(per)-1])
-			}
-			fmt.Fprintf(&b, "| %s | writers=%d | %s | %s |\n", name, wr, fmtDur(medianDur(servers)), fmtDur(medianDur(harness)))
+			servers, harness := medianCPU(rounds)
+			fmt.Fprintf(&b, "| %s | writers=%d | %s | %s |\n", name, wr, fmtDur(servers), fmtDur(harness))
 		}
 	}
 	return b.String()
