@@ -26,6 +26,18 @@ func (s *Store) CatchUp(ctx context.Context, limit time.Duration) error {
 	return s.catchUp(ctx, limit)
 }
 
+// Current reports whether this node's applied state already holds every
+// write whose commit returned to its caller before the call: on the
+// leader (a write returns only once the leader applied it), and on a
+// follower holding an apply lease (raft.Cluster.LeaseHeld: the leader
+// acknowledges no files command before every holder applied it). Then
+// what the local view answers afterwards needs no barrier. On another
+// follower it answers false, and asking keeps it asking the leader for a
+// lease while it asks.
+func (s *Store) Current() bool {
+	return s.cfg.Log.IsLeader() || s.cfg.Log.LeaseHeld()
+}
+
 // ReadIndex waits until this node applied every command committed
 // before the call, as a leader that confirmed its leadership with a quorum
 // counts them (raft.Cluster.ReadIndex): unlike Barrier it waits for a

@@ -31,6 +31,8 @@ type Log interface {
 	HandleLeaderCall(name string, fn raft.LeaderCallFunc)
 	CallLeader(ctx context.Context, name string, payload []byte) ([]byte, error)
 	ReadIndex(ctx context.Context) error
+	LeaseCommands(types ...string)
+	LeaseHeld() bool
 	HandleInternal(pattern string, h http.Handler)
 	Client() *http.Client
 	Servers() ([]raft.Server, error)
@@ -179,6 +181,9 @@ func New(cfg Config) (*Store, error) {
 	if err := cfg.Log.Register(Section, s.state, cmdPut, cmdDelete, cmdRename); err != nil {
 		return nil, fmt.Errorf("register files state machine: %w", err)
 	}
+	// A follower holding an apply lease answers lookups, opens and reads
+	// from its own state (Current), without asking the leader.
+	cfg.Log.LeaseCommands(cmdPut, cmdDelete, cmdRename)
 	s.routesInternal()
 	return s, nil
 }
@@ -676,7 +681,7 @@ func (s *Store) leaderCommitHTTP(ctx context.Context, client *http.Client, addr 
 // catchUp is the barrier, bounded by limit; the error says why this node
 // could not confirm it is current (nil on the leader).
 func (s *Store) catchUp(ctx context.Context, limit time.Duration) error {
-	if s.cfg.Log.IsLeader() {
+	if s.Current() {
 		return nil
 	}
 	_, addr := s.cfg.Log.Leader()

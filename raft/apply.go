@@ -134,9 +134,14 @@ func (c *Cluster) applyLocal(ctx context.Context, origin, typ string, payload []
 	ar, _ := f.Response().(*applyResult)
 	if ar != nil {
 		res.Data, res.term = ar.data, ar.term
-		if ar.err != nil {
-			return res, ar.err
+	}
+	if c.leasing() && c.leases.types[typ] {
+		if err := c.awaitHolders(ctx, res.Index, origin); err != nil {
+			return res, fmt.Errorf("apply %s: committed as entry %d: %w (%w)", typ, res.Index, ErrOutcomeUnknown, err)
 		}
+	}
+	if ar != nil && ar.err != nil {
+		return res, ar.err
 	}
 	return res, nil
 }

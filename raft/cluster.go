@@ -161,6 +161,7 @@ type Cluster struct {
 	changeFns []func(leaderID string)
 	applyFn   func(typ string, took time.Duration) // see OnApply
 	quorum    quorumWatch                          // bounded waits (quorum.go)
+	leases    applyLeases                          // followers' apply leases (applylease.go)
 	stages    stageFn                              // test seam: steps of the write path
 	noPush    bool                                 // test seam: no commit pushes (pushCommits)
 	appends   appendsSeen                          // what answered appends told followers (pushCommits)
@@ -219,6 +220,8 @@ func New(cfg Config) *Cluster {
 	c.internal.HandleFunc("POST /_internal/raft/readindex", c.handleReadIndex)
 	c.HandleLeaderCall(readIndexCall, c.answerReadIndex)
 	c.HandleLeaderCall(commitIndexCall, c.answerCommitIndex)
+	c.HandleLeaderCall(leaseCall, c.answerLease)
+	c.leases.demand = NewDemand()
 	c.internal.HandleFunc("POST "+commitPushPath, c.handleCommit)
 	c.internal.HandleFunc("GET /_internal/ping", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

@@ -21,6 +21,10 @@
 //     leader (forward.go), as do leader calls (CallLeader,
 //     HandleLeaderCall: a follower's read index, the commit index, a
 //     package's own questions), with HTTP kept for older leaders.
+//   - Apply leases (LeaseCommands, LeaseHeld): the leader acknowledges a
+//     leased command only once every follower holding a lease applied it,
+//     so such a follower answers reads of that state from its own
+//     (close-to-open, not linearizable: the files mount uses them).
 //   - Leadership for subscribers (OnLeader): from a drained, buffered
 //     NotifyCh (never LeaderCh, which drops transitions), after a Barrier,
 //     with a context cancelled the moment leadership is lost.

@@ -94,8 +94,9 @@ func (c *Cluster) callFn(name string) LeaderCallFunc {
 
 // leaderCall decodes and answers one leader call a follower sent over the
 // call channel.
-func (c *Cluster) leaderCall(ctx context.Context, _ string, body []byte) (status byte, term uint64, out []byte) {
+func (c *Cluster) leaderCall(ctx context.Context, origin string, body []byte) (status byte, term uint64, out []byte) {
 	c.leaderCalls.Add(1)
+	ctx = context.WithValue(ctx, peerKey{}, origin) // PeerID names the caller
 	ms, n := binary.Uvarint(body)
 	if n <= 0 {
 		return fwdFailed, 0, []byte("malformed leader call: timeout")

@@ -37,6 +37,7 @@ func (c *Cluster) becomeLeader() {
 	r := c.raft
 	c.mu.Unlock()
 	term := r.CurrentTerm()
+	c.leaseFence()
 	c.log.Info("became leader", "term", term)
 	c.leaderWG.Add(1)
 	go func() {

@@ -80,6 +80,19 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	c.loops.Add(1)
 	go c.serveForward(tr.callListener(), c.leaderCall)
 	c.startLoops(r, notify)
+	if c.leasing() {
+		c.loops.Add(1)
+		go func() {
+			defer c.loops.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				<-c.stop
+				cancel()
+			}()
+			c.leases.demand.Refresh(ctx, c.ReadLease()/3, leaseIdle, c.renewLease)
+		}()
+	}
 	c.log.Info("raft started", "node", c.cfg.NodeID, "addr", tr.AdvertiseAddr().String(), "existing_state", has)
 	return nil
 }

@@ -239,6 +239,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if ch := d.pendingChild(name, out); ch != nil {
 		return ch, 0
 	}
+	if d.m.store.Current() {
+		return d.answer(ctx, name, p, d.m.store.Entry(p), out)
+	}
 	e := d.m.store.Entry(p)
 	same, err := d.m.store.SameAtLeader(ctx, p, e, catchUpLimit)
 	switch {

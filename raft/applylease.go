@@ -1,0 +1,338 @@
+package raft
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Apply leases let a follower answer reads of chosen state (the commands
+// named by LeaseCommands) from what it applied, without a round trip to
+// the leader: while a follower holds one, the leader acknowledges no such
+// command before that follower applied it or its lease ran out. The
+// promise is that a read starting after a command's acknowledgement sees
+// it — close-to-open, what files/mount needs for its lookups and opens.
+// It is not linearizability: a command is visible on the leader (and on a
+// holder that applied it) before its acknowledgement, so a holder that
+// has not applied it yet can still answer the older state to a read that
+// starts after another read saw the newer one (kv/DESIGN.md tells how
+// that failed the checker for the key-value store, which does not use
+// these leases).
+//
+// Holder: a follower whose reads want a lease (LeaseHeld notes the demand)
+// asks the leader for one every third of a read lease while they come,
+// and parks 5 s after the last (Demand). The lease runs one ReadLease from
+// when the follower *sent* its request, and is usable only once the
+// follower applied the index the grant names (the leader's applied index
+// after it recorded the holder: every leased command acknowledged without
+// waiting for this holder is at or below it).
+//
+// Leader: a grant records the holder until one lease plus a margin after
+// the request *arrived* (later than the holder's own end), then confirms
+// leadership with a quorum (as a read index does) before it answers, so a
+// deposed leader grants nothing: a quorum that confirmed it at T elects no
+// other leader before T plus a heartbeat timeout (Timing), four leases
+// later. A leased command's acknowledgement (applyLocal, for local and
+// forwarded commands alike) waits until every other holder applied it:
+// the leader pushes its commit to such a holder at once (the commit push's
+// handler, which answers once the follower applied it), and a holder that
+// does not answer is waited for only until its lease ends. The follower
+// that proposed the command is not waited for: it applies it itself before
+// it answers its caller. A new leader acknowledges no leased command for
+// one lease after it took over (the fence), in case the timing argument
+// above ran short.
+
+const (
+	// leaseCall is the leader call that grants an apply lease.
+	leaseCall = "raft.lease"
+	// leaseIdle is how long a holder keeps renewing its lease after the
+	// last read that wanted one.
+	leaseIdle = 5 * time.Second
+	// leaseMargin is added to a holder's lease on the leader, for clock
+	// rate drift between the two nodes.
+	leaseMargin = 10 * time.Millisecond
+	// leasePushRetry is the pause before a failed push to a holder is
+	// tried again while a command waits for it.
+	leasePushRetry = 5 * time.Millisecond
+)
+
+// grant is one apply lease as its holder sees it.
+type grant struct {
+	until time.Time // the holder's clock: from when it asked, plus a lease
+	need  uint64    // usable once this node applied this index
+}
+
+// holder is one follower's apply lease as the leader sees it.
+type holder struct {
+	addr    string    // its cluster address, for commit pushes
+	until   time.Time // the leader's clock: its lease has surely ended by then
+	applied uint64    // newest index it is known to have applied
+	pushing bool      // a commit push to it is under way
+	retry   time.Time // no push before this (the last one failed)
+}
+
+// applyLeases is both sides of the apply leases of one node.
+type applyLeases struct {
+	types  map[string]bool // LeaseCommands; set before Start, read-only after
+	demand *Demand         // the holder side's reads
+
+	mu      sync.Mutex
+	held    [2]grant           // holder: the two newest grants
+	holders map[string]*holder // leader: by node id
+	fence   time.Time          // leader: no leased acknowledgement before this
+	changed chan struct{}      // closed when a holder's applied index moves
+}
+
+// LeaseCommands makes commands of the given types apply-leased: the
+// leader acknowledges one only once every follower holding an apply lease
+// applied it, so a follower holding one (LeaseHeld) may answer reads of
+// the state they change from what it applied. Call it before Start.
+func (c *Cluster) LeaseCommands(types ...string) {
+	if c.leases.types == nil {
+		c.leases.types = make(map[string]bool)
+	}
+	for _, t := range types {
+		c.leases.types[t] = true
+	}
+}
+
+// leasing reports whether apply leases are in use on this node: some
+// command type is leased and followers apply from their own log
+// (FollowerCatchUp), which the commit pushes to holders rely on.
+func (c *Cluster) leasing() bool {
+	return len(c.leases.types) > 0 && c.cfg.FollowerCatchUp
+}
+
+// LeaseHeld reports whether this follower holds an apply lease now and
+// applied what its grant named: then every leased command the leader
+// acknowledged before this call is applied here, and a read of their
+// state that starts after this call may answer from the local state. It
+// notes the demand, so a follower asking it keeps (or gets) a lease while
+// it asks; the first calls after a pause answer false. Always false on
+// the leader, which answers from its own state anyway.
+func (c *Cluster) LeaseHeld() bool {
+	if !c.leasing() || c.IsLeader() {
+		return false
+	}
+	now := time.Now()
+	c.leases.demand.Note(now.UnixNano())
+	applied := c.router.applied.get()
+	c.leases.mu.Lock()
+	defer c.leases.mu.Unlock()
+	for _, g := range c.leases.held {
+		if now.Before(g.until) && applied >= g.need {
+			return true
+		}
+	}
+	return false
+}
+
+// renewLease asks the leader for an apply lease (the holder side's
+// Demand.Refresh function).
+func (c *Cluster) renewLease(ctx context.Context) {
+	if c.IsLeader() {
+		return
+	}
+	lease := c.ReadLease()
+	ctx, cancel := context.WithTimeout(ctx, lease)
+	defer cancel()
+	asked := time.Now()
+	out, err := c.CallLeader(ctx, leaseCall, binary.AppendUvarint(nil, c.router.applied.get()))
+	if err != nil {
+		c.log.Debug("apply lease not granted", "err", err)
+		return
+	}
+	need, n := binary.Uvarint(out)
+	if n <= 0 || n != len(out) {
+		c.log.Warn("apply lease: malformed grant")
+		return
+	}
+	c.leases.mu.Lock()
+	c.leases.held[0], c.leases.held[1] = c.leases.held[1], grant{until: asked.Add(lease), need: need}
+	c.leases.mu.Unlock()
+}
+
+// answerLease grants the calling follower an apply lease: it records the
+// holder, reads the applied index, confirms leadership with a quorum and
+// answers that index.
+func (c *Cluster) answerLease(ctx context.Context, payload []byte) ([]byte, error) {
+	arrived := time.Now()
+	applied, n := binary.Uvarint(payload)
+	if n <= 0 || n != len(payload) {
+		return nil, errors.New("malformed apply lease request")
+	}
+	id := PeerID(ctx)
+	addr, ok := c.serverAddr(id)
+	if !ok {
+		return nil, fmt.Errorf("apply lease: %q is not a member of the cluster", id)
+	}
+	if !c.IsLeader() {
+		return nil, fmt.Errorf("apply lease: %w", ErrNoLeader)
+	}
+	l := &c.leases
+	l.mu.Lock()
+	if l.holders == nil {
+		l.holders = make(map[string]*holder)
+	}
+	h := l.holders[id]
+	if h == nil {
+		h = &holder{}
+		l.holders[id] = h
+	}
+	h.addr = addr
+	h.until = later(h.until, arrived.Add(c.ReadLease()+leaseMargin))
+	if applied > h.applied {
+		h.applied = applied
+		l.signal()
+	}
+	l.mu.Unlock()
+	// The index is read after the holder was recorded: a leased command
+	// acknowledged without waiting for it was applied here before that.
+	idx, _, err := c.leaderReadIndex(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("apply lease: leadership not confirmed: %w (%w)", ErrNoLeader, err)
+	}
+	return binary.AppendUvarint(nil, idx), nil
+}
+
+// serverAddr is the cluster address of node id in the latest configuration.
+func (c *Cluster) serverAddr(id string) (string, bool) {
+	r, err := c.running()
+	if err != nil || id == "" {
+		return "", false
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return "", false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			return string(s.Address), true
+		}
+	}
+	return "", false
+}
+
+// leaseFence starts the fence of a new leader: no leased acknowledgement
+// for one lease.
+func (c *Cluster) leaseFence() {
+	c.leases.mu.Lock()
+	c.leases.fence = time.Now().Add(c.ReadLease())
+	c.leases.mu.Unlock()
+}
+
+// signal wakes the commands waiting for holders; l.mu is held.
+func (l *applyLeases) signal() {
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
+}
+
+// awaitHolders waits until every apply lease holder but origin applied
+// index, or its lease ended, and past the new leader's fence. It pushes
+// the commit to a holder that has not applied it.
+func (c *Cluster) awaitHolders(ctx context.Context, index uint64, origin string) error {
+	l := &c.leases
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		now := time.Now()
+		l.mu.Lock()
+		pending := now.Before(l.fence)
+		var wake time.Time // the earliest time something changes without a signal
+		if pending {
+			wake = l.fence
+		}
+		for id, h := range l.holders {
+			if !now.Before(h.until) {
+				if !h.pushing {
+					delete(l.holders, id)
+				}
+				continue
+			}
+			if id == origin || h.applied >= index {
+				continue
+			}
+			pending = true
+			if !h.pushing {
+				if now.Before(h.retry) {
+					wake = earlier(wake, h.retry)
+				} else {
+					h.pushing = true
+					go c.pushToHolder(id, h.addr)
+				}
+			}
+			wake = earlier(wake, h.until)
+		}
+		if !pending {
+			l.mu.Unlock()
+			return nil
+		}
+		if l.changed == nil {
+			l.changed = make(chan struct{})
+		}
+		changed := l.changed
+		l.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(wake.Sub(now))
+		} else {
+			timer.Reset(wake.Sub(now))
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the apply lease holders to apply entry %d: %w", index, ctx.Err())
+		case <-c.stop:
+			return ErrNotStarted
+		}
+	}
+}
+
+// earlier is the earlier of a and b, ignoring a zero a.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// pushToHolder pushes this node's applied index to the holder id at addr
+// and records what it applied.
+func (c *Cluster) pushToHolder(id, addr string) {
+	idx, term := c.router.applied.getTerm()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // end the push when the node closes
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	d := c.pushCommit(ctx, addr, idx, term)
+	l := &c.leases
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := l.holders[id]
+	if h == nil {
+		return
+	}
+	h.pushing = false
+	if d.ok {
+		if idx > h.applied {
+			h.applied = idx
+		}
+	} else {
+		h.retry = time.Now().Add(leasePushRetry)
+	}
+	l.signal()
+}
