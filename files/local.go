@@ -38,6 +38,21 @@ func (s *Store) Current() bool {
 	return s.cfg.Log.IsLeader() || s.cfg.Log.LeaseHeld()
 }
 
+// LeaseStatus says how this node answers from its local view, without
+// noting a demand as Current does: "leader", "held" (a follower holding
+// an apply lease) or "none"; on the leader, holders is how many followers
+// hold a lease.
+func (s *Store) LeaseStatus() (state string, holders int) {
+	held, holders := s.cfg.Log.LeaseStatus()
+	switch {
+	case s.cfg.Log.IsLeader():
+		return "leader", holders
+	case held:
+		return "held", 0
+	}
+	return "none", 0
+}
+
 // ReadIndex waits until this node applied every command committed
 // before the call, as a leader that confirmed its leadership with a quorum
 // counts them (raft.Cluster.ReadIndex): unlike Barrier it waits for a

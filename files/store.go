@@ -33,6 +33,7 @@ type Log interface {
 	ReadIndex(ctx context.Context) error
 	LeaseCommands(types ...string)
 	LeaseHeld() bool
+	LeaseStatus() (held bool, holders int)
 	HandleInternal(pattern string, h http.Handler)
 	Client() *http.Client
 	Servers() ([]raft.Server, error)

@@ -72,6 +72,15 @@ type holder struct {
 	applied uint64    // newest index it is known to have applied
 	pushing bool      // a commit push to it is under way
 	retry   time.Time // no push before this (the last one failed)
+	want    uint64    // newest index a command waited for it to apply
+	waiting time.Time // since when a command waits for it (zero: none)
+}
+
+// caughtUp clears the wait once the holder applied what was waited for.
+func (h *holder) caughtUp() {
+	if h.applied >= h.want {
+		h.waiting = time.Time{}
+	}
 }
 
 // applyLeases is both sides of the apply leases of one node.
@@ -130,6 +139,33 @@ func (c *Cluster) LeaseHeld() bool {
 	return false
 }
 
+// LeaseStatus reports, without noting a demand, whether this follower
+// holds a usable apply lease and, on the leader, how many followers do.
+func (c *Cluster) LeaseStatus() (held bool, holders int) {
+	if !c.leasing() {
+		return false, 0
+	}
+	now := time.Now()
+	applied := c.router.applied.get()
+	leader := c.IsLeader()
+	c.leases.mu.Lock()
+	defer c.leases.mu.Unlock()
+	if leader {
+		for _, h := range c.leases.holders {
+			if now.Before(h.until) {
+				holders++
+			}
+		}
+		return false, holders
+	}
+	for _, g := range c.leases.held {
+		if now.Before(g.until) && applied >= g.need {
+			return true, 0
+		}
+	}
+	return false, 0
+}
+
 // renewLease asks the leader for an apply lease (the holder side's
 // Demand.Refresh function).
 func (c *Cluster) renewLease(ctx context.Context) {
@@ -183,11 +219,22 @@ func (c *Cluster) answerLease(ctx context.Context, payload []byte) ([]byte, erro
 		l.holders[id] = h
 	}
 	h.addr = addr
-	h.until = later(h.until, arrived.Add(c.ReadLease()+leaseMargin))
 	if applied > h.applied {
 		h.applied = applied
+		h.caughtUp()
 		l.signal()
 	}
+	// A holder that a command has waited for for a lease is not given
+	// another: it may reach the leader while the leader's appends and
+	// pushes do not reach it (a one-way partition), and renewing its
+	// lease would hold every files write up for as long as that lasts.
+	// Its lease then ends, and the commands go on without it.
+	if !h.waiting.IsZero() && arrived.Sub(h.waiting) > c.ReadLease() {
+		want, waited := h.want, arrived.Sub(h.waiting)
+		l.mu.Unlock()
+		return nil, fmt.Errorf("apply lease refused: %s has not applied entry %d for %v", id, want, waited.Round(time.Millisecond))
+	}
+	h.until = later(h.until, arrived.Add(c.ReadLease()+leaseMargin))
 	l.mu.Unlock()
 	// The index is read after the holder was recorded: a leased command
 	// acknowledged without waiting for it was applied here before that.
@@ -262,6 +309,10 @@ func (c *Cluster) awaitHolders(ctx context.Context, index uint64, origin string)
 				continue
 			}
 			pending = true
+			h.want = max(h.want, index)
+			if h.waiting.IsZero() {
+				h.waiting = now
+			}
 			if !h.pushing {
 				if now.Before(h.retry) {
 					wake = earlier(wake, h.retry)
@@ -318,7 +369,10 @@ func (c *Cluster) pushToHolder(id, addr string) {
 		case <-ctx.Done():
 		}
 	}()
-	d := c.pushCommit(ctx, addr, idx, term)
+	var d pushDone
+	if !c.failLeasePush.Load() {
+		d = c.pushCommit(ctx, addr, idx, term)
+	}
 	l := &c.leases
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -331,6 +385,7 @@ func (c *Cluster) pushToHolder(id, addr string) {
 		if idx > h.applied {
 			h.applied = idx
 		}
+		h.caughtUp()
 	} else {
 		h.retry = time.Now().Add(leasePushRetry)
 	}

@@ -119,3 +119,40 @@ func TestNoLeaseWithoutLeasedCommands(t *testing.T) {
 		}
 	}
 }
+
+// A holder that keeps asking for its lease while the leader cannot reach
+// it (a one-way partition: its calls arrive, the leader's pushes and
+// appends do not) is refused a new lease once a command waited a lease
+// for it, so writes go on without it instead of waiting as long as that
+// lasts.
+func TestUnreachableLeaseHolderIsRefusedAndWritesGoOn(t *testing.T) {
+	leader, holder, _ := leaseCluster(t, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // reads keep wanting the lease
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				holder.LeaseHeld()
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	leader.failLeasePush.Store(true)
+	for i := range 3 {
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := leader.Apply(wctx, "mem.put", fmt.Appendf(nil, "<unreachable %d>", i))
+		wcancel()
+		if err != nil {
+			t.Fatalf("write %d while a lease holder cannot be reached: %v", i, err)
+		}
+		if holder.LeaseHeld() && holder.AppliedIndex() < res.Index {
+			t.Fatalf("entry %d acknowledged while the unreachable holder held its lease (applied %d)", res.Index, holder.AppliedIndex())
+		}
+	}
+}

@@ -157,15 +157,16 @@ type Cluster struct {
 	fwd      *forwarder // forwarded commands to the leader (forward.go)
 	calls    *forwarder // calls to the leader (leadercall.go)
 
-	leaderFns []func(ctx context.Context, term uint64)
-	changeFns []func(leaderID string)
-	applyFn   func(typ string, took time.Duration) // see OnApply
-	quorum    quorumWatch                          // bounded waits (quorum.go)
-	leases    applyLeases                          // followers' apply leases (applylease.go)
-	stages    stageFn                              // test seam: steps of the write path
-	noPush    bool                                 // test seam: no commit pushes (pushCommits)
-	appends   appendsSeen                          // what answered appends told followers (pushCommits)
-	pushes    atomic.Int64                         // test seam: commit pushes sent
+	leaderFns     []func(ctx context.Context, term uint64)
+	changeFns     []func(leaderID string)
+	applyFn       func(typ string, took time.Duration) // see OnApply
+	quorum        quorumWatch                          // bounded waits (quorum.go)
+	leases        applyLeases                          // followers' apply leases (applylease.go)
+	stages        stageFn                              // test seam: steps of the write path
+	noPush        bool                                 // test seam: no commit pushes (pushCommits)
+	failLeasePush atomic.Bool                          // test seam: pushes to apply lease holders fail
+	appends       appendsSeen                          // what answered appends told followers (pushCommits)
+	pushes        atomic.Int64                         // test seam: commit pushes sent
 	// Test seams of the forward channel: refuse it as an older node does,
 	// and count the commands forwarded to this node over HTTP and over it.
 	noForwardChan            bool

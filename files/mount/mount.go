@@ -65,6 +65,14 @@ type Status struct {
 	Dir     string `json:"dir"`
 	Mounted bool   `json:"mounted"`
 	Error   string `json:"error,omitempty"`
+	// ApplyLease is how this node answers lookups and opens: "leader" and
+	// "held" (a follower with an apply lease) from its own state, "none"
+	// after asking the leader (a follower whose mount was idle for 5 s,
+	// or cut off).
+	ApplyLease string `json:"apply_lease"`
+	// LeaseHolders, on the leader, is how many followers hold an apply
+	// lease: files writes wait for them to apply.
+	LeaseHolders int `json:"lease_holders,omitempty"`
 }
 
 // Mount is the shared files tree mounted as a FUSE file system.
@@ -275,6 +283,7 @@ func (m *Mount) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := Status{Dir: m.cfg.Dir, Mounted: m.server != nil}
+	st.ApplyLease, st.LeaseHolders = m.store.LeaseStatus()
 	if m.err != nil {
 		st.Error = m.err.Error()
 	}
