@@ -47,6 +47,7 @@ var scenarios = []struct {
 	{"files", "6", runFiles, "files: 1 GiB upload with 3 copies vs fdatasync'd write; 4 KiB files/s"},
 	{"scale", "7", runScale, "scale: memory, snapshot, restore, 3 vs 5 nodes, catch-up"},
 	{"kv", "8", runKV, "the replicated store: Redis and memcached protocols vs Redis appendfsync always, Redis, memcached"},
+	{"mount", "9", runMount, "files mount: fio through the FUSE mount of the leader and a follower vs a local directory"},
 }
 
 // options are the command line.

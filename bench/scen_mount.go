@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// runMount is scenario 9: the shared files mounted with FUSE on every
+// node (--files-mount), driven by fio as a program would use a shared
+// directory, against a plain directory on the same disk (and, for a large
+// write, against an upload through the HTTP API in the same run).
+func runMount(ctx context.Context, e *env) *section {
+	size := int64(1 << 30)
+	rounds, nrfiles := 3, 128
+	if e.opts.short {
+		size, rounds, nrfiles = 64<<20, 1, 32
+	}
+	small := 16 * nrfiles
+	sec := &section{title: "9. Files mount: fio through the FUSE mount vs a local directory",
+		intro: fmt.Sprintf("Three nodes of the built binary, each with `--files-mount`. Small files: `fio --rw=write --bs=4k "+
+			"--filesize=4k --nrfiles=%d --numjobs=16 --create_on_open=1 --openfiles=1` (%d new files, each "+
+			"created, written and closed; a close returns once the file is committed on a quorum), through the "+
+			"leader's mount, through a follower's mount and into a local directory on the same disk; files/s = files ÷ "+
+			"fio's wall time. Large: `fio --rw=write` then `--rw=read`, %d MiB in 1 MiB requests (psync), wall "+
+			"time including the close that commits, through the leader's mount (read: leader's and follower's) "+
+			"and in the local directory, and a `PUT` of the same size through the HTTP API of the leader. "+
+			"Rounds alternate the order of the systems.", nrfiles, small, size>>20)}
+	if _, err := exec.LookPath("fio"); err != nil {
+		sec.err = errors.New("fio is not installed (apt-get install fio)")
+		return sec
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		sec.err = fmt.Errorf("no /dev/fuse (Docker: --device /dev/fuse --cap-add SYS_ADMIN): %w", err)
+		return sec
+	}
+	mounts := make(map[string]string)
+	cc, err := startCohortNodes(ctx, e.p, "s9-cohort", e.cohortCmd(), 3, nil, func(n *cohortNode) ([]string, error) {
+		d := filepath.Join(e.p.dir, "s9-mnt-"+n.id)
+		mounts[n.id] = d
+		return []string{"--files-mount", d}, os.MkdirAll(d, 0o755)
+	})
+	if err != nil {
+		sec.err = err
+		return sec
+	}
+	defer cc.stop()
+	leader, err := cc.leader(ctx)
+	if err != nil {
+		sec.err = err
+		return sec
+	}
+	follower := cc.nodes[0]
+	if follower == leader {
+		follower = cc.nodes[1]
+	}
+	local := filepath.Join(e.p.dir, "s9-local")
+	if err := os.MkdirAll(local, 0o755); err != nil {
+		sec.err = fmt.Errorf("local dir: %w", err)
+		return sec
+	}
+	const (
+		viaLeader   = "mount, leader"
+		viaFollower = "mount, follower"
+		viaLocal    = "local directory"
+		viaHTTP     = "HTTP API PUT, leader"
+	)
+	dirs := map[string]string{viaLeader: mounts[leader.id], viaFollower: mounts[follower.id], viaLocal: local}
+
+	// Small files.
+	order := []string{viaLeader, viaFollower, viaLocal}
+	for r := range rounds {
+		for i := range order {
+			sys := order[(i+r)%len(order)]
+			d := filepath.Join(dirs[sys], fmt.Sprintf("small-%d", r))
+			took, err := runFio(ctx, d, "--name=small", "--rw=write", "--bs=4k", "--filesize=4k",
+				"--nrfiles="+strconv.Itoa(nrfiles), "--numjobs=16", "--create_on_open=1", "--openfiles=1", "--ioengine=psync")
+			if err != nil {
+				sec.err = fmt.Errorf("small files, %s: %w", sys, err)
+				return sec
+			}
+			peer := viaLocal
+			if sys == viaLocal {
+				peer = ""
+			}
+			sec.add(sys, peer, "4 KiB files, 16 writers", 16, "files/s", sample{ops: float64(small) / took.Seconds(), ok: small, p50: took, p99: took})
+		}
+		e.logf("  small round %d: leader %.0f, follower %.0f, local %.0f files/s", r+1,
+			sec.find(viaLeader, "4 KiB files, 16 writers").samples[r].ops,
+			sec.find(viaFollower, "4 KiB files, 16 writers").samples[r].ops,
+			sec.find(viaLocal, "4 KiB files, 16 writers").samples[r].ops)
+	}
+
+	// Large sequential write and read.
+	mb := float64(size) / (1 << 20)
+	wParam, rParam := fmt.Sprintf("write %d MiB", size>>20), fmt.Sprintf("read %d MiB", size>>20)
+	fioSize := "--size=" + strconv.FormatInt(size, 10)
+	hc := &http.Client{Timeout: 10 * time.Minute}
+	defer hc.CloseIdleConnections()
+	bigRounds := min(rounds, 2)
+	for r := range bigRounds {
+		name := fmt.Sprintf("big-%d", r)
+		writes := []string{viaLeader, viaLocal, viaHTTP}
+		if r%2 == 1 {
+			writes = []string{viaHTTP, viaLocal, viaLeader}
+		}
+		for _, sys := range writes {
+			var took time.Duration
+			var err error
+			if sys == viaHTTP {
+				t0 := time.Now()
+				err = putFile(ctx, hc, cc, leader, "bench/"+name+".http", size)
+				took = time.Since(t0)
+			} else {
+				took, err = runFio(ctx, dirs[sys], "--name="+name, "--filename="+name, "--rw=write", "--bs=1M", fioSize, "--ioengine=psync")
+			}
+			if err != nil {
+				sec.err = fmt.Errorf("%s, %s: %w", wParam, sys, err)
+				return sec
+			}
+			peer := viaHTTP
+			if sys == viaHTTP {
+				peer = ""
+			}
+			sec.add(sys, peer, wParam, 0, "MiB/s", sample{ops: mb / took.Seconds(), ok: 1, p50: took, p99: took})
+		}
+		reads := []string{viaLeader, viaFollower, viaLocal}
+		if r%2 == 1 {
+			reads = []string{viaLocal, viaFollower, viaLeader}
+		}
+		for _, sys := range reads {
+			took, err := runFio(ctx, dirs[sys], "--name="+name, "--filename="+name, "--rw=read", "--bs=1M", fioSize, "--ioengine=psync")
+			if err != nil {
+				sec.err = fmt.Errorf("%s, %s: %w", rParam, sys, err)
+				return sec
+			}
+			peer := viaLocal
+			if sys == viaLocal {
+				peer = ""
+			}
+			sec.add(sys, peer, rParam, 0, "MiB/s", sample{ops: mb / took.Seconds(), ok: 1, p50: took, p99: took})
+		}
+		e.logf("  large round %d: write leader mount %.0f, local %.0f, HTTP %.0f MiB/s; read leader %.0f, follower %.0f, local %.0f MiB/s", r+1,
+			sec.find(viaLeader, wParam).samples[r].ops, sec.find(viaLocal, wParam).samples[r].ops, sec.find(viaHTTP, wParam).samples[r].ops,
+			sec.find(viaLeader, rParam).samples[r].ops, sec.find(viaFollower, rParam).samples[r].ops, sec.find(viaLocal, rParam).samples[r].ops)
+	}
+
+	for _, sys := range []string{viaLeader, viaFollower} {
+		g := goal{scenario: "9 files mount", text: "≥ 1,000 files/s of 4 KiB at 16 writers, " + sys}
+		if s := sec.find(sys, "4 KiB files, 16 writers"); s != nil {
+			r, _, _, _ := sec.ratio(s)
+			g.checked, g.met = true, s.medOps() >= 1000
+			var each []string
+			for _, v := range s.opsList() {
+				each = append(each, fmtNum(v))
+			}
+			g.measured = fmt.Sprintf("%s files/s (rounds: %s); %.2f× the local directory", fmtNum(s.medOps()), strings.Join(each, ", "), r)
+		}
+		sec.goals = append(sec.goals, g)
+	}
+	g := goal{scenario: "9 files mount", text: "sequential read ≥ 0.8× the local directory"}
+	if lr, fr := sec.find(viaLeader, rParam), sec.find(viaFollower, rParam); lr != nil && fr != nil {
+		a, _, _, _ := sec.ratio(lr)
+		b, _, _, _ := sec.ratio(fr)
+		g.checked, g.met = size == 1<<30, min(a, b) >= 0.8
+		g.measured = fmt.Sprintf("leader %.2f×, follower %.2f× (%s, %s vs %s MiB/s)", a, b, fmtNum(lr.medOps()), fmtNum(fr.medOps()),
+			fmtNum(sec.find(viaLocal, rParam).medOps()))
+	}
+	sec.goals = append(sec.goals, g)
+	g = goal{scenario: "9 files mount", text: "1 GiB sequential write ≥ 0.8× the HTTP API's upload"}
+	if s := sec.find(viaLeader, wParam); s != nil {
+		r, _, _, _ := sec.ratio(s)
+		g.checked, g.met = size == 1<<30, r >= 0.8
+		g.measured = fmt.Sprintf("%.2f× (%s vs %s MiB/s)", r, fmtNum(s.medOps()), fmtNum(sec.find(viaHTTP, wParam).medOps()))
+	}
+	sec.goals = append(sec.goals, g)
+	if size != 1<<30 {
+		sec.extra = "-short writes and reads a smaller file: the large-file goals are not checked.\n"
+	}
+	e.chart(sec, "mount", "bar", "Scenario 9: files mount", "", "files/s or MiB/s (median)", func(s *series) float64 { return s.medOps() })
+	return sec
+}
+
+// runFio runs fio in dir with args and returns its wall time.
+func runFio(ctx context.Context, dir string, args ...string) (time.Duration, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, fmt.Errorf("fio dir: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, "fio", append([]string{"--directory=" + dir}, args...)...)
+	t0 := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(t0)
+	if err != nil {
+		return 0, fmt.Errorf("fio %s: %w: %s", strings.Join(args, " "), err, lastLines(out, 5))
+	}
+	return took, nil
+}
+
+// lastLines is the last n lines of out.
+func lastLines(out []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// putFile uploads size bytes to path through n's HTTP API.
+func putFile(ctx context.Context, hc *http.Client, cc *cohortCluster, n *cohortNode, path string, size int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, n.url("/_cohort/api/files/"+path), newPatternReader(size))
+	if err != nil {
+		return fmt.Errorf("put request: %w", err)
+	}
+	req.ContentLength = size
+	req.Header.Set("Authorization", "Bearer "+cc.token)
+	res, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("put %s: %w", path, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		return fmt.Errorf("put %s: %s", path, res.Status)
+	}
+	return nil
+}
