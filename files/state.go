@@ -108,8 +108,8 @@ func (s *state) Apply(e raft.Entry) ([]byte, error) {
 	var err error
 	switch e.Type {
 	case cmdPut:
-		var c putCmd
-		if err := json.Unmarshal(e.Payload, &c); err != nil {
+		c, err := decodePut(e.Payload)
+		if err != nil {
 			return nil, fmt.Errorf("decode %s: %w", e.Type, err)
 		}
 		changed, err = s.put(e, c)
