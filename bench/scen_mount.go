@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -32,7 +33,7 @@ func runMount(ctx context.Context, e *env) *section {
 			"fio's wall time. Large: `fio --rw=write` then `--rw=read`, %d MiB in 1 MiB requests (psync), wall "+
 			"time including the close that commits, through the leader's mount (read: leader's and follower's) "+
 			"and in the local directory, and a `PUT` of the same size through the HTTP API of the leader. "+
-			"Rounds alternate the order of the systems.", nrfiles, small, size>>20)}
+			"One unmeasured small-file run on each system first; each large write starts once the nodes wrote nothing for a second (the last write's third copy is done) and after a `sync`; rounds alternate the order of the systems.", nrfiles, small, size>>20)}
 	if _, err := exec.LookPath("fio"); err != nil {
 		sec.err = errors.New("fio is not installed (apt-get install fio)")
 		return sec
@@ -74,8 +75,17 @@ func runMount(ctx context.Context, e *env) *section {
 	)
 	dirs := map[string]string{viaLeader: mounts[leader.id], viaFollower: mounts[follower.id], viaLocal: local}
 
-	// Small files.
+	// Small files, after one unmeasured run on each (the first run on a
+	// fresh cluster makes the blob store's directories, grows each node's
+	// heap and, on the follower, takes its apply lease).
 	order := []string{viaLeader, viaFollower, viaLocal}
+	for _, sys := range order {
+		if _, err := runFio(ctx, filepath.Join(dirs[sys], "warmup"), "--name=warmup", "--rw=write", "--bs=4k", "--filesize=4k",
+			"--nrfiles="+strconv.Itoa(nrfiles), "--numjobs=16", "--create_on_open=1", "--openfiles=1", "--ioengine=psync"); err != nil {
+			sec.err = fmt.Errorf("small files warm-up, %s: %w", sys, err)
+			return sec
+		}
+	}
 	for r := range rounds {
 		for i := range order {
 			sys := order[(i+r)%len(order)]
@@ -112,6 +122,12 @@ func runMount(ctx context.Context, e *env) *section {
 			writes = []string{viaHTTP, viaLocal, viaLeader}
 		}
 		for _, sys := range writes {
+			// Each write starts on an idle machine: the third copy of
+			// the last cohort write (pushed after the quorum answered)
+			// done, and no dirty pages left (the kernel throttles a
+			// writer once they pass its limit).
+			waitWritesDone(ctx, cc)
+			syscall.Sync()
 			var took time.Duration
 			var err error
 			if sys == viaHTTP {
@@ -226,4 +242,43 @@ func putFile(ctx context.Context, hc *http.Client, cc *cohortCluster, n *cohortN
 		return fmt.Errorf("put %s: %s", path, res.Status)
 	}
 	return nil
+}
+
+// waitWritesDone waits (at most a minute) until the nodes of cc have
+// written nothing for a second, from /proc/PID/io.
+func waitWritesDone(ctx context.Context, cc *cohortCluster) {
+	written := func() int64 {
+		var sum int64
+		for _, n := range cc.nodes {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", n.proc.pid()))
+			if err != nil {
+				continue
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					sum += n
+				}
+			}
+		}
+		return sum
+	}
+	last, quiet := written(), 0
+	for range 240 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+		now := written()
+		if now-last < 1<<20 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		last = now
+		if quiet >= 4 {
+			return
+		}
+	}
 }

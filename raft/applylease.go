@@ -24,7 +24,7 @@ import (
 //
 // Holder: a follower whose reads want a lease (LeaseHeld notes the demand)
 // asks the leader for one every third of a read lease while they come,
-// and parks 5 s after the last (Demand). The lease runs one ReadLease from
+// and parks 1 s after the last (Demand). The lease runs one ReadLease from
 // when the follower *sent* its request, and is usable only once the
 // follower applied the index the grant names (the leader's applied index
 // after it recorded the holder: every leased command acknowledged without
@@ -49,8 +49,11 @@ const (
 	// leaseCall is the leader call that grants an apply lease.
 	leaseCall = "raft.lease"
 	// leaseIdle is how long a holder keeps renewing its lease after the
-	// last read that wanted one.
-	leaseIdle = 5 * time.Second
+	// last read that wanted one. Shorter than the read leases' 5 s: a
+	// holder costs the writers (each leased write waits for its apply),
+	// and a follower whose mount was used once should not slow the
+	// leader's writes for long.
+	leaseIdle = time.Second
 	// leaseMargin is added to a holder's lease on the leader, for clock
 	// rate drift between the two nodes.
 	leaseMargin = 10 * time.Millisecond

@@ -67,7 +67,7 @@ type Status struct {
 	Error   string `json:"error,omitempty"`
 	// ApplyLease is how this node answers lookups and opens: "leader" and
 	// "held" (a follower with an apply lease) from its own state, "none"
-	// after asking the leader (a follower whose mount was idle for 5 s,
+	// after asking the leader (a follower whose mount was idle for 1 s,
 	// or cut off).
 	ApplyLease string `json:"apply_lease"`
 	// LeaseHolders, on the leader, is how many followers hold an apply
