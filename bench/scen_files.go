@@ -66,22 +66,7 @@ func runFiles(ctx context.Context, e *env) *section {
 	hc := &http.Client{Timeout: 10 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
 	defer hc.CloseIdleConnections()
 	put := func(ctx context.Context, n *cohortNode, path string, body io.Reader, length int64) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPut, n.url("/_cohort/api/files/"+path), body)
-		if err != nil {
-			return fmt.Errorf("put request: %w", err)
-		}
-		req.ContentLength = length
-		req.Header.Set("Authorization", "Bearer "+cc.token)
-		res, err := hc.Do(req)
-		if err != nil {
-			return fmt.Errorf("put %s: %w", path, err)
-		}
-		defer res.Body.Close()
-		msg, _ := io.ReadAll(io.LimitReader(res.Body, 512))
-		if res.StatusCode/100 != 2 {
-			return fmt.Errorf("put %s: %s %s", path, res.Status, bytes.TrimSpace(msg))
-		}
-		return nil
+		return putFile(ctx, hc, cc, n, path, body, length)
 	}
 	leader, err := cc.leader(ctx)
 	if err != nil {

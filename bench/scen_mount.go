@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -96,11 +98,7 @@ func runMount(ctx context.Context, e *env) *section {
 				sec.err = fmt.Errorf("small files, %s: %w", sys, err)
 				return sec
 			}
-			peer := viaLocal
-			if sys == viaLocal {
-				peer = ""
-			}
-			sec.add(sys, peer, "4 KiB files, 16 writers", 16, "files/s", sample{ops: float64(small) / took.Seconds(), ok: small, p50: took, p99: took})
+			sec.add(sys, peerUnlessSelf(sys, viaLocal), "4 KiB files, 16 writers", 16, "files/s", sample{ops: float64(small) / took.Seconds(), ok: small, p50: took, p99: took})
 		}
 		e.logf("  small round %d: leader %.0f, follower %.0f, local %.0f files/s", r+1,
 			sec.find(viaLeader, "4 KiB files, 16 writers").samples[r].ops,
@@ -132,7 +130,7 @@ func runMount(ctx context.Context, e *env) *section {
 			var err error
 			if sys == viaHTTP {
 				t0 := time.Now()
-				err = putFile(ctx, hc, cc, leader, "bench/"+name+".http", size)
+				err = putFile(ctx, hc, cc, leader, "bench/"+name+".http", newPatternReader(size), size)
 				took = time.Since(t0)
 			} else {
 				took, err = runFio(ctx, dirs[sys], "--name="+name, "--filename="+name, "--rw=write", "--bs=1M", fioSize, "--ioengine=psync")
@@ -141,11 +139,7 @@ func runMount(ctx context.Context, e *env) *section {
 				sec.err = fmt.Errorf("%s, %s: %w", wParam, sys, err)
 				return sec
 			}
-			peer := viaHTTP
-			if sys == viaHTTP {
-				peer = ""
-			}
-			sec.add(sys, peer, wParam, 0, "MiB/s", sample{ops: mb / took.Seconds(), ok: 1, p50: took, p99: took})
+			sec.add(sys, peerUnlessSelf(sys, viaHTTP), wParam, 0, "MiB/s", sample{ops: mb / took.Seconds(), ok: 1, p50: took, p99: took})
 		}
 		reads := []string{viaLeader, viaFollower, viaLocal}
 		if r%2 == 1 {
@@ -157,11 +151,7 @@ func runMount(ctx context.Context, e *env) *section {
 				sec.err = fmt.Errorf("%s, %s: %w", rParam, sys, err)
 				return sec
 			}
-			peer := viaLocal
-			if sys == viaLocal {
-				peer = ""
-			}
-			sec.add(sys, peer, rParam, 0, "MiB/s", sample{ops: mb / took.Seconds(), ok: 1, p50: took, p99: took})
+			sec.add(sys, peerUnlessSelf(sys, viaLocal), rParam, 0, "MiB/s", sample{ops: mb / took.Seconds(), ok: 1, p50: took, p99: took})
 		}
 		e.logf("  large round %d: write leader mount %.0f, local %.0f, HTTP %.0f MiB/s; read leader %.0f, follower %.0f, local %.0f MiB/s", r+1,
 			sec.find(viaLeader, wParam).samples[r].ops, sec.find(viaLocal, wParam).samples[r].ops, sec.find(viaHTTP, wParam).samples[r].ops,
@@ -225,23 +215,33 @@ func lastLines(out []byte, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// putFile uploads size bytes to path through n's HTTP API.
-func putFile(ctx context.Context, hc *http.Client, cc *cohortCluster, n *cohortNode, path string, size int64) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, n.url("/_cohort/api/files/"+path), newPatternReader(size))
+// putFile uploads length bytes of body to path through n's HTTP API.
+func putFile(ctx context.Context, hc *http.Client, cc *cohortCluster, n *cohortNode, path string, body io.Reader, length int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, n.url("/_cohort/api/files/"+path), body)
 	if err != nil {
 		return fmt.Errorf("put request: %w", err)
 	}
-	req.ContentLength = size
+	req.ContentLength = length
 	req.Header.Set("Authorization", "Bearer "+cc.token)
 	res, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("put %s: %w", path, err)
 	}
 	defer res.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(res.Body, 512))
 	if res.StatusCode/100 != 2 {
-		return fmt.Errorf("put %s: %s", path, res.Status)
+		return fmt.Errorf("put %s: %s %s", path, res.Status, bytes.TrimSpace(msg))
 	}
 	return nil
+}
+
+// peerUnlessSelf is the peer a system's row compares with: none for the peer
+// itself.
+func peerUnlessSelf(sys, peer string) string {
+	if sys == peer {
+		return ""
+	}
+	return peer
 }
 
 // waitWritesDone waits (at most a minute) until the nodes of cc have
