@@ -108,9 +108,9 @@ func (s *state) Apply(e raft.Entry) ([]byte, error) {
 	var err error
 	switch e.Type {
 	case cmdPut:
-		c, err := decodePut(e.Payload)
-		if err != nil {
-			return nil, fmt.Errorf("decode %s: %w", e.Type, err)
+		c, derr := decodePut(e.Payload)
+		if derr != nil {
+			return nil, fmt.Errorf("decode %s: %w", e.Type, derr)
 		}
 		changed, err = s.put(e, c)
 	case cmdDelete:
