@@ -187,6 +187,18 @@ func (c *cohortCluster) leader(ctx context.Context) (*cohortNode, error) {
 	return found, err
 }
 
+// leaderAndFollower returns the leader and another node.
+func (c *cohortCluster) leaderAndFollower(ctx context.Context) (leader, follower *cohortNode, err error) {
+	if leader, err = c.leader(ctx); err != nil {
+		return nil, nil, err
+	}
+	follower = c.nodes[0]
+	if follower == leader {
+		follower = c.nodes[1]
+	}
+	return leader, follower, nil
+}
+
 // node returns the node with id, or nil.
 func (c *cohortCluster) node(id string) *cohortNode {
 	for _, n := range c.nodes {

@@ -68,14 +68,11 @@ func runFiles(ctx context.Context, e *env) *section {
 	put := func(ctx context.Context, n *cohortNode, path string, body io.Reader, length int64) error {
 		return putFile(ctx, hc, cc, n, path, body, length)
 	}
-	leader, err := cc.leader(ctx)
+	// Upload through a follower, as a client would half the time.
+	leader, entry, err := cc.leaderAndFollower(ctx)
 	if err != nil {
 		sec.err = err
 		return sec
-	}
-	entry := cc.nodes[0]
-	if entry == leader {
-		entry = cc.nodes[1] // upload through a follower, as a client would half the time
 	}
 	diskDir := filepath.Join(e.p.dir, "s6-disk")
 	if err := os.MkdirAll(diskDir, 0o755); err != nil {

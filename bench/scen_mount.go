@@ -55,14 +55,10 @@ func runMount(ctx context.Context, e *env) *section {
 		return sec
 	}
 	defer cc.stop()
-	leader, err := cc.leader(ctx)
+	leader, follower, err := cc.leaderAndFollower(ctx)
 	if err != nil {
 		sec.err = err
 		return sec
-	}
-	follower := cc.nodes[0]
-	if follower == leader {
-		follower = cc.nodes[1]
 	}
 	local := filepath.Join(e.p.dir, "s9-local")
 	if err := os.MkdirAll(local, 0o755); err != nil {

@@ -248,22 +248,11 @@ func (c *Cluster) answerLease(ctx context.Context, payload []byte) ([]byte, erro
 	return binary.AppendUvarint(nil, idx), nil
 }
 
-// serverAddr is the cluster address of node id in the latest configuration.
+// serverAddr is the cluster address of node id in the latest
+// configuration; false when it is not there or cannot be read.
 func (c *Cluster) serverAddr(id string) (string, bool) {
-	r, err := c.running()
-	if err != nil || id == "" {
-		return "", false
-	}
-	f := r.GetConfiguration()
-	if f.Error() != nil {
-		return "", false
-	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == id {
-			return string(s.Address), true
-		}
-	}
-	return "", false
+	addr, ok, err := c.lookupServer(id)
+	return addr, ok && err == nil
 }
 
 // leaseFence starts the fence of a new leader: no leased acknowledgement

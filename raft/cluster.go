@@ -402,20 +402,34 @@ func (c *Cluster) Servers() ([]Server, error) {
 // inConfiguration reports whether node id is in the latest Raft
 // configuration (voter or not), committed or not.
 func (c *Cluster) inConfiguration(id string) bool {
+	_, ok, err := c.lookupServer(id)
+	if errors.Is(err, errNoConfiguration) {
+		return true // cannot tell: let the command through, as before
+	}
+	return ok && err == nil
+}
+
+// errNoConfiguration is lookupServer's error when Raft could not give
+// its configuration.
+var errNoConfiguration = errors.New("raft configuration unavailable")
+
+// lookupServer finds node id in the latest Raft configuration (committed
+// or not) and returns its cluster address.
+func (c *Cluster) lookupServer(id string) (addr string, ok bool, err error) {
 	r, err := c.running()
 	if err != nil {
-		return false
+		return "", false, err
 	}
 	f := r.GetConfiguration()
 	if f.Error() != nil {
-		return true // cannot tell: let the command through, as before
+		return "", false, errNoConfiguration
 	}
 	for _, s := range f.Configuration().Servers {
 		if string(s.ID) == id {
-			return true
+			return string(s.Address), true, nil
 		}
 	}
-	return false
+	return "", false, nil
 }
 
 // Info is this node's view of Raft.
