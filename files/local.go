@@ -53,21 +53,20 @@ func (s *Store) LeaseStatus() (state string, holders int) {
 	return "none", 0
 }
 
-// ReadIndex waits until this node applied every command committed
-// before the call, as a leader that confirmed its leadership with a quorum
-// counts them (raft.Cluster.ReadIndex): unlike Barrier it waits for a
-// leader to be elected, and a new leader first commits what its
-// predecessors left in its log. So after a write whose outcome was
-// unknown (raft.ErrOutcomeUnknown) the local view tells whether it
-// landed: a command of a deposed leader that is not in it never will be.
-// (A command still in flight on a leader that kept its leadership may
-// land later: a caller that sends it again must make it a
-// compare-and-set.) With a context marked by raft.Cluster.Bounded it
-// gives up when the wait budget runs out or this node is cut off from its
-// quorum.
-func (s *Store) ReadIndex(ctx context.Context) error {
-	if err := s.cfg.Log.ReadIndex(ctx); err != nil {
-		return fmt.Errorf("files: read index: %w", err)
+// Settle waits until this node applied every command committed before
+// the call, and every command this node proposed whose outcome was
+// unknown (raft.ErrOutcomeUnknown) if it is to land at all
+// (raft.Cluster.Settle): after it, the local view tells whether such a
+// write landed, and one that is not in it never will. Unlike Barrier it
+// waits for a leader to be elected. (A command forwarded over HTTP, larger
+// than the forward channel carries or to a leader of an older version,
+// is only covered as far as a read index goes: a caller that sends a
+// write again keeps it a compare-and-set.) With a context marked by
+// raft.Cluster.Bounded it gives up when the wait budget runs out or this
+// node is cut off from its quorum.
+func (s *Store) Settle(ctx context.Context) error {
+	if err := s.cfg.Log.Settle(ctx); err != nil {
+		return fmt.Errorf("files: settle: %w", err)
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ type Log interface {
 	LeaderCommitIndex(ctx context.Context) (index, term uint64, err error)
 	HandleLeaderCall(name string, fn raft.LeaderCallFunc)
 	CallLeader(ctx context.Context, name string, payload []byte) ([]byte, error)
-	ReadIndex(ctx context.Context) error
+	Settle(ctx context.Context) error
 	LeaseCommands(types ...string)
 	LeaseHeld() bool
 	LeaseStatus() (held bool, holders int)

@@ -32,7 +32,9 @@ func (c *Cluster) apply(ctx context.Context, typ string, payload []byte) (Result
 		var res Result
 		var err error
 		if r.State() == hraft.Leader {
-			res, err = c.applyLocal(ctx, c.cfg.NodeID, typ, payload)
+			t := c.localInflight.ticket()
+			res, err = c.applyLocal(withTicket(ctx, t), c.cfg.NodeID, typ, payload)
+			t.release()
 		} else {
 			// A follower that cannot write its log could not apply the
 			// command: refuse it before anything is committed. (A leader
@@ -93,6 +95,7 @@ func (c *Cluster) applyLocal(ctx context.Context, origin, typ string, payload []
 	}
 	data := encodeEnvelope(typ, origin, now(), payload)
 	c.stages.mark(stagePropose, 0)
+	t := takeTicket(ctx) // settle.go: tracked until Raft answers
 	f := c.raft.Apply(data, timeout)
 	// Wait for the outcome, the caller's context or our own shutdown:
 	// hashicorp/raft can enqueue a command just as it shuts down and then
@@ -102,7 +105,13 @@ func (c *Cluster) applyLocal(ctx context.Context, origin, typ string, payload []
 	// down (its FSM loop drops that queue): then it stays blocked until the
 	// process exits, holding only the future.
 	errc := make(chan error, 1)
-	go func() { errc <- f.Error() }()
+	go func() {
+		err := f.Error()
+		if t != nil {
+			t.done()
+		}
+		errc <- err
+	}()
 	var err error
 	select {
 	case err = <-errc:

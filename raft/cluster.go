@@ -162,11 +162,16 @@ type Cluster struct {
 	applyFn       func(typ string, took time.Duration) // see OnApply
 	quorum        quorumWatch                          // bounded waits (quorum.go)
 	leases        applyLeases                          // followers' apply leases (applylease.go)
-	stages        stageFn                              // test seam: steps of the write path
-	noPush        bool                                 // test seam: no commit pushes (pushCommits)
-	failLeasePush atomic.Bool                          // test seam: pushes to apply lease holders fail
-	appends       appendsSeen                          // what answered appends told followers (pushCommits)
-	pushes        atomic.Int64                         // test seam: commit pushes sent
+	localInflight inflight                             // this node's own commands proposed as leader (settle.go)
+	servedMu      sync.Mutex
+	served        map[servedKey]*fwdServed // forward connections read from (settle.go)
+	doubtMu       sync.Mutex
+	doubts        map[doubt]bool // forward connections with commands of unknown outcome (settle.go)
+	stages        stageFn        // test seam: steps of the write path
+	noPush        bool           // test seam: no commit pushes (pushCommits)
+	failLeasePush atomic.Bool    // test seam: pushes to apply lease holders fail
+	appends       appendsSeen    // what answered appends told followers (pushCommits)
+	pushes        atomic.Int64   // test seam: commit pushes sent
 	// Test seams of the forward channel: refuse it as an older node does,
 	// and count the commands forwarded to this node over HTTP and over it.
 	noForwardChan            bool
@@ -209,6 +214,7 @@ func New(cfg Config) *Cluster {
 		stop:     make(chan struct{}),
 	}
 	c.fwd = newForwarder(c, chanForward, "forward")
+	c.fwd.onDoubt = c.noteDoubt
 	c.calls = newForwarder(c, chanCall, "leader calls")
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -222,6 +228,7 @@ func New(cfg Config) *Cluster {
 	c.HandleLeaderCall(readIndexCall, c.answerReadIndex)
 	c.HandleLeaderCall(commitIndexCall, c.answerCommitIndex)
 	c.HandleLeaderCall(leaseCall, c.answerLease)
+	c.HandleLeaderCall(settleCall, c.answerSettle)
 	c.leases.demand = NewDemand()
 	c.internal.HandleFunc("POST "+commitPushPath, c.handleCommit)
 	c.internal.HandleFunc("GET /_internal/ping", func(w http.ResponseWriter, _ *http.Request) {

@@ -25,6 +25,11 @@
 //     leased command only once every follower holding a lease applied it,
 //     so such a follower answers reads of that state from its own
 //     (close-to-open, not linearizable: the files mount uses them).
+//   - Settle: after ErrOutcomeUnknown, a read index that first waits on
+//     the leader for every command this node sent on the forward
+//     connection the outcome was lost on (closing it when a command may
+//     still be on its way), so a command not in the local state afterwards
+//     never lands (settle.go).
 //   - Leadership for subscribers (OnLeader): from a drained, buffered
 //     NotifyCh (never LeaderCh, which drops transitions), after a Barrier,
 //     with a context cancelled the moment leadership is lost.

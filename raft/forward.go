@@ -66,6 +66,10 @@ type forwarder struct {
 	c    *Cluster
 	ch   byte   // the cluster port channel it dials
 	what string // what it carries, for logs
+	// onDoubt, when set, is told of each call whose outcome became
+	// unknown: the leader's address, this node's end of the connection,
+	// and whether the command may still be on its way (settle.go).
+	onDoubt func(leader, local string, fence bool)
 
 	mu       sync.Mutex
 	conns    map[string]*fwdConn
@@ -124,16 +128,29 @@ func (f *forwarder) call(ctx context.Context, addr, typ string, payload []byte) 
 	}
 	select {
 	case a := <-call.answer:
+		if a.status == fwdUnknown {
+			f.doubt(addr, fc, false)
+		}
 		return a.status, a.term, a.body, nil
 	case <-fc.done:
 		fc.forget(call)
 		if call.sent.Load() {
+			f.doubt(addr, fc, true)
 			return 0, 0, nil, fmt.Errorf("%w: forward connection to %s: %w", ErrOutcomeUnknown, addr, fc.err)
 		}
 		return 0, 0, nil, errRetry
 	case <-ctx.Done():
 		fc.forget(call)
+		// Queued, it may still be written after this.
+		f.doubt(addr, fc, true)
 		return 0, 0, nil, fmt.Errorf("%w (%w)", ErrOutcomeUnknown, ctx.Err())
+	}
+}
+
+// doubt tells onDoubt of a call on fc whose outcome is unknown.
+func (f *forwarder) doubt(addr string, fc *fwdConn, fence bool) {
+	if f.onDoubt != nil {
+		f.onDoubt(addr, fc.conn.LocalAddr().String(), fence)
 	}
 }
 
@@ -421,7 +438,7 @@ type fwdHandler func(ctx context.Context, origin string, body []byte) (status by
 // serveForward accepts the connections of one multiplexed channel on the
 // leader's side (any node may be asked) until the transport closes, and
 // answers their requests with handle.
-func (c *Cluster) serveForward(ln net.Listener, handle fwdHandler) {
+func (c *Cluster) serveForward(ln net.Listener, handle fwdHandler, track bool) {
 	defer c.loops.Done()
 	for {
 		conn, err := ln.Accept()
@@ -429,18 +446,24 @@ func (c *Cluster) serveForward(ln net.Listener, handle fwdHandler) {
 			return
 		}
 		c.loops.Add(1)
-		go c.serveForwardConn(conn, handle)
+		go c.serveForwardConn(conn, handle, track)
 	}
 }
 
 // serveForwardConn answers one follower's requests, each on its own
 // goroutine, the answers written as they come, flushed when none is
-// waiting.
-func (c *Cluster) serveForwardConn(conn net.Conn, handle fwdHandler) {
+// waiting. With track, the commands read are tracked until Raft answers
+// them (settle.go).
+func (c *Cluster) serveForwardConn(conn net.Conn, handle fwdHandler, track bool) {
 	defer c.loops.Done()
 	origin := ""
 	if ac, ok := conn.(*authConn); ok {
 		origin = ac.peer
+	}
+	var sc *fwdServed
+	if track {
+		sc = c.serving(origin, conn)
+		defer c.unserve(origin, sc)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	answers := make(chan []byte, fwdQueue)
@@ -462,12 +485,24 @@ func (c *Cluster) serveForwardConn(conn net.Conn, handle fwdHandler) {
 	for {
 		id, body, err := readFrame(br, fwdMaxFrame)
 		if err != nil {
+			if sc != nil {
+				close(sc.ended)
+			}
 			return
 		}
 		calls.Add(1)
+		var t *ticket
+		if sc != nil {
+			t = sc.set.ticket() // before the next read: a settle waits for it
+		}
 		go func() {
 			defer calls.Done()
-			status, term, out := handle(ctx, origin, body)
+			hctx := ctx
+			if t != nil {
+				hctx = withTicket(ctx, t)
+				defer t.release()
+			}
+			status, term, out := handle(hctx, origin, body)
 			frame := make([]byte, 12, 12+1+binary.MaxVarintLen64+len(out))
 			frame = append(frame, status)
 			frame = binary.AppendUvarint(frame, term)

@@ -76,9 +76,9 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 
 	c.serveInternal(tr)
 	c.loops.Add(1)
-	go c.serveForward(tr.forwardListener(), c.forwardedCommand)
+	go c.serveForward(tr.forwardListener(), c.forwardedCommand, true)
 	c.loops.Add(1)
-	go c.serveForward(tr.callListener(), c.leaderCall)
+	go c.serveForward(tr.callListener(), c.leaderCall, false)
 	c.startLoops(r, notify)
 	if c.leasing() {
 		c.loops.Add(1)

@@ -38,12 +38,13 @@ import (
 const maxAttempts = 6
 
 // settle waits until this node's state tells the outcome of a command
-// that failed with cause (an unknown outcome): a read index within ctx's
-// wait budget. Its error (with cause) means the cluster could not be
+// that failed with cause (an unknown outcome): files.Store.Settle within
+// ctx's wait budget, after which a change that is not in the local state
+// never lands. Its error (with cause) means the cluster could not be
 // reached in time; the operation then fails with EIO.
 func (m *Mount) settle(ctx context.Context, op, p string, cause error) error {
 	m.log.Info("files mount: outcome of a change unknown; finding it out", "op", op, "path", p, "err", cause)
-	if err := m.store.ReadIndex(ctx); err != nil {
+	if err := m.store.Settle(ctx); err != nil {
 		return fmt.Errorf("%w; finding out its outcome: %w", cause, err)
 	}
 	return nil

@@ -1,0 +1,141 @@
+package raft
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// gate holds the state machine of one node inside Apply of a "hold"
+// command until released: the command is committed and not yet applied
+// there, as under load.
+type gate struct {
+	node    atomic.Value // string: the node whose Apply waits
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once // of entered
+	opened  sync.Once // of release
+}
+
+func (g *gate) open() { g.opened.Do(func() { close(g.release) }) }
+
+type gateMachine struct {
+	id string
+	g  *gate
+	memMachine
+}
+
+func (m *gateMachine) Apply(e Entry) ([]byte, error) {
+	if string(e.Payload) == "hold" && m.g.node.Load() == m.id {
+		m.g.once.Do(func() { close(m.g.entered) })
+		<-m.g.release
+	}
+	return m.memMachine.Apply(e)
+}
+
+func (m *gateMachine) Restore(r io.Reader) error { return m.memMachine.Restore(r) }
+
+// gateCluster starts three nodes with a "gate" machine owning "gate.put",
+// its gate on the leader.
+func gateCluster(t *testing.T) (leader, follower *Cluster, g *gate, faults *Faults) {
+	t.Helper()
+	g = &gate{entered: make(chan struct{}), release: make(chan struct{})}
+	faults = NewFaults()
+	machines := map[string]*gateMachine{}
+	var mu sync.Mutex
+	cs := startTestCluster(t, 3, func(c *Cluster) {
+		m := &gateMachine{id: c.cfg.NodeID, g: g}
+		mu.Lock()
+		machines[c.cfg.NodeID] = m
+		mu.Unlock()
+		if err := c.Register("gate", m, "gate.put"); err != nil {
+			t.Fatal(err)
+		}
+	}, func(c *Config) { c.Faults = faults })
+	leader, follower = leaderOf(cs)
+	g.node.Store(leader.NodeID())
+	t.Cleanup(g.open)
+	return leader, follower, g, faults
+}
+
+func gateOf(c *Cluster) *gateMachine { return c.router.machines["gate"].(*gateMachine) }
+
+// releaseLater opens the gate after d: a settle that returns before then
+// returned while the command was still on its way.
+func releaseLater(g *gate, d time.Duration) {
+	time.AfterFunc(d, g.open)
+}
+
+// A follower's forwarded command is committed and inside the leader's
+// Apply when the forward connection breaks: its outcome is unknown, and
+// the leader's applied index does not cover it yet. Settle must not
+// return before the command is applied on the follower, or a caller
+// concludes it did not land and sends it again (the mount's mkdir then
+// failed with EEXIST against its own directory).
+func TestSettleCoversAForwardedCommandStillBeingApplied(t *testing.T) {
+	leader, follower, g, faults := gateCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := follower.Apply(ctx, "gate.put", []byte("hold"))
+		errc <- err
+	}()
+	select {
+	case <-g.entered:
+	case err := <-errc:
+		t.Fatalf("the command ended (%v) before the leader applied it", err)
+	}
+	faults.Cut(leader.NodeID(), follower.NodeID())
+	err := <-errc
+	faults.MendAll()
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("forwarded command whose connection broke: %v, want ErrOutcomeUnknown", err)
+	}
+
+	releaseLater(g, 300*time.Millisecond)
+	if err := follower.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := gateOf(follower).get(); !bytes.Equal(got, []byte("hold")) {
+		t.Fatalf("settled on %s, which holds %q: the command landed later (want %q)", follower.NodeID(), got, "hold")
+	}
+}
+
+// The leader's own command, whose caller stopped waiting while it was
+// being applied, is covered by the leader's Settle as well.
+func TestSettleCoversTheLeadersOwnCommandStillBeingApplied(t *testing.T) {
+	leader, _, g, _ := gateCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	actx, acancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := leader.Apply(actx, "gate.put", []byte("hold"))
+		errc <- err
+	}()
+	select {
+	case <-g.entered:
+	case err := <-errc:
+		t.Fatalf("the command ended (%v) before the leader applied it", err)
+	}
+	acancel()
+	if err := <-errc; !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("command whose caller stopped waiting: %v, want ErrOutcomeUnknown", err)
+	}
+
+	releaseLater(g, 300*time.Millisecond)
+	if err := leader.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := gateOf(leader).get(); !bytes.Equal(got, []byte("hold")) {
+		t.Fatalf("settled on the leader, which holds %q: the command landed later (want %q)", got, "hold")
+	}
+}
