@@ -166,12 +166,13 @@ type Cluster struct {
 	servedMu      sync.Mutex
 	served        map[servedKey]*fwdServed // forward connections read from (settle.go)
 	doubtMu       sync.Mutex
-	doubts        map[doubt]bool // forward connections with commands of unknown outcome (settle.go)
-	stages        stageFn        // test seam: steps of the write path
-	noPush        bool           // test seam: no commit pushes (pushCommits)
-	failLeasePush atomic.Bool    // test seam: pushes to apply lease holders fail
-	appends       appendsSeen    // what answered appends told followers (pushCommits)
-	pushes        atomic.Int64   // test seam: commit pushes sent
+	doubts        map[doubt]bool      // forward connections with commands of unknown outcome (settle.go)
+	stages        stageFn             // test seam: steps of the write path
+	noPush        bool                // test seam: no commit pushes (pushCommits)
+	fwdReadGate   func(origin string) // test seam: runs before the leader reads each forwarded command
+	failLeasePush atomic.Bool         // test seam: pushes to apply lease holders fail
+	appends       appendsSeen         // what answered appends told followers (pushCommits)
+	pushes        atomic.Int64        // test seam: commit pushes sent
 	// Test seams of the forward channel: refuse it as an older node does,
 	// and count the commands forwarded to this node over HTTP and over it.
 	noForwardChan            bool

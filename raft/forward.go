@@ -483,6 +483,9 @@ func (c *Cluster) serveForwardConn(conn net.Conn, handle fwdHandler, track bool)
 	}()
 	br := bufio.NewReaderSize(conn, 64<<10)
 	for {
+		if c.fwdReadGate != nil && sc != nil {
+			c.fwdReadGate(origin)
+		}
 		id, body, err := readFrame(br, fwdMaxFrame)
 		if err != nil {
 			if sc != nil {

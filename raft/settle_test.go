@@ -139,3 +139,65 @@ func TestSettleCoversTheLeadersOwnCommandStillBeingApplied(t *testing.T) {
 		t.Fatalf("settled on the leader, which holds %q: the command landed later (want %q)", got, "hold")
 	}
 }
+
+// A command a follower gave up on (its context ended) may still wait in
+// the leader's socket, unread: the leader must close that connection
+// before answering the settle, or the command lands after the follower
+// concluded it never would. The leader's reader is held before it reads
+// the command, and let go only after the settle reached the leader.
+func TestSettleFencesACommandNotYetRead(t *testing.T) {
+	var armed atomic.Bool
+	var parked sync.Once
+	park, unpark := make(chan struct{}), make(chan struct{})
+	var opened sync.Once
+	unparkOnce := func() { opened.Do(func() { close(unpark) }) }
+	var followerID atomic.Value
+	cs := startTestCluster(t, 3, func(c *Cluster) {
+		c.fwdReadGate = func(origin string) {
+			if armed.Load() && origin == followerID.Load() {
+				parked.Do(func() { close(park) })
+				<-unpark
+			}
+		}
+	})
+	t.Cleanup(unparkOnce) // before the nodes close: a parked reader holds Close
+	leader, follower := leaderOf(cs)
+	followerID.Store(follower.NodeID())
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	// The forward connection is open and its reader waiting for a frame;
+	// the next command is read, and the reader then waits before the one
+	// after.
+	if _, err := follower.Apply(ctx, "mem.put", nil); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	if _, err := follower.Apply(ctx, "mem.put", []byte("<read>")); err != nil {
+		t.Fatal(err)
+	}
+	<-park
+	actx, acancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := follower.Apply(actx, "mem.put", []byte("<late>"))
+	acancel()
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("a command left unread by the leader: %v, want ErrOutcomeUnknown", err)
+	}
+
+	time.AfterFunc(300*time.Millisecond, unparkOnce)
+	if err := follower.Settle(ctx); err != nil {
+		t.Fatalf("settle: %v", err)
+	}
+	settled := memOf(follower).get()
+	armed.Store(false)
+	res, err := follower.Apply(ctx, "mem.put", []byte("<after>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.WaitApplied(ctx, res.Index); err != nil {
+		t.Fatal(err)
+	}
+	if got := memOf(follower).get(); !bytes.Equal(got, append(bytes.Clone(settled), "<after>"...)) {
+		t.Fatalf("settled holding %q, and afterwards %s holds %q: a command landed after the settle", settled, follower.NodeID(), got)
+	}
+}
