@@ -197,15 +197,26 @@ type doubt struct{ leader, local string }
 // is unknown; fence when the connection broke or the wait for its answer
 // ended (a command may still be on its way), not when the leader itself
 // answered "unknown" (it read the command).
+// Only doubts about the connections to one leader are kept (a settle
+// sends no other, and ends them), at most maxDoubts: callers that never
+// settle (only the files mount does) must not make them grow.
 func (c *Cluster) noteDoubt(leader, local string, fence bool) {
 	c.doubtMu.Lock()
 	defer c.doubtMu.Unlock()
 	if c.doubts == nil {
 		c.doubts = make(map[doubt]bool)
 	}
+	for d := range c.doubts {
+		if d.leader != leader || len(c.doubts) >= maxDoubts {
+			delete(c.doubts, d)
+		}
+	}
 	d := doubt{leader, local}
 	c.doubts[d] = c.doubts[d] || fence
 }
+
+// maxDoubts bounds the doubts kept (and a settle call's list).
+const maxDoubts = 256
 
 // Settle waits until this node's state machines hold every command
 // committed before the call and every command this node proposed whose
@@ -333,7 +344,7 @@ func (c *Cluster) clearDoubts(sent []doubt) {
 func (c *Cluster) answerSettle(ctx context.Context, payload []byte) ([]byte, error) {
 	origin := PeerID(ctx)
 	n, k := binary.Uvarint(payload)
-	if k <= 0 || n > 1024 {
+	if k <= 0 || n > maxDoubts {
 		return nil, errors.New("malformed settle call")
 	}
 	payload = payload[k:]

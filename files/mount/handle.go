@@ -109,6 +109,9 @@ type writeHandle struct {
 	// stage stages the content while it is written in order, once it
 	// outgrew the log entry (stager); nil before and after.
 	stage *stager
+	// lazy is the base content not copied into tmp yet (lazybase.go);
+	// nil once tmp holds the whole content.
+	lazy *lazyBase
 }
 
 var (
@@ -128,13 +131,23 @@ func (fn *fileNode) openWriter(ctx context.Context, p string, cur files.Info, em
 	}
 	w := &writeHandle{n: fn, tmp: tmp, base: cur.Version, mode: cur.Mode, dirty: empty && cur.Size > 0, written: time.Now()}
 	if !empty && cur.Size > 0 {
-		w.inOrder = -1
 		f, err := fn.m.store.Open(ctx, p)
 		if err == nil {
-			_, err = io.Copy(tmp, f)
-			f.Close()
+			if size := f.Info().Size; size >= lazyCopyMin {
+				// Copied when needed (lazybase.go); in-order writes from
+				// the first byte are staged as for a new file.
+				w.lazy = &lazyBase{f: f, limit: size}
+				err = tmp.Truncate(size)
+			} else {
+				w.inOrder = -1
+				_, err = io.Copy(tmp, f)
+				f.Close()
+			}
 		}
 		if err != nil {
+			if w.lazy != nil {
+				w.lazy.f.Close()
+			}
 			fn.m.temps.put(tmp)
 			return nil, fn.m.errno("open", p, err)
 		}
@@ -221,6 +234,9 @@ func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	if w.tmp == nil {
 		return fuse.ReadResultData(nil), 0 // its writer closed
 	}
+	if errno := w.materialize(); errno != 0 {
+		return nil, errno
+	}
 	n, err := w.tmp.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, toErrno(err)
@@ -238,6 +254,9 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	n, err := w.tmp.WriteAt(data, off)
 	if n > 0 {
 		w.dirty, w.written = true, time.Now()
+		if w.lazy != nil {
+			w.lazy.mark(off, off+int64(n))
+		}
 		w.follow(off, int64(n))
 	}
 	if err != nil {
@@ -254,6 +273,9 @@ func (w *writeHandle) truncate(size int64) syscall.Errno {
 	}
 	if size != w.inOrder {
 		w.outOfOrder(false)
+	}
+	if w.lazy != nil {
+		w.lazy.limit = min(w.lazy.limit, size)
 	}
 	if err := w.tmp.Truncate(size); err != nil {
 		return toErrno(err)
@@ -302,6 +324,9 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 	if !ok {
 		w.gone = true
 		return 0
+	}
+	if errno := w.materialize(); errno != 0 {
+		return errno
 	}
 	fi, err := w.tmp.Stat()
 	if err != nil {
@@ -393,11 +418,38 @@ func (w *writeHandle) release() {
 	w.n.mu.Unlock()
 	w.mu.Lock()
 	w.outOfOrder(true)
+	if w.lazy != nil {
+		w.lazy.f.Close()
+		w.lazy = nil
+	}
 	if w.tmp != nil {
 		w.n.m.temps.put(w.tmp)
 		w.tmp = nil
 	}
 	w.mu.Unlock()
+}
+
+// materialize copies into the temp file what it lacks of the base version
+// (w.mu held): before the handle's content is read or committed. A base
+// that fails its hash fails the call with EIO (the store queued its
+// repair): its writes can then not be completed, and the handle fails
+// from then on as a killed writer's does (nothing of it is committed).
+func (w *writeHandle) materialize() syscall.Errno {
+	if w.lazy == nil {
+		return 0
+	}
+	fi, err := w.tmp.Stat()
+	if err != nil {
+		return toErrno(err)
+	}
+	if err := w.lazy.fill(w.tmp, fi.Size()); err != nil {
+		w.lazy = nil
+		w.killed = true // its content cannot be completed: nothing of it is committed
+		w.n.m.log.Warn("files mount: the version a writer started from could not be read; its writes are discarded", "err", err)
+		return syscall.EIO
+	}
+	w.lazy = nil
+	return 0
 }
 
 // follow notes a write of n bytes at off (w.mu held): in order, it feeds

@@ -503,6 +503,30 @@ func TestMount(t *testing.T) {
 		if got := readFile(t, filepath.Join(cc, "scrubbed.bin")); !bytes.Equal(got, content) {
 			t.Fatalf("n3 read %d bytes that differ from what was written", len(got))
 		}
+
+		// A large file patched in place is completed from its old
+		// version at the close (lazybase.go): a corrupt old version fails
+		// the close, and nothing of it is committed.
+		large := bytes.Repeat([]byte("large good bytes "), 6<<20/17)
+		writeFile(t, filepath.Join(a, "patched.bin"), large)
+		sum = fmt.Sprintf("%x", sha256.Sum256(large))
+		blob = filepath.Join(c.Dir(), "n3", "files", "blobs", sum[:2], sum)
+		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+			_, err := os.Stat(blob)
+			return err == nil, fmt.Sprintf("n3's blob: %v", err)
+		})
+		f, err = os.OpenFile(blob, os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteAt([]byte("BAD"), 5<<20)
+		must(t, errors.Join(err, f.Close()))
+		w, err := os.OpenFile(filepath.Join(cc, "patched.bin"), os.O_WRONLY, 0)
+		must(t, err)
+		_, err = w.WriteAt([]byte("PATCH"), 0)
+		must(t, err)
+		expectErrno(t, "close of a patch over a corrupt old version", w.Close(), syscall.EIO)
+		if got := readFile(t, filepath.Join(a, "patched.bin")); !bytes.Equal(got, large) {
+			t.Fatalf("after a patch over a corrupt old version n1 reads %d bytes that differ from the old content", len(got))
+		}
 	})
 
 	t.Run("errors a program understands", func(t *testing.T) {

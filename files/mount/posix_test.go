@@ -1,6 +1,7 @@
 package mount_test
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -198,4 +199,65 @@ var posixCases = []posixCase{
 		must(t, err)
 		return append(out, fmt.Sprint(len(b)), string(b[:5]), string(b[len(b)-8:]))
 	}},
+	// A large file rewritten in place without O_TRUNC: the mount copies
+	// what the writer leaves of the old content only when it needs it.
+	{"rewrite-in-place", func(t *testing.T, dir, other string) []string {
+		p := filepath.Join(dir, "f")
+		base := make([]byte, 3<<20+123)
+		for i := range base {
+			base[i] = byte(i % 251)
+		}
+		must(t, os.WriteFile(p, base, 0o644))
+		var out []string
+		step := func(name string, fn func(f *os.File)) {
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			must(t, err)
+			fn(f)
+			must(t, f.Close())
+			out = append(out, name+" "+digest(t, filepath.Join(other, "f")))
+		}
+		step("patch", func(f *os.File) { writeAt(t, f, []byte("PATCH"), 1<<20+7) })
+		step("read-then-write", func(f *os.File) {
+			buf := make([]byte, 10)
+			_, err := f.ReadAt(buf, 2<<20)
+			must(t, err)
+			out = append(out, fmt.Sprintf("%q", buf))
+			writeAt(t, f, []byte("head"), 0)
+		})
+		step("cut-and-extend", func(f *os.File) {
+			must(t, f.Truncate(2<<20))
+			writeAt(t, f, []byte("X"), 2<<20+1<<19)
+		})
+		whole := make([]byte, 2<<20+1<<19+1)
+		for i := range whole {
+			whole[i] = byte(i % 241)
+		}
+		step("overwrite-all", func(f *os.File) {
+			for off := 0; off < len(whole); off += 1 << 17 {
+				writeAt(t, f, whole[off:min(off+1<<17, len(whole))], int64(off))
+			}
+		})
+		step("overwrite-first-half", func(f *os.File) {
+			for off := 0; off < len(whole)/2; off += 1 << 17 {
+				writeAt(t, f, base[off:min(off+1<<17, len(whole)/2)], int64(off))
+			}
+		})
+		return out
+	}},
+}
+
+func writeAt(t *testing.T, f *os.File, b []byte, off int64) {
+	t.Helper()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// digest is a file's size and SHA-256 (or the error reading it).
+func digest(t *testing.T, p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return errName(err)
+	}
+	return fmt.Sprintf("%d %x", len(b), sha256.Sum256(b))
 }
