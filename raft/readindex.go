@@ -23,25 +23,32 @@ func (c *Cluster) ReadLease() time.Duration {
 
 // readIndex is ReadIndex without the wait budget (quorum.go).
 func (c *Cluster) readIndex(ctx context.Context) error {
+	return c.waitIndex(ctx, "read index", func() (uint64, uint64, error) {
+		if c.IsLeader() {
+			idx, _, err := c.leaderReadIndex(ctx)
+			return idx, 0, err
+		}
+		return c.forwardReadIndex(ctx)
+	})
+}
+
+// waitIndex asks index for an index to wait for (and the term of its
+// entry; 0 when not known, or on the leader) until it answers other than
+// errRetry, backing off meanwhile, and waits until this node applied that
+// index. what names the wait in errors.
+func (c *Cluster) waitIndex(ctx context.Context, what string, index func() (idx, term uint64, err error)) error {
 	if _, err := c.running(); err != nil {
 		return err
 	}
 	backoff := 10 * time.Millisecond
 	for {
-		var idx uint64
-		var err error
-		var term uint64
-		if c.IsLeader() {
-			idx, _, err = c.leaderReadIndex(ctx)
-		} else {
-			idx, term, err = c.forwardReadIndex(ctx)
+		idx, term, err := index()
+		if err == nil {
 			if !c.cfg.FollowerCatchUp {
 				term = 0 // wait for Raft to apply it here
 			}
-		}
-		if err == nil {
 			if werr := c.waitWritable(ctx, idx, term); werr != nil {
-				return fmt.Errorf("read index: %w", werr)
+				return fmt.Errorf("%s: %w", what, werr)
 			}
 			return nil
 		}
@@ -50,7 +57,7 @@ func (c *Cluster) readIndex(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("read index: %w (%w)", ErrNoLeader, ctx.Err())
+			return fmt.Errorf("%s: %w (%w)", what, ErrNoLeader, ctx.Err())
 		case <-c.stop:
 			return ErrNotStarted
 		case <-time.After(backoff):

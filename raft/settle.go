@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Settling a command whose outcome is unknown (ErrOutcomeUnknown).
@@ -233,45 +232,19 @@ func (c *Cluster) Settle(ctx context.Context) error {
 }
 
 func (c *Cluster) settle(ctx context.Context) error {
-	if _, err := c.running(); err != nil {
-		return err
-	}
-	backoff := 10 * time.Millisecond
-	for {
-		var idx, term uint64
-		var err error
-		if c.IsLeader() {
-			if err := c.localInflight.wait(ctx, c.stop); err != nil {
-				return fmt.Errorf("settle: %w (%w)", ErrNoLeader, err)
-			}
-			idx, _, err = c.leaderReadIndex(ctx)
-			if err == nil {
-				c.clearDoubts(nil)
-			}
-		} else {
-			idx, term, err = c.forwardSettle(ctx)
-			if !c.cfg.FollowerCatchUp {
-				term = 0
-			}
+	return c.waitIndex(ctx, "settle", func() (uint64, uint64, error) {
+		if !c.IsLeader() {
+			return c.forwardSettle(ctx)
 		}
+		if err := c.localInflight.wait(ctx, c.stop); err != nil {
+			return 0, 0, fmt.Errorf("settle: %w (%w)", ErrNoLeader, err)
+		}
+		idx, _, err := c.leaderReadIndex(ctx)
 		if err == nil {
-			if werr := c.waitWritable(ctx, idx, term); werr != nil {
-				return fmt.Errorf("settle: %w", werr)
-			}
-			return nil
+			c.clearDoubts(nil)
 		}
-		if !errors.Is(err, errRetry) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("settle: %w (%w)", ErrNoLeader, ctx.Err())
-		case <-c.stop:
-			return ErrNotStarted
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 200*time.Millisecond)
-	}
+		return idx, 0, err
+	})
 }
 
 // forwardSettle asks the leader to settle this node's doubts about its

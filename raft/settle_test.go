@@ -71,6 +71,23 @@ func releaseLater(g *gate, d time.Duration) {
 	time.AfterFunc(d, g.open)
 }
 
+// applyHeld applies "hold" through c and returns once the gated node's
+// Apply holds it; the channel gets the Apply's error.
+func applyHeld(t *testing.T, ctx context.Context, c *Cluster, g *gate) <-chan error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Apply(ctx, "gate.put", []byte("hold"))
+		errc <- err
+	}()
+	select {
+	case <-g.entered:
+	case err := <-errc:
+		t.Fatalf("the command ended (%v) before the leader applied it", err)
+	}
+	return errc
+}
+
 // A follower's forwarded command is committed and inside the leader's
 // Apply when the forward connection breaks: its outcome is unknown, and
 // the leader's applied index does not cover it yet. Settle must not
@@ -82,16 +99,7 @@ func TestSettleCoversAForwardedCommandStillBeingApplied(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 
-	errc := make(chan error, 1)
-	go func() {
-		_, err := follower.Apply(ctx, "gate.put", []byte("hold"))
-		errc <- err
-	}()
-	select {
-	case <-g.entered:
-	case err := <-errc:
-		t.Fatalf("the command ended (%v) before the leader applied it", err)
-	}
+	errc := applyHeld(t, ctx, follower, g)
 	faults.Cut(leader.NodeID(), follower.NodeID())
 	err := <-errc
 	faults.MendAll()
@@ -116,16 +124,7 @@ func TestSettleCoversTheLeadersOwnCommandStillBeingApplied(t *testing.T) {
 	defer cancel()
 
 	actx, acancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := leader.Apply(actx, "gate.put", []byte("hold"))
-		errc <- err
-	}()
-	select {
-	case <-g.entered:
-	case err := <-errc:
-		t.Fatalf("the command ended (%v) before the leader applied it", err)
-	}
+	errc := applyHeld(t, actx, leader, g)
 	acancel()
 	if err := <-errc; !errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("command whose caller stopped waiting: %v, want ErrOutcomeUnknown", err)
