@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -31,6 +32,11 @@ type LeaderCallFunc func(ctx context.Context, payload []byte) ([]byte, error)
 // ErrLeaderCallRefused means the leader does not take leader calls (a node
 // of an older version): ask it over HTTP.
 var ErrLeaderCallRefused = errors.New("the leader does not take leader calls")
+
+// errUnknownCall means the leader has no handler for the call (a node of
+// an older version, or a name nobody registered); its text starts the
+// leader's answer.
+var errUnknownCall = errors.New("unknown leader call")
 
 // leaderCallTimeout bounds a leader call whose caller set no deadline.
 const leaderCallTimeout = 10 * time.Second
@@ -82,6 +88,9 @@ func (c *Cluster) CallLeader(ctx context.Context, name string, payload []byte) (
 	case fwdNotLeader:
 		return nil, fmt.Errorf("leader call %s: %s is not the leader: %w", name, addr, ErrNoLeader)
 	default:
+		if bytes.HasPrefix(body, []byte(errUnknownCall.Error())) {
+			return nil, fmt.Errorf("leader call %s to %s: %w", name, addr, errUnknownCall)
+		}
 		return nil, fmt.Errorf("leader call %s to %s: %s", name, addr, body)
 	}
 }
@@ -116,7 +125,7 @@ func (c *Cluster) leaderCall(ctx context.Context, origin string, body []byte) (s
 	}
 	fn := c.callFn(name)
 	if fn == nil {
-		return fwdFailed, 0, fmt.Appendf(nil, "unknown leader call %q", name)
+		return fwdFailed, 0, fmt.Appendf(nil, "%s %q", errUnknownCall, name)
 	}
 	out, err = fn(ctx, payload)
 	switch {

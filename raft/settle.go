@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -196,6 +195,7 @@ type doubt struct{ leader, local string }
 // is unknown; fence when the connection broke or the wait for its answer
 // ended (a command may still be on its way), not when the leader itself
 // answered "unknown" (it read the command).
+//
 // Only doubts about the connections to one leader are kept (a settle
 // sends no other, and ends them), at most maxDoubts: callers that never
 // settle (only the files mount does) must not make them grow.
@@ -281,7 +281,7 @@ func (c *Cluster) forwardSettle(ctx context.Context) (index, term uint64, err er
 			c.clearDoubts(sent)
 		}
 		return index, term, err
-	case errors.Is(err, ErrLeaderCallRefused), strings.Contains(err.Error(), "unknown leader call"):
+	case errors.Is(err, ErrLeaderCallRefused), errors.Is(err, errUnknownCall):
 		// A leader of an older version: a read index, as before.
 		index, term, err = c.forwardReadIndex(ctx)
 		if err == nil {

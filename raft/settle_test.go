@@ -200,3 +200,19 @@ func TestSettleFencesACommandNotYetRead(t *testing.T) {
 		t.Fatalf("settled holding %q, and afterwards %s holds %q: a command landed after the settle", settled, follower.NodeID(), got)
 	}
 }
+
+// A leader of an older version does not know the settle call: Settle
+// then falls back to a read index instead of asking again until its
+// context ends.
+func TestSettleFallsBackToAReadIndexOnAnOlderLeader(t *testing.T) {
+	cs := startTestCluster(t, 3, nil)
+	leader, follower := leaderOf(cs)
+	leader.mu.Lock()
+	delete(leader.callFns, settleCall)
+	leader.mu.Unlock()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := follower.Settle(ctx); err != nil {
+		t.Fatalf("settle through a leader without the call: %v", err)
+	}
+}
