@@ -32,7 +32,7 @@ func runMount(ctx context.Context, e *env) *section {
 			"--filesize=4k --nrfiles=%d --numjobs=16 --create_on_open=1 --openfiles=1` (%d new files, each "+
 			"created, written and closed; a close returns once the file is committed on a quorum), through the "+
 			"leader's mount, through a follower's mount and into a local directory on the same disk; files/s = files ÷ "+
-			"fio's wall time. Large: `fio --rw=write` then `--rw=read`, %d MiB in 1 MiB requests (psync), wall "+
+			"fio's wall time. Large: `fio --rw=write` then `--rw=read` twice, %d MiB in 1 MiB requests (psync), wall "+
 			"time including the close that commits, through the leader's mount (read: leader's and follower's) "+
 			"and in the local directory, and a `PUT` of the same size through the HTTP API of the leader. "+
 			"One unmeasured small-file run on each system first; each large write starts once the nodes wrote nothing for a second (the last write's third copy is done) and after a `sync`; rounds alternate the order of the systems.", nrfiles, small, size>>20)}
@@ -105,6 +105,7 @@ func runMount(ctx context.Context, e *env) *section {
 	// Large sequential write and read.
 	mb := float64(size) / (1 << 20)
 	wParam, rParam := fmt.Sprintf("write %d MiB", size>>20), fmt.Sprintf("read %d MiB", size>>20)
+	r2Param := fmt.Sprintf("read %d MiB again", size>>20)
 	fioSize := "--size=" + strconv.FormatInt(size, 10)
 	hc := &http.Client{Timeout: 10 * time.Minute}
 	defer hc.CloseIdleConnections()
@@ -141,22 +142,27 @@ func runMount(ctx context.Context, e *env) *section {
 		if r%2 == 1 {
 			reads = []string{viaLocal, viaFollower, viaLeader}
 		}
-		for _, sys := range reads {
-			// --invalidate=0: fio drops the file's cached pages before
-			// reading by default, which made the local directory read
-			// from the disk while the mount read its blob from the page
-			// cache; both read cached data now, so the ratio is the
-			// mount's own cost.
-			took, err := runFio(ctx, dirs[sys], "--name="+name, "--filename="+name, "--rw=read", "--bs=1M", fioSize, "--ioengine=psync", "--invalidate=0")
-			if err != nil {
-				sec.err = fmt.Errorf("%s, %s: %w", rParam, sys, err)
-				return sec
+		for _, param := range []string{rParam, r2Param} {
+			for _, sys := range reads {
+				// --invalidate=0: fio drops the file's cached pages
+				// before reading by default, which made the local
+				// directory read from the disk while the mount read its
+				// blob from the page cache. The first read through a
+				// mount goes through cohort (and the blob's hash); the
+				// second, of the same version, from the kernel's cache.
+				took, err := runFio(ctx, dirs[sys], "--name="+name, "--filename="+name, "--rw=read", "--bs=1M", fioSize, "--ioengine=psync", "--invalidate=0")
+				if err != nil {
+					sec.err = fmt.Errorf("%s, %s: %w", param, sys, err)
+					return sec
+				}
+				sec.add(sys, peerUnlessSelf(sys, viaLocal), param, 0, "MiB/s", sample{ops: mb / took.Seconds(), ok: 1, p50: took, p99: took})
 			}
-			sec.add(sys, peerUnlessSelf(sys, viaLocal), rParam, 0, "MiB/s", sample{ops: mb / took.Seconds(), ok: 1, p50: took, p99: took})
 		}
-		e.logf("  large round %d: write leader mount %.0f, local %.0f, HTTP %.0f MiB/s; read leader %.0f, follower %.0f, local %.0f MiB/s", r+1,
+		e.logf("  large round %d: write leader mount %.0f, local %.0f, HTTP %.0f MiB/s; read leader %.0f then %.0f, follower %.0f then %.0f, local %.0f then %.0f MiB/s", r+1,
 			sec.find(viaLeader, wParam).samples[r].ops, sec.find(viaLocal, wParam).samples[r].ops, sec.find(viaHTTP, wParam).samples[r].ops,
-			sec.find(viaLeader, rParam).samples[r].ops, sec.find(viaFollower, rParam).samples[r].ops, sec.find(viaLocal, rParam).samples[r].ops)
+			sec.find(viaLeader, rParam).samples[r].ops, sec.find(viaLeader, r2Param).samples[r].ops,
+			sec.find(viaFollower, rParam).samples[r].ops, sec.find(viaFollower, r2Param).samples[r].ops,
+			sec.find(viaLocal, rParam).samples[r].ops, sec.find(viaLocal, r2Param).samples[r].ops)
 	}
 
 	for _, sys := range []string{viaLeader, viaFollower} {
@@ -172,16 +178,18 @@ func runMount(ctx context.Context, e *env) *section {
 		}
 		sec.goals = append(sec.goals, g)
 	}
-	g := goal{scenario: "9 files mount", text: "sequential read ≥ 0.8× the local directory"}
-	if lr, fr := sec.find(viaLeader, rParam), sec.find(viaFollower, rParam); lr != nil && fr != nil {
-		a, _, _, _ := sec.ratio(lr)
-		b, _, _, _ := sec.ratio(fr)
-		g.checked, g.met = size == 1<<30, min(a, b) >= 0.8
-		g.measured = fmt.Sprintf("leader %.2f×, follower %.2f× (%s, %s vs %s MiB/s)", a, b, fmtNum(lr.medOps()), fmtNum(fr.medOps()),
-			fmtNum(sec.find(viaLocal, rParam).medOps()))
+	for _, param := range []string{r2Param, rParam} {
+		g := goal{scenario: "9 files mount", text: "sequential read ≥ 0.8× the local directory (" + param + ")"}
+		if lr, fr := sec.find(viaLeader, param), sec.find(viaFollower, param); lr != nil && fr != nil {
+			a, _, _, _ := sec.ratio(lr)
+			b, _, _, _ := sec.ratio(fr)
+			g.checked, g.met = size == 1<<30, min(a, b) >= 0.8
+			g.measured = fmt.Sprintf("leader %.2f×, follower %.2f× (%s, %s vs %s MiB/s)", a, b, fmtNum(lr.medOps()), fmtNum(fr.medOps()),
+				fmtNum(sec.find(viaLocal, param).medOps()))
+		}
+		sec.goals = append(sec.goals, g)
 	}
-	sec.goals = append(sec.goals, g)
-	g = goal{scenario: "9 files mount", text: "1 GiB sequential write ≥ 0.8× the HTTP API's upload"}
+	g := goal{scenario: "9 files mount", text: "1 GiB sequential write ≥ 0.8× the HTTP API's upload"}
 	if s := sec.find(viaLeader, wParam); s != nil {
 		r, _, _, _ := sec.ratio(s)
 		g.checked, g.met = size == 1<<30, r >= 0.8

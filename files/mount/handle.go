@@ -26,9 +26,14 @@ import (
 // through a buffer of this process; each handle has its own descriptor, so
 // it keeps its version whatever replaces the file meanwhile.
 type readHandle struct {
+	n      *fileNode
+	f      *files.File
+	cached bool // reads through the kernel's page cache (pagecache.go)
+
 	mu  sync.Mutex
-	f   *files.File
-	pos int64 // how far a sequential read went through the hash
+	pos int64 // the blob's read offset: how far the hash went, unless unchecked
+	// unchecked is set after a READ jumped away from where the hash was.
+	unchecked bool
 }
 
 var (
@@ -37,9 +42,13 @@ var (
 )
 
 // Read implements fs.FileReader. A blob hashed in full at open is spliced
-// at once; a larger one is first read through the store's hash (so the
-// read that reaches the end fails with EIO, never handing out a corrupt
-// tail) and the same bytes, then in the page cache, are spliced.
+// at once. A larger one is read through the store's hash from its first
+// byte on (so the read that reaches the end fails with EIO, never handing
+// out a corrupt tail), and the same bytes, then in the page cache, are
+// spliced. The kernel's readahead sends READs concurrently, so they may
+// arrive out of order: a READ of bytes the hash already passed is spliced
+// at once, and one a little ahead first reads the gap through the hash.
+// Only a jump further away ends the check (the scrubber covers the blob).
 func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	size := h.f.Info().Size
 	if off >= size {
@@ -49,29 +58,70 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if h.f.Verified() {
 		return fuse.ReadResultFd(h.f.Fd(), off, n), 0
 	}
+	end := off + int64(n)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if off != h.pos {
-		if _, err := h.f.Seek(off, io.SeekStart); err != nil {
-			return nil, syscall.EINVAL
+	switch {
+	case !h.unchecked && end <= h.pos:
+		// Already through the hash.
+	case !h.unchecked && off <= h.pos+maxReadGap:
+		if errno := h.hashTo(end, dest); errno != 0 {
+			return nil, errno
 		}
-		h.pos = off
+	default:
+		if off != h.pos {
+			if _, err := h.f.Seek(off, io.SeekStart); err != nil {
+				return nil, syscall.EINVAL
+			}
+			h.pos, h.unchecked = off, off != 0
+		}
+		if errno := h.hashTo(end, dest); errno != 0 {
+			return nil, errno
+		}
 	}
-	n, err := io.ReadFull(h.f, dest[:n])
-	h.pos += int64(n)
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		// A corrupt blob: the store queued its repair; never hand out
-		// bytes that failed their hash.
-		return nil, syscall.EIO
-	}
-	if err != nil {
-		return fuse.ReadResultData(dest[:n]), 0 // the end of a short blob
+	if end > h.pos {
+		// A blob shorter than its size (only unchecked: through the
+		// hash that is ErrCorrupt): what there is.
+		return fuse.ReadResultFd(h.f.Fd(), off, int(max(0, h.pos-off))), 0
 	}
 	return fuse.ReadResultFd(h.f.Fd(), off, n), 0
 }
 
+// maxReadGap is how far ahead of the hash a READ may start and keep the
+// check: beyond the kernel's readahead window (1 MiB) times the READs it
+// sends at once (max_background, 12).
+const maxReadGap = 32 << 20
+
+// hashTo reads the blob from h.pos up to end through the store's hash (or
+// unchecked, after a jump), using buf for the bytes (h.mu held).
+func (h *readHandle) hashTo(end int64, buf []byte) syscall.Errno {
+	for h.pos < end {
+		k := int(min(int64(len(buf)), end-h.pos))
+		n, err := io.ReadFull(h.f, buf[:k])
+		h.pos += int64(n)
+		if errors.Is(err, files.ErrCorrupt) {
+			// The store queued its repair; never hand out bytes that
+			// failed their hash, nor keep the ones handed out before in
+			// the cache.
+			h.n.readCorrupt(h)
+			return syscall.EIO
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0
+		}
+		if err != nil {
+			return syscall.EIO
+		}
+	}
+	if !h.unchecked && h.pos == h.f.Info().Size && h.f.Checked() {
+		h.n.readChecked(h)
+	}
+	return 0
+}
+
 // Release implements fs.FileReleaser.
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {
+	h.n.closeRead(h)
 	h.f.Close()
 	return 0
 }
@@ -416,6 +466,7 @@ func (w *writeHandle) release() {
 	w.n.mu.Lock()
 	delete(w.n.writers, w)
 	w.n.mu.Unlock()
+	w.n.writerClosed()
 	w.mu.Lock()
 	w.outOfOrder(true)
 	if w.lazy != nil {

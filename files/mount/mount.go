@@ -212,7 +212,10 @@ func (m *Mount) Start(ctx context.Context) error {
 			DisableXAttrs: true,
 			// open(O_TRUNC) arrives as one OPEN, so a truncating writer
 			// never publishes an empty file before its close.
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// A write handle bypasses the page cache (FOPEN_DIRECT_IO,
+			// pagecache.go); without DIRECT_IO_ALLOW_MMAP the kernel
+			// would refuse a shared mapping of it (ENODEV).
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 		},
 		EntryTimeout:    &cache,
 		AttrTimeout:     &cache,

@@ -74,6 +74,87 @@ func TestMount(t *testing.T) {
 		}
 	})
 
+	t.Run("handles of different content on one node never share pages", func(t *testing.T) {
+		// The kernel keeps one page cache per file, and a page read
+		// through one handle is served to every handle that reads it
+		// next: each read below goes to a page the other handle put in
+		// the cache just before, if it may.
+		const page = 4096
+		p := "pages.bin"
+		at := func(f *os.File, pg int) string {
+			t.Helper()
+			buf := make([]byte, 4)
+			_, err := f.ReadAt(buf, int64(pg*page))
+			must(t, err)
+			return string(buf)
+		}
+		want := func(what, got, w string) {
+			t.Helper()
+			if got != w {
+				t.Fatalf("%s: %q, want %q", what, got, w)
+			}
+		}
+		writeFile(t, filepath.Join(a, p), bytes.Repeat([]byte("a"), 1<<20))
+		old, err := os.Open(filepath.Join(cc, p))
+		must(t, err)
+		defer old.Close()
+		want("a reader of the first version", at(old, 0), "aaaa")
+		writeFile(t, filepath.Join(b, p), bytes.Repeat([]byte("c"), 1<<20))
+		cur, err := os.Open(filepath.Join(cc, p))
+		must(t, err)
+		defer cur.Close()
+		want("a reader opened after the second version's close", at(cur, 0), "cccc")
+		want("the old reader, first at page 100", at(old, 100), "aaaa")
+		want("the new reader at page 100 after the old one", at(cur, 100), "cccc")
+		want("the new reader, first at page 200", at(cur, 200), "cccc")
+		want("the old reader at page 200 after the new one", at(old, 200), "aaaa")
+		// The old reader's pages outlive it in the cache: an open after
+		// it closed must not keep them.
+		must(t, errors.Join(old.Close(), cur.Close()))
+		cur, err = os.Open(filepath.Join(cc, p))
+		must(t, err)
+		defer cur.Close()
+		want("a reader opened after the old reader closed", at(cur, 100), "cccc")
+
+		// A writer's uncommitted content, read back through its handle,
+		// reaches no reader.
+		w, err := os.OpenFile(filepath.Join(cc, p), os.O_RDWR, 0)
+		must(t, err)
+		defer w.Close()
+		_, err = w.WriteAt(bytes.Repeat([]byte("w"), page), 10*page)
+		must(t, err)
+		want("the writer reading back what it wrote", at(w, 10), "wwww")
+		want("a reader after the writer read back", at(cur, 10), "cccc")
+		during, err := os.Open(filepath.Join(cc, p))
+		must(t, err)
+		defer during.Close()
+		want("a reader opened while the writer is open", at(during, 10), "cccc")
+		must(t, w.Close())
+		want("a reader of the committed version after the writer's close", at(cur, 11), "cccc")
+		after := readFile(t, filepath.Join(cc, p))
+		want("the writer's version read after its close", string(after[10*page:10*page+4]), "wwww")
+		want("... elsewhere", string(after[20*page:20*page+4]), "cccc")
+
+		// A large file read in full is kept in the page cache between
+		// opens (its hash checked); a new version, through another node
+		// or this one, is still what the next open reads.
+		big := "pages-big.bin"
+		for i, via := range []string{a, "", b, cc, cc} {
+			content := version(fmt.Sprintf("big v%d", i), 6<<20)
+			if via == "" {
+				content = version("big v0", 6<<20) // read again, unchanged
+			} else {
+				writeFile(t, filepath.Join(via, big), content)
+			}
+			for range 2 {
+				if got := readFile(t, filepath.Join(cc, big)); !bytes.Equal(got, content) {
+					t.Fatalf("round %d: n3 read %d bytes starting %q, want %q", i, len(got), got[:min(len(got), 16)], content[:16])
+				}
+			}
+		}
+		must(t, errors.Join(os.Remove(filepath.Join(a, big)), os.Remove(filepath.Join(a, p)))) // the quota
+	})
+
 	t.Run("close-to-open with a lagging node", func(t *testing.T) {
 		leader := c.WaitLeader(t)
 		var lag, writer string
@@ -503,6 +584,36 @@ func TestMount(t *testing.T) {
 		if got := readFile(t, filepath.Join(cc, "scrubbed.bin")); !bytes.Equal(got, content) {
 			t.Fatalf("n3 read %d bytes that differ from what was written", len(got))
 		}
+
+		// A large file is checked while it is read: the read that
+		// reaches the end fails (the kernel's readahead sends READs
+		// concurrently, out of order), and once repaired the file reads
+		// whole; the bad bytes read before are not kept in the cache.
+		rc := bytes.Repeat([]byte("read good bytes "), 6<<20/16)
+		writeFile(t, filepath.Join(a, "read-corrupt.bin"), rc)
+		sum = fmt.Sprintf("%x", sha256.Sum256(rc))
+		blob = filepath.Join(c.Dir(), "n3", "files", "blobs", sum[:2], sum)
+		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+			_, err := os.Stat(blob)
+			return err == nil, fmt.Sprintf("n3's blob: %v", err)
+		})
+		f, err = os.OpenFile(blob, os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteAt([]byte("BAD"), 3<<20)
+		must(t, errors.Join(err, f.Close()))
+		got, err := os.ReadFile(filepath.Join(cc, "read-corrupt.bin"))
+		expectErrno(t, fmt.Sprintf("a read through a corrupt large blob (%d bytes read)", len(got)), err, syscall.EIO)
+		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+			got, err := os.ReadFile(filepath.Join(cc, "read-corrupt.bin"))
+			if err != nil {
+				return false, err.Error()
+			}
+			if !bytes.Equal(got, rc) {
+				t.Fatalf("after its repair n3 read %d bytes that differ from what was written", len(got))
+			}
+			return true, ""
+		})
+		must(t, os.Remove(filepath.Join(a, "read-corrupt.bin"))) // the quota
 
 		// A large file patched in place is completed from its old
 		// version at the close (lazybase.go): a corrupt old version fails

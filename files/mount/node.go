@@ -46,6 +46,9 @@ type fileNode struct {
 	pending bool
 	// told is the version whose attributes the kernel was last given.
 	told uint64
+	// cache is which version's bytes the kernel's page cache of the inode
+	// may hold (pagecache.go).
+	cache pageCache
 }
 
 var (
@@ -451,7 +454,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
 	fn.attr(&out.Attr)
-	return ch, w, 0, 0
+	return ch, w, directOpen, 0
 }
 
 // Mkdir records the directory with a marker file, conditional on the name
@@ -959,16 +962,17 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		// what the writer wrote so far; another writer starts empty.
 		if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 			if w := fn.writer(); w != nil {
-				return &sharedReader{w: w}, 0, 0
+				return &sharedReader{w: w}, directOpen, 0
 			}
 		}
 		cctx, cancel := fn.m.commitCtx()
 		defer cancel()
 		w, errno := fn.openWriter(cctx, p, fn.current(), true)
-		if errno == 0 {
-			w.dirty = true
+		if errno != 0 {
+			return nil, 0, errno
 		}
-		return w, 0, errno
+		w.dirty = true
+		return w, directOpen, 0
 	}
 	fn.m.catchUp(ctx)
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
@@ -978,7 +982,8 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		}
 		fn.observe(f.Info())
 		fn.refreshKernel(f.Info().Version)
-		return &readHandle{f: f}, 0, 0
+		h := &readHandle{n: fn, f: f}
+		return h, fn.openRead(h), 0
 	}
 	cctx, cancel := fn.m.commitCtx()
 	defer cancel()
@@ -992,7 +997,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return w, 0, 0
+	return w, directOpen, 0
 }
 
 // openErrno maps the error of an open. A file removed elsewhere while the
