@@ -30,9 +30,9 @@ type readHandle struct {
 	f      *files.File
 	cached bool // reads through the kernel's page cache (pagecache.go)
 
-	mu  sync.Mutex
-	pos int64 // the blob's read offset: how far the hash went, unless unchecked
-	// unchecked is set after a READ jumped away from where the hash was.
+	mu      sync.Mutex
+	checker *checker // a large blob's check (readcheck.go), from the first READ
+	// unchecked is set once the READs left the sequence the checker follows.
 	unchecked bool
 }
 
@@ -42,13 +42,13 @@ var (
 )
 
 // Read implements fs.FileReader. A blob hashed in full at open is spliced
-// at once. A larger one is read through the store's hash from its first
-// byte on (so the read that reaches the end fails with EIO, never handing
-// out a corrupt tail), and the same bytes, then in the page cache, are
-// spliced. The kernel's readahead sends READs concurrently, so they may
-// arrive out of order: a READ of bytes the hash already passed is spliced
-// at once, and one a little ahead first reads the gap through the hash.
-// Only a jump further away ends the check (the scrubber covers the blob).
+// at once. A larger one is checked while it is read, from its first byte
+// on, by a checker that hashes ahead of the READs on its own goroutine:
+// READs before the end are spliced at once, and the READ that reaches the
+// end waits for the checker's verdict (EIO on a mismatch, never handing
+// out a corrupt tail). The kernel's readahead sends READs concurrently
+// and out of order, so only a READ far ahead of the others ends the check
+// (the scrubber covers the blob then).
 func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	size := h.f.Info().Size
 	if off >= size {
@@ -59,69 +59,58 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		return fuse.ReadResultFd(h.f.Fd(), off, n), 0
 	}
 	end := off + int64(n)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	switch {
-	case !h.unchecked && end <= h.pos:
-		// Already through the hash.
-	case !h.unchecked && off <= h.pos+maxReadGap:
-		if errno := h.hashTo(end, dest); errno != 0 {
-			return nil, errno
-		}
-	default:
-		if off != h.pos {
-			if _, err := h.f.Seek(off, io.SeekStart); err != nil {
-				return nil, syscall.EINVAL
-			}
-			h.pos, h.unchecked = off, off != 0
-		}
-		if errno := h.hashTo(end, dest); errno != 0 {
-			return nil, errno
-		}
+	c := h.check(off, end)
+	if c == nil {
+		return fuse.ReadResultFd(h.f.Fd(), off, n), 0
 	}
-	if end > h.pos {
-		// A blob shorter than its size (only unchecked: through the
-		// hash that is ErrCorrupt): what there is.
-		return fuse.ReadResultFd(h.f.Fd(), off, int(max(0, h.pos-off))), 0
+	if end < size && end <= c.blobSize {
+		return fuse.ReadResultFd(h.f.Fd(), off, n), 0
+	}
+	// The end, or past the end of a short blob: the verdict first.
+	switch err := c.wait(); {
+	case errors.Is(err, files.ErrCorrupt):
+		// The store queued its repair; never hand out bytes that failed
+		// their hash, nor keep the ones handed out before in the cache.
+		h.n.readCorrupt(h)
+		return nil, syscall.EIO
+	case err != nil:
+		return nil, syscall.EIO
+	}
+	if h.cached {
+		h.n.readChecked(h)
 	}
 	return fuse.ReadResultFd(h.f.Fd(), off, n), 0
 }
 
-// maxReadGap is how far ahead of the hash a READ may start and keep the
-// check: beyond the kernel's readahead window (1 MiB) times the READs it
-// sends at once (max_background, 12).
-const maxReadGap = 32 << 20
-
-// hashTo reads the blob from h.pos up to end through the store's hash (or
-// unchecked, after a jump), using buf for the bytes (h.mu held).
-func (h *readHandle) hashTo(end int64, buf []byte) syscall.Errno {
-	for h.pos < end {
-		k := int(min(int64(len(buf)), end-h.pos))
-		n, err := io.ReadFull(h.f, buf[:k])
-		h.pos += int64(n)
-		if errors.Is(err, files.ErrCorrupt) {
-			// The store queued its repair; never hand out bytes that
-			// failed their hash, nor keep the ones handed out before in
-			// the cache.
-			h.n.readCorrupt(h)
-			return syscall.EIO
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0
-		}
-		if err != nil {
-			return syscall.EIO
-		}
+// check returns the handle's checker, started at the first READ and asked
+// to hash up to end; nil once the READs left the sequence (a READ more
+// than maxReadGap past the furthest one before, the first counting from
+// offset 0).
+func (h *readHandle) check(off, end int64) *checker {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.unchecked {
+		return nil
 	}
-	if !h.unchecked && h.pos == h.f.Info().Size && h.f.Checked() {
-		h.n.readChecked(h)
+	if h.checker == nil {
+		h.checker = startChecker(h.f)
 	}
-	return 0
+	c := h.checker
+	if !c.ask(off, end) {
+		h.unchecked = true
+		return nil
+	}
+	return c
 }
 
 // Release implements fs.FileReleaser.
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 	h.n.closeRead(h)
+	h.mu.Lock()
+	if h.checker != nil {
+		h.checker.stop()
+	}
+	h.mu.Unlock()
 	h.f.Close()
 	return 0
 }
@@ -296,6 +285,12 @@ func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 
 // Write implements fs.FileWriter: into the temp file, nothing committed.
 func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	var first bool
+	defer func() {
+		if first {
+			w.n.written() // after w.mu: fn.mu comes first
+		}
+	}()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.killed {
@@ -303,6 +298,7 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	}
 	n, err := w.tmp.WriteAt(data, off)
 	if n > 0 {
+		first = !w.dirty
 		w.dirty, w.written = true, time.Now()
 		if w.lazy != nil {
 			w.lazy.mark(off, off+int64(n))
@@ -466,7 +462,6 @@ func (w *writeHandle) release() {
 	w.n.mu.Lock()
 	delete(w.n.writers, w)
 	w.n.mu.Unlock()
-	w.n.writerClosed()
 	w.mu.Lock()
 	w.outOfOrder(true)
 	if w.lazy != nil {

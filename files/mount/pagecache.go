@@ -30,8 +30,10 @@ import (
 //
 // What the kernel does regardless (DESIGN.md): a shared writable mapping of
 // a write handle and any mapping of a direct handle go through the inode's
-// cache, and a cached handle's reads stop at the size the kernel holds for
-// the inode, which a writer on this node moves.
+// cache (so pages are not trusted across opens after a write), and a cached
+// handle's reads stop at the size the kernel holds for the inode, which a
+// writer on this node moves (so a reader opened while a writer holds
+// uncommitted content is direct).
 type pageCache struct {
 	ver  uint64 // the version whose bytes the cache may hold; 0: none known
 	good bool   // every byte the cache may hold is ver's and passed its hash
@@ -51,12 +53,13 @@ const (
 // the page cache and returns its open flags.
 func (fn *fileNode) openRead(h *readHandle) uint32 {
 	v := h.f.Info().Version
+	writing := fn.writing()
 	fn.mu.Lock()
 	defer fn.mu.Unlock()
 	pc := &fn.cache
-	if len(fn.writers) > 0 || (len(pc.readers) > 0 && pc.ver != v) {
+	if writing || (len(pc.readers) > 0 && pc.ver != v) {
 		// Another version's pages are in use, or a writer on this node
-		// may map its content into the cache or move the kernel's size.
+		// moved the kernel's size.
 		return directOpen
 	}
 	var flags uint32
@@ -127,10 +130,23 @@ func (fn *fileNode) closeRead(h *readHandle) {
 	fn.mu.Unlock()
 }
 
-// writerClosed records that a write handle was released: through a shared
-// mapping its content may have reached the cache.
-func (fn *fileNode) writerClosed() {
+// written records a write through a write handle: it may come from a
+// shared mapping, whose pages were in the cache (and stay there if the
+// commit fails and the version does not change).
+func (fn *fileNode) written() {
 	fn.mu.Lock()
 	fn.cache.good = false
 	fn.mu.Unlock()
+}
+
+// writing reports whether a write handle on this node holds content not
+// committed yet. Its size is the one the kernel holds for the inode (an
+// O_TRUNC open sets it to 0), and a cached read stops there.
+func (fn *fileNode) writing() bool {
+	for _, w := range fn.allWriters() {
+		if w.isDirty() {
+			return true
+		}
+	}
+	return false
 }
