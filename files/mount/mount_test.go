@@ -135,6 +135,22 @@ func TestMount(t *testing.T) {
 		want("the writer's version read after its close", string(after[10*page:10*page+4]), "wwww")
 		want("... elsewhere", string(after[20*page:20*page+4]), "cccc")
 
+		// A writer bypasses the cache, and a program may still map the
+		// file it writes (MAP_SHARED): its stores are committed at close.
+		// (Another process: a page fault on the mount inside this one
+		// can stop it with the mount's own server in it.)
+		out, err := exec.Command("/usr/bin/python3", "-c", `import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+m = mmap.mmap(fd, 1 << 20, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[30 * 4096:30 * 4096 + 6] = b"mapped"
+m.close()
+os.close(fd)`, filepath.Join(cc, p)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mmap(MAP_SHARED) of a file open for writing: %v: %s", err, out)
+		}
+		mapFile := readFile(t, filepath.Join(b, p))
+		want("n2 after a mapped write's close on n3", string(mapFile[30*page:30*page+6]), "mapped")
+
 		// A large file read in full is kept in the page cache between
 		// opens (its hash checked); a new version, through another node
 		// or this one, is still what the next open reads.
@@ -569,18 +585,24 @@ func TestMount(t *testing.T) {
 	})
 
 	t.Run("a corrupt local copy is repaired before a read returns it", func(t *testing.T) {
+		// corrupt writes content to name through n1, then damages n3's
+		// copy of its blob at off.
+		corrupt := func(name string, content []byte, off int64) {
+			t.Helper()
+			writeFile(t, filepath.Join(a, name), content)
+			sum := fmt.Sprintf("%x", sha256.Sum256(content))
+			blob := filepath.Join(c.Dir(), "n3", "files", "blobs", sum[:2], sum)
+			testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+				_, err := os.Stat(blob)
+				return err == nil, fmt.Sprintf("n3's blob: %v", err)
+			})
+			f, err := os.OpenFile(blob, os.O_WRONLY, 0)
+			must(t, err)
+			_, err = f.WriteAt([]byte("BAD"), off)
+			must(t, errors.Join(err, f.Close()))
+		}
 		content := bytes.Repeat([]byte("good bytes "), 10<<10)
-		writeFile(t, filepath.Join(a, "scrubbed.bin"), content)
-		sum := fmt.Sprintf("%x", sha256.Sum256(content))
-		blob := filepath.Join(c.Dir(), "n3", "files", "blobs", sum[:2], sum)
-		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
-			_, err := os.Stat(blob)
-			return err == nil, fmt.Sprintf("n3's blob: %v", err)
-		})
-		f, err := os.OpenFile(blob, os.O_WRONLY, 0)
-		must(t, err)
-		_, err = f.WriteAt([]byte("BAD"), 1000)
-		must(t, errors.Join(err, f.Close()))
+		corrupt("scrubbed.bin", content, 1000)
 		if got := readFile(t, filepath.Join(cc, "scrubbed.bin")); !bytes.Equal(got, content) {
 			t.Fatalf("n3 read %d bytes that differ from what was written", len(got))
 		}
@@ -590,17 +612,7 @@ func TestMount(t *testing.T) {
 		// concurrently, out of order), and once repaired the file reads
 		// whole; the bad bytes read before are not kept in the cache.
 		rc := bytes.Repeat([]byte("read good bytes "), 6<<20/16)
-		writeFile(t, filepath.Join(a, "read-corrupt.bin"), rc)
-		sum = fmt.Sprintf("%x", sha256.Sum256(rc))
-		blob = filepath.Join(c.Dir(), "n3", "files", "blobs", sum[:2], sum)
-		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
-			_, err := os.Stat(blob)
-			return err == nil, fmt.Sprintf("n3's blob: %v", err)
-		})
-		f, err = os.OpenFile(blob, os.O_WRONLY, 0)
-		must(t, err)
-		_, err = f.WriteAt([]byte("BAD"), 3<<20)
-		must(t, errors.Join(err, f.Close()))
+		corrupt("read-corrupt.bin", rc, 3<<20)
 		got, err := os.ReadFile(filepath.Join(cc, "read-corrupt.bin"))
 		expectErrno(t, fmt.Sprintf("a read through a corrupt large blob (%d bytes read)", len(got)), err, syscall.EIO)
 		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
@@ -619,17 +631,7 @@ func TestMount(t *testing.T) {
 		// version at the close (lazybase.go): a corrupt old version fails
 		// the close, and nothing of it is committed.
 		large := bytes.Repeat([]byte("large good bytes "), 6<<20/17)
-		writeFile(t, filepath.Join(a, "patched.bin"), large)
-		sum = fmt.Sprintf("%x", sha256.Sum256(large))
-		blob = filepath.Join(c.Dir(), "n3", "files", "blobs", sum[:2], sum)
-		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
-			_, err := os.Stat(blob)
-			return err == nil, fmt.Sprintf("n3's blob: %v", err)
-		})
-		f, err = os.OpenFile(blob, os.O_WRONLY, 0)
-		must(t, err)
-		_, err = f.WriteAt([]byte("BAD"), 5<<20)
-		must(t, errors.Join(err, f.Close()))
+		corrupt("patched.bin", large, 5<<20)
 		w, err := os.OpenFile(filepath.Join(cc, "patched.bin"), os.O_WRONLY, 0)
 		must(t, err)
 		_, err = w.WriteAt([]byte("PATCH"), 0)
