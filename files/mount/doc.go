@@ -8,8 +8,10 @@
 // up, unmount at Close, clearing a stale mount left by a killed process),
 // the translation of file system calls into the store's operations and of
 // its errors into errno values, the temp files of handles open for writing,
-// and the invalidation of the kernel's caches when a change is applied on
-// this node.
+// the invalidation of the kernel's caches when a change is applied on this
+// node, which version's pages the kernel's page cache of a file may hold
+// (pagecache.go), and the hash check of a large file while it is read
+// (readcheck.go).
 //
 // It does not own: the replicated manifest, the blobs and their
 // replication (package files), flags (config) or the wiring and readiness
