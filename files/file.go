@@ -24,7 +24,6 @@ type File struct {
 	h         hash.Hash
 	verifying bool // every byte from 0 to pos went through h
 	verified  bool // the whole blob was hashed at Open
-	checked   bool // verified, or a sequential read reached the end with the hash matching
 	corrupt   func()
 }
 
@@ -36,11 +35,6 @@ func newFile(info Info, f *os.File, corrupt func()) *File {
 // (Store.Open does up to Config.VerifyBelow bytes), so its bytes need no
 // further check and may be read through Fd.
 func (f *File) Verified() bool { return f.verified }
-
-// Checked reports whether every byte of the blob is known to match the
-// hash: Verified, or a read from offset 0 without a seek elsewhere reached
-// the end and the hash matched.
-func (f *File) Checked() bool { return f.checked }
 
 // Fd is the descriptor of the local blob, valid until Close: for a
 // zero-copy read (splice) of a Verified file, or of bytes Read has already
@@ -86,7 +80,6 @@ func (f *File) Read(p []byte) (int, error) {
 		return 0, fmt.Errorf("%w: %s hashes to %s, not %s", ErrCorrupt, f.info.Path, got[:12], f.info.SHA256[:12])
 	}
 	f.pos += int64(n)
-	f.checked = true
 	return n, nil
 }
 

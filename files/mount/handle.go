@@ -76,9 +76,7 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	case err != nil:
 		return nil, syscall.EIO
 	}
-	if h.cached {
-		h.n.readChecked(h)
-	}
+	h.n.readChecked(h)
 	return fuse.ReadResultFd(h.f.Fd(), off, n), 0
 }
 

@@ -74,7 +74,7 @@ func (fn *fileNode) openRead(h *readHandle) uint32 {
 	}
 	pc.readers[h] = false
 	h.cached = true
-	if h.f.Checked() {
+	if h.f.Verified() { // hashed in full at open
 		pc.markGood()
 	}
 	return flags
