@@ -548,3 +548,52 @@ func TestSkewedClocksJudgeExpiryByTheLeader(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestFollowerReadsFromMemoryAndMissesNoAcknowledgedWrite reads through a
+// follower while writes land through the leader and the other follower:
+// once it reads steadily the follower answers from its own state (its
+// apply lease), and every GET that starts after a SET was acknowledged,
+// whichever node took it, returns that value.
+func TestFollowerReadsFromMemoryAndMissesNoAcknowledgedWrite(t *testing.T) {
+	k := newKVCluster(t, 3)
+	leader := k.WaitLeader(t)
+	fs := k.Followers()
+	reader, other := fs[0], fs[1]
+	r := dial(t, k.redis[reader.ID])
+	defer r.Close()
+	writers := map[string]redis.Conn{leader.ID: dial(t, k.redis[leader.ID]), other.ID: dial(t, k.redis[other.ID])}
+	for _, c := range writers {
+		defer c.Close()
+	}
+	doIdem(t, writers[leader.ID], "SET", "steady", "s")
+	// Reads of a key written long ago: from memory once the lease holds.
+	before := reader.Node().KV().Stats()
+	for i := 0; i < 400; i++ {
+		if v, err := redis.String(r.Do("GET", "steady")); err != nil || v != "s" {
+			t.Fatalf("GET steady through %s: %q, %v", reader.ID, v, err)
+		}
+	}
+	after := reader.Node().KV().Stats()
+	if local := after.HolderReads - before.HolderReads; local < 300 {
+		t.Fatalf("%s answered %d of 400 reads from memory (read indexes %d), want most: no apply lease?",
+			reader.ID, local, after.ReadIndexes-before.ReadIndexes)
+	}
+	// Writes through the two other nodes, each read back through the
+	// holder right after its acknowledgement.
+	for i := 0; i < 300; i++ {
+		via := leader.ID
+		if i%2 == 1 {
+			via = other.ID
+		}
+		want := fmt.Sprintf("v%d", i)
+		if _, err := writers[via].Do("SET", "hot", want); err != nil {
+			t.Fatalf("SET %d through %s: %v", i, via, err)
+		}
+		if v, err := redis.String(r.Do("GET", "hot")); err != nil || v != want {
+			t.Fatalf("GET through %s right after SET %q was acknowledged by %s: %q, %v", reader.ID, want, via, v, err)
+		}
+	}
+	end := reader.Node().KV().Stats()
+	t.Logf("%s: %d reads from memory, %d read index rounds, %d waits for visibility",
+		reader.ID, end.HolderReads-before.HolderReads, end.ReadIndexes-before.ReadIndexes, end.VisibleWaits-before.VisibleWaits)
+}

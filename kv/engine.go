@@ -119,7 +119,16 @@ type execCtx struct {
 	ns      byte
 	lim     limits
 	publish func(channel, msg []byte)
+	// applied is, in a local read, the index applied here; seen is the
+	// newest index whose entry the answer so far may reflect: a key's
+	// revision, the last delete for a missing key, applied for a listing
+	// of keys (Store.read shows nothing above the visible index).
+	applied uint64
+	seen    uint64
 }
+
+// saw notes that the answer may reflect the entry at index.
+func (x *execCtx) saw(index uint64) { x.seen = max(x.seen, index) }
 
 func fullKey(ns byte, key []byte) string {
 	b := make([]byte, 1+len(key))
@@ -134,8 +143,10 @@ func (x *execCtx) get(key []byte) *item {
 	k := fullKey(x.ns, key)
 	it := x.st.keys[k]
 	if it == nil {
+		x.saw(x.st.lastDelete)
 		return nil
 	}
+	x.saw(it.rev)
 	if it.expire != 0 && x.now >= it.expire {
 		if x.write {
 			x.remove(k)
@@ -753,6 +764,7 @@ func cmdType(x *execCtx, a [][]byte) Reply {
 // liveKeys lists the live keys of x's namespace matching pattern (nil =
 // all), without the namespace byte.
 func (x *execCtx) liveKeys(pattern []byte) []string {
+	x.saw(x.applied)
 	var out []string
 	for k, it := range x.st.keys {
 		if k[0] != x.ns || (it.expire != 0 && x.now >= it.expire) {

@@ -357,12 +357,14 @@ func (s *MemcacheServer) get(bw *bufio.Writer, keys [][]byte, withCas bool, expt
 		}
 		replies = r.Arr
 	} else {
-		if err := s.store.Sync(ctx); err != nil {
+		cmds := make([][][]byte, len(keys))
+		for i, k := range keys {
+			cmds[i] = [][]byte{[]byte("MC.GET"), k}
+		}
+		var err error
+		if replies, err = s.store.Read(ctx, nsMemcached, cmds); err != nil {
 			s.serverErr(bw, err)
 			return nil
-		}
-		for _, k := range keys {
-			replies = append(replies, s.store.Local(nsMemcached, [][]byte{[]byte("MC.GET"), k}))
 		}
 	}
 	for i, r := range replies {

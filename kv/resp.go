@@ -260,12 +260,12 @@ func (s *RESPServer) runPipeline(c *client, cmds [][][]byte) []byte {
 				}
 			}
 		} else {
-			err := s.store.Sync(ctx)
-			for _, a := range run {
+			rs, err := s.store.Read(ctx, c.db, run)
+			for i := range run {
 				if err != nil {
 					reply(clusterErr(err))
 				} else {
-					reply(s.store.Local(c.db, a))
+					reply(rs[i])
 				}
 			}
 		}

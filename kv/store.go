@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,9 @@ type Store struct {
 	localIndex uint64
 
 	batches, batchedOps, readIndexes, leaseReads atomic.Int64
+	// holderReads counts reads a follower answered under its apply lease;
+	// visibleWaits the reads that waited for an entry to be visible.
+	holderReads, visibleWaits atomic.Int64
 }
 
 // New returns a Store registered with cluster as the state machine "kv".
@@ -120,6 +124,9 @@ func New(cluster *raft.Cluster, cfg Config) (*Store, error) {
 	if err := cluster.Register("kv", s, cmdBatch); err != nil {
 		return nil, fmt.Errorf("kv: %w", err)
 	}
+	// Every write waits for the followers that answer reads from their
+	// own state under an apply lease (DESIGN.md, Reads).
+	cluster.LeaseCommands(cmdBatch)
 	cluster.OnLeader(s.leaderLoop)
 	cluster.HandleInternal("POST "+readIndexPath, http.HandlerFunc(s.handleReadIndex))
 	cluster.HandleLeaderCall(readIndexCall, s.callReadIndex)
@@ -441,7 +448,7 @@ func newLocal(cfg Config, now func() time.Time) *Store {
 	s := &Store{cfg: cfg, log: cfg.Logger, st: newState(), queue: make(chan *pending, 4096),
 		inflight: make(chan struct{}, maxInFlight), stop: make(chan struct{}), readDemand: raft.NewDemand()}
 	s.clock = leaderclock.New(now)
-	s.gate.run = func(context.Context) error { return nil }
+	s.gate.run = func(context.Context) (uint64, error) { return math.MaxUint64, nil }
 	_ = s.Start(context.Background())
 	return s
 }
@@ -483,10 +490,25 @@ func (s *Store) Do(ctx context.Context, ns byte, args [][]byte) (Reply, error) {
 		}
 		return s.propose(ctx, encodeCmdOp(ns, args))
 	}
-	if err := s.Sync(ctx); err != nil {
+	out, err := s.Read(ctx, ns, [][][]byte{args})
+	if err != nil {
 		return Reply{}, err
 	}
-	return s.Local(ns, args), nil
+	return out[0], nil
+}
+
+// Read answers read commands in namespace ns linearizably, in order, from
+// one state of this node (a pipeline's run of reads shares one check).
+// Each element of cmds is one command with its upper-case name first.
+func (s *Store) Read(ctx context.Context, ns byte, cmds [][][]byte) ([]Reply, error) {
+	out := make([]Reply, len(cmds))
+	err := s.read(ctx, func(x *execCtx) {
+		x.ns = ns
+		for i, args := range cmds {
+			out[i] = x.run(args)
+		}
+	})
+	return out, err
 }
 
 // Exec commits a transaction as one operation of one entry: it aborts
@@ -516,28 +538,89 @@ func (s *Store) Local(ns byte, args [][]byte) Reply {
 	return x.run(args)
 }
 
-// Sync returns once this node's state includes every write acknowledged
-// before the call: at once on a leader whose read lease holds, else after
-// a read index (concurrent readers share one).
-func (s *Store) Sync(ctx context.Context) error {
+// read runs fn, a read, on this node's state once that state holds every
+// write acknowledged before the call, and answers only if fn saw no entry
+// above the visible index (DESIGN.md, Reads): a newer entry may still be
+// missing from a follower that answers reads from its own state, which
+// would then answer the older value after this one answered the newer.
+// fn may run more than once; its last run is the answer.
+func (s *Store) read(ctx context.Context, fn func(x *execCtx)) error {
 	now := time.Now().UnixNano()
 	s.readDemand.Note(now)
 	if s.cluster == nil {
+		s.runRead(fn)
 		return nil
 	}
-	if s.leaseHolds(now) {
-		// Followers may have applied committed entries this leader
-		// has not applied yet: catch up with its own commit index.
-		s.leaseReads.Add(1)
-		if err := s.cluster.WaitApplied(ctx, s.cluster.CommitIndex()); err != nil {
-			return fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
-		return nil
-	}
-	if err := s.gate.wait(ctx); err != nil {
+	visible, local, err := s.localVisible(ctx, now)
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	return nil
+	if !local {
+		if visible, err = s.gate.wait(ctx); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	for {
+		seen := s.runRead(fn)
+		if seen <= visible {
+			return nil
+		}
+		s.visibleWaits.Add(1)
+		if visible, err = s.awaitVisible(ctx, seen); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+}
+
+// runRead runs fn under the read lock and returns the newest index it saw.
+func (s *Store) runRead(fn func(x *execCtx)) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	x := &execCtx{st: s.st, now: s.clock.Now(), lim: s.limits(), applied: s.applied}
+	fn(x)
+	return x.seen
+}
+
+// localVisible reports whether this node may read its own state now, with
+// no round trip, and the visible index then: on a leader whose read lease
+// holds (after applying its commit index: followers may have applied
+// entries it has not), or on a follower holding an apply lease.
+func (s *Store) localVisible(ctx context.Context, now int64) (visible uint64, ok bool, err error) {
+	if s.leaseHolds(now) {
+		s.leaseReads.Add(1)
+		if err := s.cluster.WaitApplied(ctx, s.cluster.CommitIndex()); err != nil {
+			return 0, false, err
+		}
+		return s.cluster.VisibleIndex(), true, nil
+	}
+	if v, ok := s.cluster.LeaseVisible(); ok {
+		s.holderReads.Add(1)
+		return v, true, nil
+	}
+	return 0, false, nil
+}
+
+// awaitVisible waits until the entry at index is visible and returns the
+// visible index then: on the leader until every apply lease holder applied
+// it; on a follower by asking the leader, which waits so.
+func (s *Store) awaitVisible(ctx context.Context, index uint64) (uint64, error) {
+	var visible uint64
+	err := s.cluster.Within(ctx, "kv read index", func(ctx context.Context) error {
+		if s.cluster.IsLeader() {
+			if err := s.cluster.AwaitVisible(ctx, index); err != nil {
+				return err
+			}
+			visible = max(s.cluster.VisibleIndex(), index)
+			return nil
+		}
+		idx, entryTerm, v, err := s.askLeader(ctx, index)
+		if err != nil {
+			return err
+		}
+		visible = v
+		return s.cluster.CatchUp(ctx, idx, entryTerm)
+	})
+	return visible, err
 }
 
 // leaseHolds reports whether this node leads and its read lease holds at
@@ -549,23 +632,29 @@ func (s *Store) leaseHolds(now int64) bool {
 }
 
 // readIndex passes one read index; on the leader it also renews the read
-// lease from its start (see DESIGN.md).
-func (s *Store) readIndex(ctx context.Context) error {
+// lease from its start (see DESIGN.md), and returns the visible index.
+func (s *Store) readIndex(ctx context.Context) (uint64, error) {
 	// Under the request's wait budget: refused at once while this node
 	// is cut off from its quorum (raft.Cluster.Within).
-	return s.cluster.Within(ctx, "kv read index", s.readIndexWait)
+	var visible uint64
+	err := s.cluster.Within(ctx, "kv read index", func(ctx context.Context) error {
+		var err error
+		visible, err = s.readIndexWait(ctx)
+		return err
+	})
+	return visible, err
 }
 
-func (s *Store) readIndexWait(ctx context.Context) error {
+func (s *Store) readIndexWait(ctx context.Context) (uint64, error) {
 	start := time.Now().UnixNano()
 	leader := s.cluster.IsLeader()
 	s.readIndexes.Add(1)
-	idx, entryTerm, err := s.commitReadIndex(ctx)
+	idx, entryTerm, visible, err := s.commitReadIndex(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := s.cluster.CatchUp(ctx, idx, entryTerm); err != nil {
-		return err
+		return 0, err
 	}
 	if leader && s.cluster.IsLeader() {
 		for {
@@ -575,7 +664,7 @@ func (s *Store) readIndexWait(ctx context.Context) error {
 			}
 		}
 	}
-	return nil
+	return visible, nil
 }
 
 // leaderLoop runs on the leader: it keeps the read lease fresh while reads
@@ -589,7 +678,7 @@ func (s *Store) leaderLoop(ctx context.Context, term uint64) {
 		defer close(renewed)
 		s.readDemand.Refresh(ctx, lease/3, readIdleAfter, func(ctx context.Context) {
 			rctx, cancel := context.WithTimeout(ctx, lease)
-			_ = s.gate.wait(rctx)
+			_, _ = s.gate.wait(rctx)
 			cancel()
 		})
 	}()
@@ -662,10 +751,12 @@ type Stats struct {
 	UsedBytes    int64  `json:"used_bytes"`
 	MaxBytes     int64  `json:"max_bytes"`
 	AppliedIndex uint64 `json:"applied_index"`
-	Batches      int64  `json:"batches"`      // entries proposed by this node
-	BatchedOps   int64  `json:"batched_ops"`  // operations in them
-	ReadIndexes  int64  `json:"read_indexes"` // read index rounds passed
-	LeaseReads   int64  `json:"lease_reads"`  // reads answered under the leader's lease
+	Batches      int64  `json:"batches"`       // entries proposed by this node
+	BatchedOps   int64  `json:"batched_ops"`   // operations in them
+	ReadIndexes  int64  `json:"read_indexes"`  // read index rounds passed
+	LeaseReads   int64  `json:"lease_reads"`   // reads answered under the leader's lease
+	HolderReads  int64  `json:"holder_reads"`  // reads a follower answered under its apply lease
+	VisibleWaits int64  `json:"visible_waits"` // reads that waited for an entry to be visible
 }
 
 // Stats returns counters of this node.
@@ -678,6 +769,8 @@ func (s *Store) Stats() Stats {
 	st.BatchedOps = s.batchedOps.Load()
 	st.ReadIndexes = s.readIndexes.Load()
 	st.LeaseReads = s.leaseReads.Load()
+	st.HolderReads = s.holderReads.Load()
+	st.VisibleWaits = s.visibleWaits.Load()
 	return st
 }
 
@@ -696,17 +789,21 @@ type KeyInfo struct {
 
 // Inspect describes key in namespace ns after a linearizable sync.
 func (s *Store) Inspect(ctx context.Context, ns byte, key []byte) (KeyInfo, error) {
+	var info KeyInfo
+	err := s.read(ctx, func(x *execCtx) {
+		x.ns = ns
+		info = describe(x, key)
+	})
+	return info, err
+}
+
+// describe is Inspect's answer from x.
+func describe(x *execCtx, key []byte) KeyInfo {
 	info := KeyInfo{Key: string(key)}
-	if err := s.Sync(ctx); err != nil {
-		return info, err
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	now := s.clock.Now()
-	x := &execCtx{st: s.st, now: now, ns: ns}
+	now := x.now
 	it := x.get(key)
 	if it == nil {
-		return info, nil
+		return info
 	}
 	info.Exists = true
 	info.Type = string(cmdType(x, [][]byte{nil, key}).Str)
@@ -715,7 +812,7 @@ func (s *Store) Inspect(ctx context.Context, ns byte, key []byte) (KeyInfo, erro
 		info.TTLMilli = (it.expire - now) / int64(time.Millisecond)
 	}
 	info.Revision = it.rev
-	info.Size = it.size(fullKey(ns, key))
+	info.Size = it.size(fullKey(x.ns, key))
 	info.Flags = it.flags
 	if it.typ == typeString {
 		info.Value = string(it.str[:min(len(it.str), 4096)])
@@ -726,7 +823,7 @@ func (s *Store) Inspect(ctx context.Context, ns byte, key []byte) (KeyInfo, erro
 	for m := range it.set {
 		info.Fields = append(info.Fields, m)
 	}
-	return info, nil
+	return info
 }
 
 // ---- read gate
@@ -734,22 +831,24 @@ func (s *Store) Inspect(ctx context.Context, ns byte, key []byte) (KeyInfo, erro
 // readGate shares read index rounds among concurrent readers. A reader
 // joins a round that starts after it arrived — the running one if none,
 // else the next — so its answer covers every write acknowledged before.
+// A round answers the visible index it learned.
 type readGate struct {
-	run     func(ctx context.Context) error
+	run     func(ctx context.Context) (uint64, error)
 	mu      sync.Mutex
 	running bool
 	next    *round
 }
 
 type round struct {
-	done chan struct{}
-	err  error
+	done    chan struct{}
+	visible uint64
+	err     error
 }
 
 // readTimeout bounds one read index round.
 const readTimeout = 5 * time.Second
 
-func (g *readGate) wait(ctx context.Context) error {
+func (g *readGate) wait(ctx context.Context) (uint64, error) {
 	g.mu.Lock()
 	var r *round
 	if !g.running {
@@ -765,16 +864,16 @@ func (g *readGate) wait(ctx context.Context) error {
 	g.mu.Unlock()
 	select {
 	case <-r.done:
-		return r.err
+		return r.visible, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 }
 
 func (g *readGate) exec(r *round) {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-		r.err = g.run(ctx)
+		r.visible, r.err = g.run(ctx)
 		cancel()
 		close(r.done)
 		g.mu.Lock()

@@ -163,6 +163,8 @@ func (n *Node) kvMetrics() prometheus.Collector {
 		{Name: "batched_ops_total", Help: "Store writes in those entries.", Counter: true},
 		{Name: "read_indexes_total", Help: "Read index rounds passed for store reads.", Counter: true},
 		{Name: "lease_reads_total", Help: "Store reads the leader answered under its read lease: its own, and the read indexes it gave followers without a quorum round.", Counter: true},
+		{Name: "holder_reads_total", Help: "Store reads this follower answered from its own state under an apply lease, with no round trip.", Counter: true},
+		{Name: "visible_waits_total", Help: "Store reads that waited until every apply lease holder applied an entry they would show.", Counter: true},
 		{Name: "commands_total", Help: "Commands served, per protocol.", Labels: []string{"protocol"}, Counter: true},
 		{Name: "errors_total", Help: "Error replies, per protocol.", Labels: []string{"protocol"}, Counter: true},
 		{Name: "connections_total", Help: "Client connections accepted, per protocol.", Labels: []string{"protocol"}, Counter: true},
@@ -175,6 +177,8 @@ func (n *Node) kvMetrics() prometheus.Collector {
 		emit("batched_ops_total", float64(st.BatchedOps))
 		emit("read_indexes_total", float64(st.ReadIndexes))
 		emit("lease_reads_total", float64(st.LeaseReads))
+		emit("holder_reads_total", float64(st.HolderReads))
+		emit("visible_waits_total", float64(st.VisibleWaits))
 		for proto, c := range n.kvCounters() {
 			emit("commands_total", float64(c.Commands.Load()), proto)
 			emit("errors_total", float64(c.Errors.Load()), proto)

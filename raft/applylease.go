@@ -15,12 +15,13 @@ import (
 // command before that follower applied it or its lease ran out. The
 // promise is that a read starting after a command's acknowledgement sees
 // it — close-to-open, what files/mount needs for its lookups and opens.
-// It is not linearizability: a command is visible on the leader (and on a
-// holder that applied it) before its acknowledgement, so a holder that
-// has not applied it yet can still answer the older state to a read that
-// starts after another read saw the newer one (kv/DESIGN.md tells how
-// that failed the checker for the key-value store, which does not use
-// these leases).
+// It is not, by itself, linearizability: a command is visible on the
+// leader (and on a holder that applied it) before its acknowledgement, so
+// a holder that has not applied it yet can still answer the older state to
+// a read that starts after another read saw the newer one. Linearizable
+// reads (package kv) add the visible index: every holder applied it, and
+// a read shows no entry above it (VisibleIndex, AwaitVisible,
+// LeaseVisible).
 //
 // Holder: a follower whose reads want a lease (LeaseHeld notes the demand)
 // asks the leader for one every third of a read lease while they come,
@@ -66,6 +67,11 @@ const (
 type grant struct {
 	until time.Time // the holder's clock: from when it asked, plus a lease
 	need  uint64    // usable once this node applied this index
+	// gated: the grant came with a visible index (VisibleIndex), so its
+	// leader leases every command type this version leases and gates
+	// what reads may show (LeaseVisible). A leader of the previous
+	// version sends none.
+	gated bool
 }
 
 // holder is one follower's apply lease as the leader sees it.
@@ -93,6 +99,7 @@ type applyLeases struct {
 
 	mu      sync.Mutex
 	held    [2]grant           // holder: the two newest grants
+	visible uint64             // holder: the newest visible index learned (LeaseVisible)
 	holders map[string]*holder // leader: by node id
 	fence   time.Time          // leader: no leased acknowledgement before this
 	changed chan struct{}      // closed when a holder's applied index moves
@@ -126,8 +133,29 @@ func (c *Cluster) leasing() bool {
 // it asks; the first calls after a pause answer false. Always false on
 // the leader, which answers from its own state anyway.
 func (c *Cluster) LeaseHeld() bool {
+	ok, _ := c.usableGrant(false)
+	return ok
+}
+
+// LeaseVisible is LeaseHeld for reads that must also be linearizable
+// (package kv): ok when this follower holds a usable apply lease granted
+// by a leader of this version, and visible is the newest index known to
+// be applied by every holder (VisibleIndex). A read may answer from local
+// state what only entries at or below visible wrote; a newer entry may not
+// be applied by another holder yet, which would then answer the older
+// state after this read answered the newer (AwaitVisible instead).
+// visible is returned even when ok is false: it holds whatever the lease.
+func (c *Cluster) LeaseVisible() (visible uint64, ok bool) {
+	ok, visible = c.usableGrant(true)
+	return visible, ok
+}
+
+// usableGrant notes the demand for a lease and reports whether this
+// follower holds a grant that holds now, whose index it applied, and (with
+// gated) that carried a visible index; and the visible index it knows.
+func (c *Cluster) usableGrant(gated bool) (ok bool, visible uint64) {
 	if !c.leasing() || c.IsLeader() {
-		return false
+		return false, c.NotedVisible()
 	}
 	now := time.Now()
 	c.leases.demand.Note(now.UnixNano())
@@ -135,11 +163,84 @@ func (c *Cluster) LeaseHeld() bool {
 	c.leases.mu.Lock()
 	defer c.leases.mu.Unlock()
 	for _, g := range c.leases.held {
-		if now.Before(g.until) && applied >= g.need {
-			return true
+		if (g.gated || !gated) && now.Before(g.until) && applied >= g.need {
+			return true, c.leases.visible
 		}
 	}
-	return false
+	return false, c.leases.visible
+}
+
+// NoteVisible records a visible index learned from the leader (a read
+// index answer): every apply lease holder has applied it, and any node
+// granted a lease later applies it before it uses the lease, so it stays
+// true.
+func (c *Cluster) NoteVisible(index uint64) {
+	c.leases.mu.Lock()
+	c.leases.visible = max(c.leases.visible, index)
+	c.leases.mu.Unlock()
+}
+
+// NotedVisible is the newest visible index this node learned.
+func (c *Cluster) NotedVisible() uint64 {
+	c.leases.mu.Lock()
+	defer c.leases.mu.Unlock()
+	return c.leases.visible
+}
+
+// VisibleIndex, on the leader, is the newest index that this leader and
+// every follower holding an apply lease (as the leader sees their leases)
+// applied. An entry above it may be missing from a holder's state, which
+// answers reads without asking: a linearizable read shows no write above
+// it (AwaitVisible). It never exceeds the leader's applied index, so a
+// follower granted a lease later (its grant names the leader's applied
+// index) has applied it too.
+func (c *Cluster) VisibleIndex() uint64 {
+	v := c.router.applied.get()
+	if !c.leasing() {
+		return v
+	}
+	now := time.Now()
+	l := &c.leases
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Before(l.fence) {
+		// A follower may still hold a lease of the last leader, unknown
+		// here, and miss any entry: nothing is visible until it ended.
+		return 0
+	}
+	for _, h := range l.holders {
+		if now.Before(h.until) && h.applied < v {
+			v = h.applied
+		}
+	}
+	return v
+}
+
+// AwaitVisible waits, on the leader, until VisibleIndex reaches index:
+// the leader applied it and every apply lease holder did (a holder's
+// commit is pushed to it) or its lease ended.
+func (c *Cluster) AwaitVisible(ctx context.Context, index uint64) error {
+	if err := c.WaitApplied(ctx, index); err != nil {
+		return err
+	}
+	if !c.leasing() {
+		return nil
+	}
+	return c.awaitHolders(ctx, index, "")
+}
+
+// NoteHolderApplied records, on the leader, that the follower id reports
+// having applied index (it says so with its reads), so that VisibleIndex
+// need not wait for the next lease renewal to count it.
+func (c *Cluster) NoteHolderApplied(id string, index uint64) {
+	l := &c.leases
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h := l.holders[id]; h != nil && index > h.applied {
+		h.applied = index
+		h.caughtUp()
+		l.signal()
+	}
 }
 
 // LeaseStatus reports, without noting a demand, whether this follower
@@ -185,12 +286,23 @@ func (c *Cluster) renewLease(ctx context.Context) {
 		return
 	}
 	need, n := binary.Uvarint(out)
-	if n <= 0 || n != len(out) {
+	if n <= 0 {
 		c.log.Warn("apply lease: malformed grant")
 		return
 	}
+	g := grant{until: asked.Add(lease), need: need}
+	var visible uint64
+	if rest := out[n:]; len(rest) > 0 {
+		v, m := binary.Uvarint(rest)
+		if m <= 0 || m != len(rest) {
+			c.log.Warn("apply lease: malformed grant")
+			return
+		}
+		g.gated, visible = true, v
+	}
 	c.leases.mu.Lock()
-	c.leases.held[0], c.leases.held[1] = c.leases.held[1], grant{until: asked.Add(lease), need: need}
+	c.leases.held[0], c.leases.held[1] = c.leases.held[1], g
+	c.leases.visible = max(c.leases.visible, visible)
 	c.leases.mu.Unlock()
 }
 
@@ -245,7 +357,10 @@ func (c *Cluster) answerLease(ctx context.Context, payload []byte) ([]byte, erro
 	if err != nil {
 		return nil, fmt.Errorf("apply lease: leadership not confirmed: %w (%w)", ErrNoLeader, err)
 	}
-	return binary.AppendUvarint(nil, idx), nil
+	// The visible index follows: a holder of the previous version reads
+	// one number and refuses the grant (it then reads through the
+	// leader, as without a lease, until its own upgrade).
+	return binary.AppendUvarint(binary.AppendUvarint(nil, idx), c.VisibleIndex()), nil
 }
 
 // serverAddr is the cluster address of node id in the latest
