@@ -112,9 +112,9 @@ func (m *mcClient) cas(key, value string, unique uint64) (string, error) {
 
 // TestMemcachedCasIsLinearizableUnderFaults: clients read with gets and
 // swap with cas through random nodes under the shared nemesis; porcupine
-// checks the histories (2 schedules by default, 500 with COHORT_LONG=1).
+// checks the histories (20 schedules by default, 500 with COHORT_LONG=1).
 func TestMemcachedCasIsLinearizableUnderFaults(t *testing.T) {
-	schedules := 2
+	schedules := 20
 	if os.Getenv("COHORT_LONG") != "" {
 		schedules = 500
 	}

@@ -55,11 +55,11 @@ var kvModel = porcupine.Model{
 // TestRESPHistoriesAreLinearizableUnderFaults runs schedules of clients
 // that SET and GET keys over RESP through random nodes while the shared
 // nemesis kills, isolates, pauses, slows or fills the disk of a node.
-// Every history must be linearizable. Schedules: 4 by default,
+// Every history must be linearizable. Schedules: 20 by default (as in CI),
 // COHORT_LONG=1 runs 500, COHORT_KV_LIN_SCHEDULES=N sets the count,
 // COHORT_KV_LIN_SEED=N replays one.
 func TestRESPHistoriesAreLinearizableUnderFaults(t *testing.T) {
-	schedules := 4
+	schedules := 20
 	if os.Getenv("COHORT_LONG") != "" {
 		schedules = 500
 	}
