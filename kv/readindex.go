@@ -115,10 +115,10 @@ func (s *Store) answerReadIndex(ctx context.Context, need uint64) (readIndexAnsw
 	if need > visible {
 		ctx, cancel := context.WithTimeout(ctx, readTimeout)
 		defer cancel()
-		if err := s.cluster.AwaitVisible(ctx, need); err != nil {
+		var err error
+		if visible, err = s.cluster.AwaitVisible(ctx, need); err != nil {
 			return readIndexAnswer{}, fmt.Errorf("wait for entry %d to be visible: %w", need, err)
 		}
-		visible = max(s.cluster.VisibleIndex(), need)
 	}
 	return readIndexAnswer{Index: idx, Now: s.clock.Local().UnixNano(), Term: s.cluster.Term(), EntryTerm: entryTerm, Visible: visible}, nil
 }

@@ -607,11 +607,9 @@ func (s *Store) awaitVisible(ctx context.Context, index uint64) (uint64, error) 
 	var visible uint64
 	err := s.cluster.Within(ctx, "kv read index", func(ctx context.Context) error {
 		if s.cluster.IsLeader() {
-			if err := s.cluster.AwaitVisible(ctx, index); err != nil {
-				return err
-			}
-			visible = max(s.cluster.VisibleIndex(), index)
-			return nil
+			var err error
+			visible, err = s.cluster.AwaitVisible(ctx, index)
+			return err
 		}
 		idx, entryTerm, v, err := s.askLeader(ctx, index)
 		if err != nil {

@@ -155,7 +155,7 @@ func (c *Cluster) LeaseVisible() (visible uint64, ok bool) {
 // gated) that carried a visible index; and the visible index it knows.
 func (c *Cluster) usableGrant(gated bool) (ok bool, visible uint64) {
 	if !c.leasing() || c.IsLeader() {
-		return false, c.NotedVisible()
+		return false, c.notedVisible()
 	}
 	now := time.Now()
 	c.leases.demand.Note(now.UnixNano())
@@ -180,8 +180,8 @@ func (c *Cluster) NoteVisible(index uint64) {
 	c.leases.mu.Unlock()
 }
 
-// NotedVisible is the newest visible index this node learned.
-func (c *Cluster) NotedVisible() uint64 {
+// notedVisible is the newest visible index this node learned.
+func (c *Cluster) notedVisible() uint64 {
 	c.leases.mu.Lock()
 	defer c.leases.mu.Unlock()
 	return c.leases.visible
@@ -216,17 +216,21 @@ func (c *Cluster) VisibleIndex() uint64 {
 	return v
 }
 
-// AwaitVisible waits, on the leader, until VisibleIndex reaches index:
-// the leader applied it and every apply lease holder did (a holder's
-// commit is pushed to it) or its lease ended.
-func (c *Cluster) AwaitVisible(ctx context.Context, index uint64) error {
+// AwaitVisible waits, on the leader, until index is visible: the leader
+// applied it and every apply lease holder did (a holder's commit is pushed
+// to it) or its lease ended. It returns the visible index then, at least
+// index: a holder granted its lease meanwhile applies index before it
+// reads (VisibleIndex may still count it lower for a moment).
+func (c *Cluster) AwaitVisible(ctx context.Context, index uint64) (uint64, error) {
 	if err := c.WaitApplied(ctx, index); err != nil {
-		return err
+		return 0, err
 	}
-	if !c.leasing() {
-		return nil
+	if c.leasing() {
+		if err := c.awaitHolders(ctx, index, ""); err != nil {
+			return 0, err
+		}
 	}
-	return c.awaitHolders(ctx, index, "")
+	return max(c.VisibleIndex(), index), nil
 }
 
 // NoteHolderApplied records, on the leader, that the follower id reports
