@@ -199,6 +199,14 @@ func (c *Cluster) Bounded(ctx context.Context, route string) context.Context {
 	return &budgetMark{Context: ctx, budget: c.WaitBudget(), route: route}
 }
 
+// IsBounded reports whether ctx carries a wait budget (Bounded): waits on
+// the cluster made with it end within the budget, so a caller need not
+// add a timeout of its own.
+func IsBounded(ctx context.Context) bool {
+	_, ok := ctx.Value(budgetKey{}).(*budgetMark)
+	return ok
+}
+
 // Value implements context.Context: the mark under budgetKey.
 func (mk *budgetMark) Value(key any) any {
 	if _, ok := key.(budgetKey); ok {
