@@ -169,12 +169,11 @@ type Config struct {
 	// nil reads locally always (tests of the package without a node).
 	Reads Reads
 	// CatchUpTimeout bounds the wait for the leader's commit index when a
-	// session arrives from another node and the request carries no wait
-	// budget (default 2s); past it the request fails (503). The front
-	// marks every application request with the cluster's budget
-	// (raft.Cluster.Bounded), which bounds the wait instead: a catch-up
-	// across a leader election must not end sooner than the request's
-	// other waits would.
+	// session arrives from another node (default 2s); past it the request
+	// fails (503). With Reads set and a request marked with the cluster's
+	// wait budget (raft.Cluster.Bounded; the front marks every application
+	// request) the budget bounds the wait instead: a catch-up across a
+	// leader election must not end sooner than the request's other waits.
 	CatchUpTimeout time.Duration
 	// Lock serializes the requests of one session on its owner: a request
 	// waits until the previous one committed (its response started), as
@@ -298,11 +297,12 @@ const commitIndexPath = "/_internal/sessions/commit-index"
 // a session that moves reads its latest writes, and a write made there
 // cannot be missed and its session recreated here.
 func (m *Manager) catchUp(ctx context.Context) error {
-	if !raft.IsBounded(ctx) {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
-		defer cancel()
+	if m.cfg.Reads != nil && raft.IsBounded(ctx) {
+		// A read index through the leader, within the request's budget.
+		return m.cfg.Reads.Sync(ctx)
 	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
+	defer cancel()
 	if m.cfg.Reads != nil {
 		return m.cfg.Reads.Sync(ctx)
 	}
