@@ -192,7 +192,7 @@ type budgetMark struct {
 // for other listeners. Waits made with an unmarked context are not
 // bounded (background work keeps its own timeouts).
 func (c *Cluster) Bounded(ctx context.Context, route string) context.Context {
-	if _, ok := ctx.Value(budgetKey{}).(*budgetMark); ok {
+	if IsBounded(ctx) {
 		return ctx
 	}
 	// The mark is the context itself: one allocation per request.

@@ -297,12 +297,13 @@ const commitIndexPath = "/_internal/sessions/commit-index"
 // a session that moves reads its latest writes, and a write made there
 // cannot be missed and its session recreated here.
 func (m *Manager) catchUp(ctx context.Context) error {
-	if m.cfg.Reads != nil && raft.IsBounded(ctx) {
-		// A read index through the leader, within the request's budget.
-		return m.cfg.Reads.Sync(ctx)
+	if m.cfg.Reads == nil || !raft.IsBounded(ctx) {
+		// Nothing else bounds this wait (with Reads and a budget, the read
+		// index ends within the request's budget).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
+		defer cancel()
 	}
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
-	defer cancel()
 	if m.cfg.Reads != nil {
 		return m.cfg.Reads.Sync(ctx)
 	}
