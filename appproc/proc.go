@@ -41,11 +41,15 @@ const MarkerEnv = "COHORT_APP_INSTANCE"
 // kill the whole group, so nothing the command started outlives cohort,
 // even after a kill -9; it ignores the SIGTERM of a graceful stop (the
 // command gets it, with its default action) and exits with the command's
-// status.
+// status. The TERM trap is set after the command was forked: a child
+// forked with it set resets it to the default only after the fork, and a
+// TERM in between (a stop right after a start) was lost, so the stop
+// waited out the whole grace. A TERM before the trap kills the shell
+// instead, and the stop kills the group.
 const guardScript = `trap 'kill -KILL 0' USR1
-trap ':' TERM
 /bin/sh -c "$1" &
 pid=$!
+trap ':' TERM
 while :; do
 	wait "$pid"
 	st=$?
@@ -98,15 +102,22 @@ type Supervisor struct {
 	st       Status
 	exitLog  []time.Time // unasked exits within the last minute
 	cmd      *exec.Cmd
-	done     chan struct{} // closed when the current process was reaped
-	began    time.Time     // when the current process started
-	asked    chan struct{} // the done of the process stop ended on purpose
+	run      *run          // the current (or last) process
 	kick     chan struct{} // Restart asks the loop to start now
 	hold     bool          // Restart: the loop must not start one itself
 	started  bool
 	closed   bool
 	cancel   context.CancelFunc
 	loopDone chan struct{}
+}
+
+// run is one started process. Each has its own asked mark: the loop may
+// see a process's exit after the next one was started and asked to stop
+// too, so one mark for the supervisor would count an asked exit as a crash.
+type run struct {
+	done  chan struct{} // closed when the process was reaped
+	began time.Time     // when it started
+	asked bool          // stop ended it on purpose; guarded by mu
 }
 
 // New builds a supervisor; it does no I/O.
@@ -226,9 +237,8 @@ func (s *Supervisor) launch() error {
 		s.st.Restarts++
 	}
 	s.cmd = cmd
-	done := make(chan struct{})
-	s.done = done
-	s.began = time.Now()
+	r := &run{done: make(chan struct{}), began: time.Now()}
+	s.run = r
 	s.st.PID = cmd.Process.Pid
 	s.setState(StateRunning)
 	s.mu.Unlock()
@@ -245,7 +255,7 @@ func (s *Supervisor) launch() error {
 		s.st.PID = 0
 		s.st.LastExit = exitText(err)
 		s.mu.Unlock()
-		close(done)
+		close(r.done)
 	}()
 	return nil
 }
@@ -279,12 +289,12 @@ func (s *Supervisor) pipe(r *os.File, stream string) {
 func (s *Supervisor) loop(ctx context.Context) {
 	defer close(s.loopDone)
 	backoff := s.cfg.MinBackoff
-	var handled chan struct{} // the last process whose exit was handled
+	var handled *run // the last process whose exit was handled
 	for {
 		s.mu.Lock()
-		done, began := s.done, s.began
+		r := s.run
 		s.mu.Unlock()
-		if done == nil || done == handled {
+		if r == nil || r == handled {
 			// Stopped on purpose (Restart starts the next; Close ends us),
 			// or the last start failed: wait, then start if nobody did.
 			select {
@@ -300,11 +310,11 @@ func (s *Supervisor) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-done:
+		case <-r.done:
 		}
-		handled = done
+		handled = r
 		s.mu.Lock()
-		asked := s.asked == done
+		asked := r.asked
 		if !asked {
 			s.st.Exits++
 			s.exitLog = append(s.exitLog, time.Now())
@@ -321,7 +331,7 @@ func (s *Supervisor) loop(ctx context.Context) {
 		if s.cfg.OnExit != nil {
 			s.cfg.OnExit(errors.New(last))
 		}
-		if time.Since(began) >= s.cfg.ResetAfter {
+		if time.Since(r.began) >= s.cfg.ResetAfter {
 			backoff = s.cfg.MinBackoff
 		}
 		s.log.Warn("app exited; restarting", "exit", last, "after", backoff)
@@ -377,10 +387,13 @@ func (s *Supervisor) Restart(ctx context.Context) error {
 	s.hold = true
 	s.mu.Unlock()
 	s.stop(ctx)
+	// The loop stays held until this start is done: it wakes on its own
+	// timer and would otherwise start a process between the stop and this
+	// launch, which would then fail with errRunning.
+	err := s.launch()
 	s.mu.Lock()
 	s.hold = false
 	s.mu.Unlock()
-	err := s.launch()
 	select {
 	case s.kick <- struct{}{}:
 	default:
@@ -391,12 +404,12 @@ func (s *Supervisor) Restart(ctx context.Context) error {
 // stop ends the current process, if any, and waits until it was reaped.
 func (s *Supervisor) stop(ctx context.Context) {
 	s.mu.Lock()
-	cmd, done := s.cmd, s.done
+	cmd, r := s.cmd, s.run
 	if cmd != nil {
-		s.asked = done
+		r.asked = true
 	}
 	s.mu.Unlock()
-	if cmd == nil || done == nil {
+	if cmd == nil {
 		return
 	}
 	pid := cmd.Process.Pid
@@ -405,14 +418,14 @@ func (s *Supervisor) stop(ctx context.Context) {
 	t := time.NewTimer(s.cfg.StopGrace)
 	defer t.Stop()
 	select {
-	case <-done:
+	case <-r.done:
 	case <-t.C:
 		s.log.Warn("app did not stop within the grace; killing it", "pid", pid)
 	case <-ctx.Done():
 	}
 	// Whatever the shell left in its group goes too.
 	_ = signalGroup(pid, syscall.SIGKILL)
-	<-done
+	<-r.done
 	s.mu.Lock()
 	s.setState(StateStopped)
 	s.mu.Unlock()

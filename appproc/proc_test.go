@@ -146,6 +146,28 @@ func TestRestartStartsANewProcess(t *testing.T) {
 	}
 }
 
+// TestRestartNeverRacesTheLoop restarts many times in a row while the
+// supervisor's loop wakes every microsecond. The loop must not start the
+// next process between Restart's stop and its start (Restart then failed
+// with "app already running", and a rolling restart stopped at that
+// node); a loop that sees an exit late must not count an asked stop as a
+// crash; a stop right after a start must not lose its SIGTERM and wait
+// out the grace.
+func TestRestartNeverRacesTheLoop(t *testing.T) {
+	s, lb := newSup(t, Config{Command: `exec sleep 1000`, MinBackoff: time.Microsecond, MaxBackoff: time.Microsecond, StopGrace: 5 * time.Second})
+	for i := range 100 {
+		if err := s.Restart(context.Background()); err != nil {
+			t.Fatalf("restart %d: %v", i, err)
+		}
+	}
+	if st := s.Status(); st.Exits != 0 || st.Restarts != 100 || st.State != StateRunning {
+		t.Fatalf("after 100 asked restarts: %+v\n%s", st, lb)
+	}
+	if strings.Contains(lb.String(), "did not stop within the grace") {
+		t.Fatalf("a stop waited out the grace:\n%s", lb)
+	}
+}
+
 func TestStartKillsLeftoversOfTheSameInstance(t *testing.T) {
 	inst := t.TempDir()
 	left := exec.Command("sleep", "1000")
