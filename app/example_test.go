@@ -29,6 +29,7 @@ func Example() {
 	cfg.Peers[0].Address = cfg.ClusterAddr
 	cfg.AdvertiseAddr = cfg.ClusterAddr
 	cfg.NoDemo = true
+	cfg.KV.RedisAddr = "" // dev serves Redis on 127.0.0.1:6380; not needed here
 	cfg.Logger = slog.New(slog.DiscardHandler)
 
 	a, err := app.New(cfg)

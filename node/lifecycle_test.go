@@ -19,6 +19,9 @@ func TestCloseAfterFailedStart(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = testport.Addr(t)
 	cfg.ClusterAddr = testport.Addr(t)
+	// Not Dev's fixed Redis port: other packages' tests run beside this
+	// one (the app package's Example listens there).
+	cfg.KV.RedisAddr = testport.Addr(t)
 	cfg.Peers = []config.Peer{{ID: cfg.NodeID, Address: cfg.ClusterAddr}}
 	cfg.NoDemo = true
 	n, err := New(cfg)
