@@ -440,12 +440,11 @@ func (s *Supervisor) Close() error {
 		s.mu.Unlock()
 		return nil
 	}
-	s.hold = true
-	s.mu.Unlock()
-	s.stop(context.Background())
-	s.mu.Lock()
+	// Closed before the stop: a Restart under way then cannot start a
+	// process after it (launch refuses), nor can the loop.
 	s.closed = true
 	s.mu.Unlock()
+	s.stop(context.Background())
 	s.cancel()
 	<-s.loopDone
 	return nil

@@ -168,6 +168,59 @@ func TestRestartNeverRacesTheLoop(t *testing.T) {
 	}
 }
 
+// TestCloseDuringRestartsLeavesNoProcess closes the supervisor while
+// another goroutine restarts the app over and over (a shutdown during a
+// rolling restart): once Close and the last Restart returned, no process
+// of the instance may be left running.
+func TestCloseDuringRestartsLeavesNoProcess(t *testing.T) {
+	for i := range 20 {
+		inst := t.TempDir()
+		s, err := New(Config{Command: `exec sleep 1000`, Instance: inst})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for s.Restart(context.Background()) == nil {
+			}
+		}()
+		waitUntil(t, 10*time.Second, "a few restarts", func() bool { return s.Status().Restarts >= 2 })
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		// The group's SIGKILL is delivered asynchronously: poll.
+		deadline := time.Now().Add(5 * time.Second)
+		for n := marked(inst); n > 0; n = marked(inst) {
+			if time.Now().After(deadline) {
+				killLeftovers(inst)
+				t.Fatalf("round %d: %d processes still ran 5 s after Close", i, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// marked counts the live processes carrying instance's marker.
+func marked(instance string) int {
+	want := []byte(MarkerEnv + "=" + instance + "\x00")
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	n := 0
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil || !alive(pid) {
+			continue
+		}
+		if env, err := os.ReadFile(filepath.Join(d, "environ")); err == nil && bytes.Contains(append(env, 0), want) {
+			n++
+		}
+	}
+	return n
+}
 func TestStartKillsLeftoversOfTheSameInstance(t *testing.T) {
 	inst := t.TempDir()
 	left := exec.Command("sleep", "1000")
