@@ -3,6 +3,7 @@ package appproc
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -194,14 +195,8 @@ func TestCloseDuringRestartsLeavesNoProcess(t *testing.T) {
 		}
 		<-done
 		// The group's SIGKILL is delivered asynchronously: poll.
-		deadline := time.Now().Add(5 * time.Second)
-		for n := marked(inst); n > 0; n = marked(inst) {
-			if time.Now().After(deadline) {
-				killLeftovers(inst)
-				t.Fatalf("round %d: %d processes still ran 5 s after Close", i, n)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		t.Cleanup(func() { killLeftovers(inst) })
+		waitUntil(t, 5*time.Second, fmt.Sprintf("round %d: no process left after Close", i), func() bool { return marked(inst) == 0 })
 	}
 }
 
