@@ -432,12 +432,20 @@ func (s *Supervisor) stop(ctx context.Context) {
 }
 
 // Close stops the process gracefully and ends the restart loop. It is
-// idempotent.
+// idempotent, and every call returns only once the process is stopped and
+// the loop has ended, whichever call runs the stop.
 func (s *Supervisor) Close() error {
 	s.mu.Lock()
-	if s.closed || !s.started {
+	if !s.started {
 		s.closed = true
 		s.mu.Unlock()
+		return nil
+	}
+	if s.closed {
+		// Another Close runs the stop; the loop ends only after it.
+		done := s.loopDone
+		s.mu.Unlock()
+		<-done
 		return nil
 	}
 	// Closed before the stop: a Restart under way then cannot start a

@@ -200,6 +200,33 @@ func TestCloseDuringRestartsLeavesNoProcess(t *testing.T) {
 	}
 }
 
+func TestEveryCloseWaitsForTheStop(t *testing.T) {
+	dir := t.TempDir()
+	pidf := filepath.Join(dir, "pid")
+	// The command ignores SIGTERM: the stop lasts the whole grace, and a
+	// Close that returned before its end would see the app not stopped.
+	s, _ := newSup(t, Config{
+		Command:   `trap '' TERM; echo $$ > ` + pidf + `.tmp && mv ` + pidf + `.tmp ` + pidf + `; while :; do sleep 1; done`,
+		StopGrace: 500 * time.Millisecond,
+	})
+	readPID(t, pidf)
+	var wg sync.WaitGroup
+	after := make(chan Status, 4)
+	for range 4 {
+		wg.Go(func() {
+			_ = s.Close()
+			after <- s.Status()
+		})
+	}
+	wg.Wait()
+	close(after)
+	for st := range after {
+		if st.State != StateStopped || st.PID != 0 {
+			t.Fatalf("a Close returned before the stop ended: status %+v", st)
+		}
+	}
+}
+
 // marked counts the live processes carrying instance's marker.
 func marked(instance string) int {
 	want := []byte(MarkerEnv + "=" + instance + "\x00")
