@@ -29,6 +29,7 @@ type blobStore struct {
 	bufs sync.Pool
 	dirs *dirSyncer
 	made sync.Map // shard dirs known to exist
+	good goodBlobs
 }
 
 func newBlobStore(dir string) *blobStore {
@@ -162,6 +163,11 @@ func (b *blobStore) ingest(ctx context.Context, r io.Reader, o ingestOpts) (res 
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return res, fmt.Errorf("publish blob: %w", err)
 	}
+	if f, err := os.Open(dst); err == nil {
+		// Stamped after the rename, which sets the change time.
+		b.good.markFile(sum, f)
+		f.Close()
+	}
 	if err := b.dirs.sync(filepath.Dir(dst)); err != nil {
 		return res, fmt.Errorf("fsync blob dir: %w", err)
 	}
@@ -254,6 +260,7 @@ func (b *blobStore) verify(ctx context.Context, sum string, rate int64) (int64, 
 		return 0, err
 	}
 	defer f.Close()
+	before, stamped := stampOf(f)
 	h := sha256.New()
 	bp := b.bufs.Get().(*[]byte)
 	defer b.bufs.Put(bp)
@@ -266,7 +273,12 @@ func (b *blobStore) verify(ctx context.Context, sum string, rate int64) (int64, 
 		return n, fmt.Errorf("read blob %s: %w", sum[:12], err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		b.good.forget(sum)
 		return n, fmt.Errorf("%w: blob %s hashes to %s", ErrCorrupt, sum[:12], got[:12])
+	}
+	if stamped {
+		// As it was before the hash: a change during it shows later.
+		b.good.mark(sum, before)
 	}
 	return n, nil
 }
@@ -274,6 +286,7 @@ func (b *blobStore) verify(ctx context.Context, sum string, rate int64) (int64, 
 // quarantine moves a corrupt blob aside (kept for inspection until the
 // garbage collector's grace period ends).
 func (b *blobStore) quarantine(sum string) error {
+	b.good.forget(sum)
 	dst := filepath.Join(b.dir, "quarantine", fmt.Sprintf("%s.%d", sum, time.Now().UnixNano()))
 	if err := os.Rename(b.path(sum), dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("quarantine blob %s: %w", sum[:12], err)
@@ -283,6 +296,7 @@ func (b *blobStore) quarantine(sum string) error {
 
 // remove deletes a blob.
 func (b *blobStore) remove(sum string) error {
+	b.good.forget(sum)
 	if err := os.Remove(b.path(sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove blob %s: %w", sum[:12], err)
 	}

@@ -24,7 +24,11 @@ type File struct {
 	h         hash.Hash
 	verifying bool // every byte from 0 to pos went through h
 	verified  bool // the whole blob was hashed at Open
+	good      bool // the blob was known good at Open (good.go)
 	corrupt   func()
+	// checked, if set, is called once a read through the whole file
+	// found the hash right, with the blob's stamp at Open.
+	checked func()
 }
 
 func newFile(info Info, f *os.File, corrupt func()) *File {
@@ -35,6 +39,13 @@ func newFile(info Info, f *os.File, corrupt func()) *File {
 // (Store.Open does up to Config.VerifyBelow bytes), so its bytes need no
 // further check and may be read through Fd.
 func (f *File) Verified() bool { return f.verified }
+
+// Good reports whether the blob was known to hold this content at Open:
+// hashed in full then (Verified), or written, received or checked by this
+// node and unchanged on disk since (good.go). Only such a blob may be read
+// by something that does not check it, such as the kernel in FUSE
+// passthrough.
+func (f *File) Good() bool { return f.verified || f.good }
 
 // Fd is the descriptor of the local blob, valid until Close: for a
 // zero-copy read (splice) of a Verified file, or of bytes Read has already
@@ -80,6 +91,10 @@ func (f *File) Read(p []byte) (int, error) {
 		return 0, fmt.Errorf("%w: %s hashes to %s, not %s", ErrCorrupt, f.info.Path, got[:12], f.info.SHA256[:12])
 	}
 	f.pos += int64(n)
+	if f.checked != nil {
+		f.checked()
+		f.checked = nil
+	}
 	return n, nil
 }
 

@@ -487,6 +487,7 @@ func (s *Store) fetchFrom(ctx context.Context, p peer, sum string) error {
 
 // reportCorrupt queues blob sum for repair by the syncer.
 func (s *Store) reportCorrupt(sum string) {
+	s.blobs.good.forget(sum)
 	s.mu.Lock()
 	s.repair[sum] = true
 	s.mu.Unlock()

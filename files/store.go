@@ -175,6 +175,7 @@ func New(cfg Config) (*Store, error) {
 		syncKick:   make(chan struct{}, 1),
 		mirrorKick: make(chan struct{}, 1),
 	}
+	s.blobs.good.min = cfg.VerifyBelow
 	s.state.notify = s.changed
 	s.inline = newInlineQueue(s.blobs)
 	s.inline.written = s.kickMirror
@@ -638,6 +639,12 @@ func (s *Store) Open(ctx context.Context, path string) (*File, error) {
 		sum := in.SHA256
 		file := newFile(in, f, func() { s.reportCorrupt(sum) })
 		file.verified = in.Size <= s.cfg.VerifyBelow
+		if !file.verified {
+			file.good = s.blobs.good.is(sum, f)
+			if st, ok := stampOf(f); ok && !file.good {
+				file.checked = func() { s.blobs.good.mark(sum, st) }
+			}
+		}
 		return file, nil
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,6 +31,10 @@ type readHandle struct {
 	n      *fileNode
 	f      *files.File
 	cached bool // reads through the kernel's page cache (pagecache.go)
+	// pt: the kernel reads the blob itself (passthrough.go); a READ
+	// reaching this handle means it refused (ptRefused).
+	pt        bool
+	ptRefused atomic.Bool
 
 	mu      sync.Mutex
 	checker *checker // a large blob's check (readcheck.go), from the first READ
@@ -51,6 +56,9 @@ var (
 // and out of order, so only a READ far ahead of the others ends the check
 // (the scrubber covers the blob then).
 func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.pt && !h.ptRefused.Swap(true) && h.n.m.pt.Swap(false) {
+		h.n.m.log.Error("files mount: the kernel did not take a passthrough handle; reading through this process from now on")
+	}
 	size := h.f.Info().Size
 	if off >= size {
 		return fuse.ReadResultData(nil), 0
@@ -104,7 +112,15 @@ func (h *readHandle) check(off, end int64) *checker {
 
 // Release implements fs.FileReleaser.
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {
-	h.n.closeRead(h)
+	if h.pt {
+		h.n.closePassthrough()
+		if h.ptRefused.Load() {
+			// Its reads went through the page cache behind the books.
+			go h.n.NotifyContent(0, 0)
+		}
+	} else {
+		h.n.closeRead(h)
+	}
 	h.mu.Lock()
 	if h.checker != nil {
 		h.checker.stop()
@@ -118,7 +134,16 @@ func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 // through its writer's temp file.
 type sharedReader struct{ w *writeHandle }
 
-var _ gofs.FileReader = (*sharedReader)(nil)
+var (
+	_ gofs.FileReader   = (*sharedReader)(nil)
+	_ gofs.FileReleaser = (*sharedReader)(nil)
+)
+
+// Release implements fs.FileReleaser.
+func (r *sharedReader) Release(ctx context.Context) syscall.Errno {
+	r.w.n.closeDirect()
+	return 0
+}
 
 // Read implements fs.FileReader.
 func (r *sharedReader) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

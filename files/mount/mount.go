@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,6 +59,10 @@ type Config struct {
 	// before asking again; changes applied on this node invalidate them
 	// at once. If 0, 1 s.
 	CacheTimeout time.Duration
+	// NoPassthrough reads large files through this process even where the
+	// kernel offers FUSE passthrough (passthrough.go), as on kernels
+	// before 6.9.
+	NoPassthrough bool
 }
 
 // Status is the state of the mount, for /_cohort/status.
@@ -73,6 +78,14 @@ type Status struct {
 	// LeaseHolders, on the leader, is how many followers hold an apply
 	// lease: files writes wait for them to apply.
 	LeaseHolders int `json:"lease_holders,omitempty"`
+	// Passthrough says whether the kernel reads large files' blobs itself
+	// (FUSE passthrough, kernel 6.9 and root) instead of through cohort.
+	Passthrough bool `json:"passthrough"`
+	// PassthroughOpens counts the read handles the kernel read itself;
+	// InodeSwaps the names given a new inode so that an open could not
+	// conflict with the passthrough handles of the old one.
+	PassthroughOpens uint64 `json:"passthrough_opens"`
+	InodeSwaps       uint64 `json:"inode_swaps"`
 }
 
 // Mount is the shared files tree mounted as a FUSE file system.
@@ -88,6 +101,9 @@ type Mount struct {
 	temps tempPool
 	// life ends at Close; the stagers of open handles stop with it.
 	life context.Context
+	// pt: read handles of large files may be passthrough (passthrough.go).
+	pt               atomic.Bool
+	ptOpens, ptSwaps atomic.Uint64
 
 	mu      sync.Mutex
 	server  *fuse.Server
@@ -235,6 +251,7 @@ func (m *Mount) Start(ctx context.Context) error {
 		return m.err
 	}
 	m.server, m.err = server, nil
+	m.pt.Store(!m.cfg.NoPassthrough && probePassthrough(server, m.cfg.TempDir, m.log))
 	raiseReadahead(m.cfg.Dir, m.log)
 	m.watchWG.Add(1)
 	go func() {
@@ -285,7 +302,8 @@ func (m *Mount) Fail(err error) {
 func (m *Mount) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := Status{Dir: m.cfg.Dir, Mounted: m.server != nil}
+	st := Status{Dir: m.cfg.Dir, Mounted: m.server != nil, Passthrough: m.pt.Load(),
+		PassthroughOpens: m.ptOpens.Load(), InodeSwaps: m.ptSwaps.Load()}
 	st.ApplyLease, st.LeaseHolders = m.store.LeaseStatus()
 	if m.err != nil {
 		st.Error = m.err.Error()

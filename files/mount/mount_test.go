@@ -74,6 +74,112 @@ func TestMount(t *testing.T) {
 		}
 	})
 
+	t.Run("large files read in passthrough keep their version", func(t *testing.T) {
+		// Where the kernel offers passthrough, it reads a large file's
+		// blob itself; a writer, and a reader of a newer version, then
+		// get a new inode for the name (passthrough.go), while the old
+		// handles read on.
+		p := "pt.bin"
+		size := 5 << 20
+		v1, v2, v3 := version("pt-one", size), version("pt-two", size), version("pt-three", size+1)
+		writeFile(t, filepath.Join(a, p), v1)
+		n3 := c.Node("n3").Node().FilesMount()
+		before := n3.Status()
+		r1, err := os.Open(filepath.Join(cc, p))
+		must(t, err)
+		defer r1.Close()
+		head := make([]byte, 1<<20)
+		_, err = io.ReadFull(r1, head)
+		must(t, err)
+		// A writer on the node that holds r1 open.
+		writeFile(t, filepath.Join(cc, p), v2)
+		r2, err := os.Open(filepath.Join(cc, p))
+		must(t, err)
+		defer r2.Close()
+		// A newer version written elsewhere, opened here while r2 is.
+		writeFile(t, filepath.Join(a, p), v3)
+		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+			fi, err := os.Stat(filepath.Join(cc, p))
+			return err == nil && fi.Size() == int64(len(v3)), fmt.Sprintf("n3 sees v3: %v", err)
+		})
+		if got := readFile(t, filepath.Join(cc, p)); !bytes.Equal(got, v3) {
+			t.Fatalf("a new reader on n3 read %d bytes that are not v3", len(got))
+		}
+		rest, err := io.ReadAll(r1)
+		must(t, err)
+		if got := append(head, rest...); !bytes.Equal(got, v1) {
+			t.Fatalf("the reader opened before the writes read %d bytes that are not v1", len(got))
+		}
+		if got, err := io.ReadAll(r2); err != nil || !bytes.Equal(got, v2) {
+			t.Fatalf("the reader opened after the first write read %d bytes that are not v2 (%v)", len(got), err)
+		}
+		after := n3.Status()
+		if !after.Passthrough {
+			t.Logf("no FUSE passthrough here (kernel before 6.9, or not root): the reads above went through cohort")
+			return
+		}
+		// r1 is passthrough, so the writer's open swaps the inode; r2
+		// and the last reader are too unless the writer's release came
+		// late (the kernel sends it after close returns).
+		opens, swaps := after.PassthroughOpens-before.PassthroughOpens, after.InodeSwaps-before.InodeSwaps
+		t.Logf("passthrough opens %d, inode swaps %d", opens, swaps)
+		if opens < 1 || swaps < 1 {
+			t.Fatalf("passthrough opens %d, inode swaps %d; want at least 1 of each", opens, swaps)
+		}
+	})
+
+	t.Run("readers and writers of a large file on one node never fail", func(t *testing.T) {
+		// Passthrough readers and writers of one name, at once: every
+		// open succeeds (the kernel's retry after ESTALE lands on the new
+		// inode) and every read is one whole version.
+		p := filepath.Join(cc, "busy.bin")
+		size := 5 << 20
+		writeFile(t, p, version("busy-0", size))
+		before := c.Node("n3").Node().FilesMount().Status()
+		var readers, writers sync.WaitGroup
+		errs := make(chan error, 8)
+		stop := make(chan struct{})
+		for r := range 3 {
+			readers.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					got, err := os.ReadFile(p)
+					if err != nil {
+						errs <- fmt.Errorf("reader %d: %w", r, err)
+						return
+					}
+					if !whole(got, size) {
+						errs <- fmt.Errorf("reader %d read %d bytes, not one whole version", r, len(got))
+						return
+					}
+				}
+			})
+		}
+		for w := range 2 {
+			writers.Go(func() {
+				for i := range 8 {
+					if err := os.WriteFile(p, version(fmt.Sprintf("busy-%d-%d", w, i), size), 0o644); err != nil {
+						errs <- fmt.Errorf("writer %d, write %d: %w", w, i, err)
+						return
+					}
+				}
+			})
+		}
+		writers.Wait()
+		close(stop)
+		readers.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		after := c.Node("n3").Node().FilesMount().Status()
+		t.Logf("passthrough opens %d, inode swaps %d", after.PassthroughOpens-before.PassthroughOpens, after.InodeSwaps-before.InodeSwaps)
+	})
+
 	t.Run("handles of different content on one node never share pages", func(t *testing.T) {
 		// The kernel keeps one page cache per file, and a page read
 		// through one handle is served to every handle that reads it

@@ -49,6 +49,8 @@ type fileNode struct {
 	// cache is which version's bytes the kernel's page cache of the inode
 	// may hold (pagecache.go).
 	cache pageCache
+	// pt is the inode's passthrough handles (passthrough.go).
+	pt ptState
 }
 
 var (
@@ -285,6 +287,11 @@ func (d *dirNode) answer(ctx context.Context, name, p string, e files.Entry, out
 func (d *dirNode) fileChild(ctx context.Context, name string, in files.Info, out *fuse.Attr) *gofs.Inode {
 	if ch := d.GetChild(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok {
+			if next := fn.successor(ctx, &d.Inode, in); next != nil {
+				// Its passthrough handles keep it; the name gets a new
+				// inode (passthrough.go).
+				ch, fn = next, next.Operations().(*fileNode)
+			}
 			fn.observe(in)
 			fn.attr(out)
 			return ch
@@ -428,6 +435,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	perm := fs.FileMode(mode).Perm()
 	cur, _ := d.m.store.Local(p)
 	fn := &fileNode{m: d.m}
+	fn.pt.tainted = true // its first handle is a writer
 	var w *writeHandle
 	switch {
 	case flags&syscall.O_EXCL != 0:
@@ -783,10 +791,11 @@ func (fn *fileNode) commitWriters(ctx context.Context) syscall.Errno {
 
 // writer returns an open writer of the file, a dirty one if any.
 func (fn *fileNode) writer() *writeHandle {
-	fn.mu.Lock()
-	defer fn.mu.Unlock()
+	// Not under fn.mu: a handle's mu comes first (commit holds it while it
+	// records the new version on the node), and taking it under fn.mu
+	// deadlocked a GETATTR with a close of the same file.
 	var w *writeHandle
-	for h := range fn.writers {
+	for _, h := range fn.allWriters() {
 		if w == nil || h.isDirty() {
 			w = h
 		}
@@ -960,8 +969,14 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if fn.isPending() {
 		// Created here and not closed yet: a reader on this node reads
 		// what the writer wrote so far; another writer starts empty.
+		if errno := fn.openOther(callerPid(ctx), flags&syscall.O_ACCMODE != syscall.O_RDONLY); errno != 0 {
+			return nil, 0, errno
+		}
 		if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 			if w := fn.writer(); w != nil {
+				fn.mu.Lock()
+				fn.pt.direct++
+				fn.mu.Unlock()
 				return &sharedReader{w: w}, directOpen, 0
 			}
 		}
@@ -981,9 +996,20 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 			return nil, 0, fn.m.openErrno(ctx, p, err)
 		}
 		fn.observe(f.Info())
+		pt, errno := fn.openPassthrough(callerPid(ctx), f)
+		if errno != 0 {
+			f.Close()
+			return nil, 0, errno
+		}
 		fn.refreshKernel(f.Info().Version)
-		h := &readHandle{n: fn, f: f}
+		h := &readHandle{n: fn, f: f, pt: pt}
+		if pt {
+			return ptHandle{h}, 0, 0
+		}
 		return h, fn.openRead(h), 0
+	}
+	if errno := fn.openOther(callerPid(ctx), true); errno != 0 {
+		return nil, 0, errno
 	}
 	cctx, cancel := fn.m.commitCtx()
 	defer cancel()

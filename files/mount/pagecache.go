@@ -32,8 +32,9 @@ import (
 // a write handle and any mapping of a direct handle go through the inode's
 // cache (so pages are not trusted across opens after a write), and a cached
 // handle's reads stop at the size the kernel holds for the inode, which a
-// writer on this node moves (so a reader opened while a writer holds
-// uncommitted content is direct).
+// writer on this node moves (so a reader opened while a writer is open is
+// direct, and a writer that opens while cached readers are takes a new
+// inode, passthrough.go).
 type pageCache struct {
 	ver  uint64 // the version whose bytes the cache may hold; 0: none known
 	good bool   // every byte the cache may hold is ver's and passed its hash
@@ -53,13 +54,18 @@ const (
 // the page cache and returns its open flags.
 func (fn *fileNode) openRead(h *readHandle) uint32 {
 	v := h.f.Info().Version
-	writing := fn.writing()
 	fn.mu.Lock()
 	defer fn.mu.Unlock()
 	pc := &fn.cache
-	if writing || (len(pc.readers) > 0 && pc.ver != v) {
+	if len(fn.writers) > 0 || (len(pc.readers) > 0 && pc.ver != v) || fn.retrying() {
 		// Another version's pages are in use, or a writer on this node
-		// moved the kernel's size.
+		// moves the size the kernel holds for the inode (a cached read
+		// stops there): the writer may not have written yet, or may be
+		// closed and its release not come yet. A writer that opens while
+		// cached readers are open takes a new inode instead (openOther),
+		// so the two never share one; nor while a retry is expected
+		// (passthrough.go).
+		fn.pt.direct++
 		return directOpen
 	}
 	var flags uint32
@@ -123,6 +129,7 @@ func (fn *fileNode) readCorrupt(h *readHandle) {
 // closeRead forgets read handle h.
 func (fn *fileNode) closeRead(h *readHandle) {
 	if !h.cached {
+		fn.closeDirect()
 		return
 	}
 	fn.mu.Lock()
@@ -137,16 +144,4 @@ func (fn *fileNode) written() {
 	fn.mu.Lock()
 	fn.cache.good = false
 	fn.mu.Unlock()
-}
-
-// writing reports whether a write handle on this node holds content not
-// committed yet. Its size is the one the kernel holds for the inode (an
-// O_TRUNC open sets it to 0), and a cached read stops there.
-func (fn *fileNode) writing() bool {
-	for _, w := range fn.allWriters() {
-		if w.isDirty() {
-			return true
-		}
-	}
-	return false
 }
