@@ -10,8 +10,9 @@
 // its errors into errno values, the temp files of handles open for writing,
 // the invalidation of the kernel's caches when a change is applied on this
 // node, which version's pages the kernel's page cache of a file may hold
-// (pagecache.go), and the hash check of a large file while it is read
-// (readcheck.go).
+// (pagecache.go), the hash check of a large file while it is read
+// (readcheck.go), and FUSE passthrough of known good large files, with a
+// new inode for an open that conflicts with it (passthrough.go).
 //
 // It does not own: the replicated manifest, the blobs and their
 // replication (package files), flags (config) or the wiring and readiness
