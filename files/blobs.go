@@ -163,11 +163,8 @@ func (b *blobStore) ingest(ctx context.Context, r io.Reader, o ingestOpts) (res 
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return res, fmt.Errorf("publish blob: %w", err)
 	}
-	if f, err := os.Open(dst); err == nil {
-		// Stamped after the rename, which sets the change time.
-		b.good.markFile(sum, f)
-		f.Close()
-	}
+	// Stamped after the rename, which sets the change time.
+	b.good.markPath(sum, dst, n)
 	if err := b.dirs.sync(filepath.Dir(dst)); err != nil {
 		return res, fmt.Errorf("fsync blob dir: %w", err)
 	}

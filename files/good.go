@@ -33,7 +33,12 @@ func stampOf(f *os.File) (stamp, bool) {
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 		return stamp{}, false
 	}
-	return stamp{dev: st.Dev, ino: st.Ino, size: st.Size, ctime: st.Ctim, mtime: st.Mtim}, true
+	return stampOfStat(&st), true
+}
+
+// stampOfStat returns the stamp in a stat result.
+func stampOfStat(st *syscall.Stat_t) stamp {
+	return stamp{dev: st.Dev, ino: st.Ino, size: st.Size, ctime: st.Ctim, mtime: st.Mtim}
 }
 
 // goodBlobs records the stamps of known good blobs.
@@ -50,21 +55,36 @@ func (g *goodBlobs) mark(sum string, st stamp) {
 	}
 }
 
-// markFile records blob sum from its open file.
-func (g *goodBlobs) markFile(sum string, f *os.File) {
-	if st, ok := stampOf(f); ok {
-		g.mark(sum, st)
+// markPath records blob sum from its file at path, unless the blob is too
+// small to be recorded (no system call then).
+func (g *goodBlobs) markPath(sum, path string, size int64) {
+	if size <= g.min {
+		return
 	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		g.mark(sum, stampOfStat(st))
+	}
+}
+
+// check reports whether blob sum, open as f, is known good, and f's
+// stamp (ok false when f could not be stat'ed).
+func (g *goodBlobs) check(sum string, f *os.File) (good bool, st stamp, ok bool) {
+	st, ok = stampOf(f)
+	if !ok {
+		return false, st, false
+	}
+	v, found := g.m.Load(sum)
+	return found && st == v.(stamp), st, true
 }
 
 // is reports whether blob sum, open as f, is known good.
 func (g *goodBlobs) is(sum string, f *os.File) bool {
-	v, ok := g.m.Load(sum)
-	if !ok {
-		return false
-	}
-	st, ok := stampOf(f)
-	return ok && st == v.(stamp)
+	good, _, _ := g.check(sum, f)
+	return good
 }
 
 // forget drops blob sum (found corrupt, moved aside or removed).

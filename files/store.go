@@ -640,8 +640,9 @@ func (s *Store) Open(ctx context.Context, path string) (*File, error) {
 		file := newFile(in, f, func() { s.reportCorrupt(sum) })
 		file.verified = in.Size <= s.cfg.VerifyBelow
 		if !file.verified {
-			file.good = s.blobs.good.is(sum, f)
-			if st, ok := stampOf(f); ok && !file.good {
+			good, st, ok := s.blobs.good.check(sum, f)
+			file.good = good
+			if ok && !good {
 				file.checked = func() { s.blobs.good.mark(sum, st) }
 			}
 		}
