@@ -104,6 +104,9 @@ type Mount struct {
 	// pt: read handles of large files may be passthrough (passthrough.go).
 	pt               atomic.Bool
 	ptOpens, ptSwaps atomic.Uint64
+	// retries are the callers told ESTALE, whose open the kernel retries
+	// (passthrough.go).
+	retries retries
 
 	mu      sync.Mutex
 	server  *fuse.Server

@@ -41,6 +41,10 @@ type fileNode struct {
 	mu      sync.Mutex
 	info    files.Info // the last committed version seen
 	writers map[*writeHandle]struct{}
+	// opening counts the writers past openOther and not registered in
+	// writers yet (openWriter): they count as writers from that check on,
+	// or a reader could open cached or passthrough in between.
+	opening int
 	// pending is a file created here (without O_EXCL) whose first version
 	// is not committed yet: it exists on this node only, until a close.
 	pending bool
@@ -287,17 +291,19 @@ func (d *dirNode) answer(ctx context.Context, name, p string, e files.Entry, out
 func (d *dirNode) fileChild(ctx context.Context, name string, in files.Info, out *fuse.Attr) *gofs.Inode {
 	if ch := d.GetChild(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok {
-			if next := fn.successor(ctx, &d.Inode, in); next != nil {
+			if next := fn.successor(ctx, &d.Inode, name, in); next != nil {
 				// Its passthrough handles keep it; the name gets a new
 				// inode (passthrough.go).
 				ch, fn = next, next.Operations().(*fileNode)
 			}
+			fn.placed(&d.Inode, name)
 			fn.observe(in)
 			fn.attr(out)
 			return ch
 		}
 	}
 	fn := &fileNode{m: d.m, info: in}
+	fn.pt.dir, fn.pt.name = &d.Inode, name
 	fn.attr(out)
 	return d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
 }
@@ -436,6 +442,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	cur, _ := d.m.store.Local(p)
 	fn := &fileNode{m: d.m}
 	fn.pt.tainted = true // its first handle is a writer
+	fn.pt.dir, fn.pt.name = &d.Inode, name
 	var w *writeHandle
 	switch {
 	case flags&syscall.O_EXCL != 0:
@@ -962,17 +969,21 @@ func (fn *fileNode) setAttr(ctx context.Context, p string, setMode bool, mode fs
 // catches up with the leader); a writer gets a private temp copy that is
 // committed at close or fsync.
 func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	p, ok := fn.m.pathOf(&fn.Inode)
 	if !ok {
-		return nil, 0, syscall.ESTALE
+		return nil, 0, fn.detached(callerPid(ctx))
 	}
 	if fn.isPending() {
 		// Created here and not closed yet: a reader on this node reads
 		// what the writer wrote so far; another writer starts empty.
-		if errno := fn.openOther(callerPid(ctx), flags&syscall.O_ACCMODE != syscall.O_RDONLY); errno != 0 {
+		if errno := fn.openOther(callerPid(ctx), write); errno != 0 {
 			return nil, 0, errno
 		}
-		if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		if write {
+			defer fn.opened()
+		}
+		if !write {
 			if w := fn.writer(); w != nil {
 				fn.mu.Lock()
 				fn.pt.direct++
@@ -990,7 +1001,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		return w, directOpen, 0
 	}
 	fn.m.catchUp(ctx)
-	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+	if !write {
 		f, err := fn.m.store.Open(ctx, p)
 		if err != nil {
 			return nil, 0, fn.m.openErrno(ctx, p, err)
@@ -1011,6 +1022,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if errno := fn.openOther(callerPid(ctx), true); errno != 0 {
 		return nil, 0, errno
 	}
+	defer fn.opened()
 	cctx, cancel := fn.m.commitCtx()
 	defer cancel()
 	cur, err := fn.m.store.Stat(cctx, p)

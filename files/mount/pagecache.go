@@ -57,7 +57,7 @@ func (fn *fileNode) openRead(h *readHandle) uint32 {
 	fn.mu.Lock()
 	defer fn.mu.Unlock()
 	pc := &fn.cache
-	if len(fn.writers) > 0 || (len(pc.readers) > 0 && pc.ver != v) || fn.retrying() {
+	if fn.writing() || (len(pc.readers) > 0 && pc.ver != v) || fn.retrying() {
 		// Another version's pages are in use, or a writer on this node
 		// moves the size the kernel holds for the inode (a cached read
 		// stops there): the writer may not have written yet, or may be

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,10 +38,16 @@ import (
 //     its passthrough readers, each reading the version it opened, as on
 //     any inode here; it is out of the tree, and what is done by name goes
 //     to the new one.
-//   - The kernel retries once. So a caller told ESTALE is expected on the
-//     inode its retry finds (ptState.retriers); until it came (or ptRetry
-//     passed) no other caller gets a passthrough or cached read handle
-//     there, and the retry opens whatever it can: it does not fail again.
+//   - The kernel retries once, and a retry must not fail again. So a
+//     caller told ESTALE is recorded with the name it opened (retries,
+//     kept by name, not by inode: the kernel forgets the inode a
+//     revalidating lookup answered before it looks the name up again, and
+//     go-fuse drops a forgotten inode from the tree, so the retry may reach
+//     an inode made after the refusal). The inode the name leads to then
+//     is superseded if passthrough or cached read handles are open on it;
+//     until the retry came (or ptRetry passed) no caller gets such a
+//     handle on an inode of that name, so nothing there refuses or
+//     supersedes, and the retry opens whatever it can.
 type ptState struct {
 	n   int    // passthrough handles open
 	sum string // the blob they read (the kernel's backing file); kept
@@ -61,19 +68,60 @@ type ptState struct {
 	// before go-fuse does, so the two kinds never share an inode: the
 	// first passthrough reader of a tainted inode takes a new one.
 	tainted bool
-	// retriers are the callers told ESTALE whose retry is expected here
-	// (on a superseded inode: on its successor, which takes them over).
-	// Their retry must not fail again, so while one is expected no other
-	// caller gets a passthrough or cached handle here, and the retry
-	// itself opens whatever it can.
-	retriers map[uint32]retrier
+	// dir and name are where the inode was last answered: an inode out of
+	// the tree has no parent to ask.
+	dir  *gofs.Inode
+	name string
 }
 
-// retrier is a caller expected to retry an open (ptState.retriers).
-type retrier struct {
-	at    time.Time
-	write bool   // a writer, else a reader of sum
-	sum   string // the blob the reader opens
+// retries are the callers told ESTALE whose retry is expected, by thread
+// id (the kernel retries within the same system call, on the same
+// thread). A leaf lock: taken under a fileNode's mu, never the other way.
+type retries struct {
+	mu sync.Mutex
+	by map[uint32]retry
+}
+
+// retry is a caller expected to open name in dir again.
+type retry struct {
+	at   time.Time
+	dir  *gofs.Inode
+	name string
+}
+
+// expect records that caller pid retries an open of name in dir.
+func (rs *retries) expect(pid uint32, dir *gofs.Inode, name string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.by == nil {
+		rs.by = make(map[uint32]retry)
+	}
+	rs.by[pid] = retry{at: time.Now(), dir: dir, name: name}
+}
+
+// check reports whether caller pid is expected to retry an open and how
+// many others are expected to open name in dir; it forgets the stale.
+func (rs *retries) check(pid uint32, dir *gofs.Inode, name string) (mine bool, others int) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for p, r := range rs.by {
+		switch {
+		case time.Since(r.at) > ptRetry:
+			delete(rs.by, p)
+		case p == pid:
+			mine = true
+		case r.dir == dir && r.name == name:
+			others++
+		}
+	}
+	return mine, others
+}
+
+// done forgets caller pid's retry: its open succeeded.
+func (rs *retries) done(pid uint32) {
+	rs.mu.Lock()
+	delete(rs.by, pid)
+	rs.mu.Unlock()
 }
 
 // ptMin is the smallest file read through passthrough: above the size the
@@ -113,41 +161,42 @@ func probePassthrough(server *fuse.Server, dir string, log *slog.Logger) bool {
 // and the kernel retries on a new one.
 func (fn *fileNode) openPassthrough(pid uint32, f *files.File) (bool, syscall.Errno) {
 	fn.mu.Lock()
-	defer fn.mu.Unlock()
 	pt := &fn.pt
 	sum := f.Info().SHA256
-	me := retrier{at: time.Now(), sum: sum}
 	if pt.superseded {
-		return false, fn.refuse(pid, me)
+		return false, fn.refuse(pid)
 	}
 	mine, others := fn.expected(pid)
 	if pt.n > 0 {
 		if pt.sum != sum {
-			return false, fn.refuse(pid, me)
+			return false, fn.refuse(pid)
 		}
 		// The kernel reads the backing file of the first handle, which
 		// was known good at its open.
 		pt.n++
+		fn.mu.Unlock()
 		fn.m.ptOpens.Add(1)
-		delete(pt.retriers, pid)
+		fn.m.retries.done(pid)
 		return true, 0
 	}
 	eligible := fn.m.pt.Load() && f.Info().Size >= ptMin && f.Good() && !fn.pending && others == 0 &&
-		len(fn.writers) == 0 && len(fn.cache.readers) == 0 && pt.direct == 0
+		!fn.writing() && len(fn.cache.readers) == 0 && pt.direct == 0
 	switch {
 	case eligible && !pt.tainted && (pt.sum == "" || pt.sum == sum):
 		pt.n, pt.sum = 1, sum
+		fn.mu.Unlock()
 		fn.m.ptOpens.Add(1)
-		delete(pt.retriers, pid)
+		fn.m.retries.done(pid)
 		return true, 0
 	case eligible && !mine:
 		// Read through us before, or in passthrough of another blob,
 		// which go-fuse may still hand out (it drops a backing file only
 		// after the handle's Release): a new inode.
-		return false, fn.refuse(pid, me)
+		return false, fn.refuse(pid)
 	}
 	pt.tainted = true
-	delete(pt.retriers, pid)
+	fn.mu.Unlock()
+	fn.m.retries.done(pid)
 	return false, 0
 }
 
@@ -160,83 +209,113 @@ func (fn *fileNode) openPassthrough(pid uint32, f *files.File) (bool, syscall.Er
 // kernel holds for the inode, and a cached read stops there, so such a
 // reader would see a partial file. A writer never moves to a new inode
 // away from another writer: that one's content would not be found by name
-// at its close.
+// at its close. While a retry is expected on the name, a writer stays on
+// an inode read in passthrough before (makeRoom counts on it). A writer
+// let in counts as one from here (opening) until opened is called.
 func (fn *fileNode) openOther(pid uint32, write bool) syscall.Errno {
 	fn.mu.Lock()
-	defer fn.mu.Unlock()
 	pt := &fn.pt
-	me := retrier{at: time.Now(), write: true}
-	mine, _ := fn.expected(pid)
+	mine, others := fn.expected(pid)
 	if pt.superseded || pt.n > 0 ||
-		(write && !mine && len(fn.writers) == 0 && (pt.sum != "" || len(fn.cache.readers) > 0)) {
-		return fn.refuse(pid, me)
+		(write && !mine && !fn.writing() && (len(fn.cache.readers) > 0 || (pt.sum != "" && others == 0))) {
+		return fn.refuse(pid)
 	}
 	pt.tainted = true
-	delete(pt.retriers, pid)
+	if write {
+		fn.opening++
+	}
+	fn.mu.Unlock()
+	fn.m.retries.done(pid)
 	return 0
 }
 
-// expected reports whether caller pid is expected to retry here and how
-// many others are (fn.mu held); it forgets the stale ones.
-func (fn *fileNode) expected(pid uint32) (mine bool, others int) {
-	for p, r := range fn.pt.retriers {
-		if time.Since(r.at) > ptRetry {
-			delete(fn.pt.retriers, p)
-		}
-	}
-	_, mine = fn.pt.retriers[pid]
-	others = len(fn.pt.retriers)
-	if mine {
-		others--
-	}
-	return mine, others
+// opened ends the reservation openOther made for a writer, which is
+// registered now or failed to open.
+func (fn *fileNode) opened() {
+	fn.mu.Lock()
+	fn.opening--
+	fn.mu.Unlock()
 }
 
-// refuse answers ESTALE to caller pid (fn.mu held): fn is superseded, and
-// pid is expected on the inode its retry will find (expect).
-func (fn *fileNode) refuse(pid uint32, r retrier) syscall.Errno {
+// writing reports whether a writer is open or opening (fn.mu held).
+func (fn *fileNode) writing() bool {
+	return len(fn.writers) > 0 || fn.opening > 0
+}
+
+// detached answers an open that reached an inode no longer in the tree (a
+// lookup answered another inode for its name, or it was removed or
+// renamed, while the caller walked to it): ESTALE, and the kernel retries
+// on what the name leads to now, which must take that retry.
+func (fn *fileNode) detached(pid uint32) syscall.Errno {
+	fn.mu.Lock()
+	return fn.refuse(pid)
+}
+
+// where returns the directory and name of the inode: where it is in the
+// tree, else where it was last answered (fn.mu held).
+func (fn *fileNode) where() (*gofs.Inode, string) {
+	if name, dir := fn.Parent(); dir != nil {
+		return dir, name
+	}
+	return fn.pt.dir, fn.pt.name
+}
+
+// placed records that the inode was answered for name in dir.
+func (fn *fileNode) placed(dir *gofs.Inode, name string) {
+	fn.mu.Lock()
+	fn.pt.dir, fn.pt.name = dir, name
+	fn.mu.Unlock()
+}
+
+// expected reports whether caller pid is expected to retry an open and
+// how many others are expected to open this name (fn.mu held).
+func (fn *fileNode) expected(pid uint32) (mine bool, others int) {
+	dir, name := fn.where()
+	return fn.m.retries.check(pid, dir, name)
+}
+
+// refuse answers ESTALE to caller pid and unlocks fn.mu: fn is
+// superseded, pid's retry is expected on its name, and the inode the name
+// leads to now is superseded too unless it can take the retry (makeRoom).
+func (fn *fileNode) refuse(pid uint32) syscall.Errno {
 	fn.pt.superseded = true
-	if next := fn.pt.next; next != nil {
-		next.Operations().(*fileNode).expect(pid, r)
-	} else {
-		fn.expectHere(pid, r)
+	dir, name := fn.where()
+	fn.m.retries.expect(pid, dir, name)
+	fn.mu.Unlock()
+	if dir != nil {
+		if d, ok := dir.Operations().(*dirNode); ok {
+			d.makeRoom(name)
+		}
 	}
 	return syscall.ESTALE
 }
 
-// expect records that caller pid will retry on this inode, or on its
-// successor when this one is superseded or cannot take the retry: a
-// writer, or a reader of another blob, where passthrough handles are
-// open, or a writer where cached readers are.
-func (fn *fileNode) expect(pid uint32, r retrier) {
-	fn.mu.Lock()
-	defer fn.mu.Unlock()
-	pt := &fn.pt
-	if !pt.superseded && pt.n > 0 && (r.write || r.sum != pt.sum) {
-		pt.superseded = true
+// makeRoom makes sure a retry of an open of name lands on an inode with
+// no passthrough or cached read handle open (so that nothing there refuses
+// or supersedes while the retry is expected): the inode the name leads to
+// is superseded otherwise, and the next lookup answers a new one. Never
+// one with writers (their content would not be found by name at close),
+// which cached readers and passthrough handles do not share an inode with.
+func (d *dirNode) makeRoom(name string) {
+	ch := d.GetChild(name)
+	if ch == nil {
+		return // the next lookup answers a new inode
 	}
-	if !pt.superseded && r.write && len(fn.cache.readers) > 0 && len(fn.writers) == 0 {
-		pt.superseded = true
-	}
-	if next := pt.next; pt.superseded && next != nil {
-		next.Operations().(*fileNode).expect(pid, r)
+	fn, ok := ch.Operations().(*fileNode)
+	if !ok {
 		return
 	}
-	fn.expectHere(pid, r)
-}
-
-// expectHere records retrier pid on fn (fn.mu held).
-func (fn *fileNode) expectHere(pid uint32, r retrier) {
-	if fn.pt.retriers == nil {
-		fn.pt.retriers = make(map[uint32]retrier)
+	fn.mu.Lock()
+	if (fn.pt.n > 0 || len(fn.cache.readers) > 0) && !fn.writing() {
+		fn.pt.superseded = true
 	}
-	fn.pt.retriers[pid] = r
+	fn.mu.Unlock()
 }
 
 // successor returns the inode that replaces superseded node fn under its
 // name (with version in), made by the first lookup that asks, or nil when
-// fn is not superseded. It takes over the callers expected to retry.
-func (fn *fileNode) successor(ctx context.Context, parent *gofs.Inode, in files.Info) *gofs.Inode {
+// fn is not superseded.
+func (fn *fileNode) successor(ctx context.Context, parent *gofs.Inode, name string, in files.Info) *gofs.Inode {
 	fn.mu.Lock()
 	if !fn.pt.superseded {
 		fn.mu.Unlock()
@@ -245,23 +324,21 @@ func (fn *fileNode) successor(ctx context.Context, parent *gofs.Inode, in files.
 	if fn.pt.next == nil {
 		fn.m.ptSwaps.Add(1)
 		next := &fileNode{m: fn.m, info: in}
-		fn.expected(0) // forget the stale
-		next.pt.retriers = fn.pt.retriers
-		fn.pt.retriers = nil
+		next.pt.dir, next.pt.name = parent, name
 		fn.pt.next = parent.NewInode(ctx, next, gofs.StableAttr{Mode: syscall.S_IFREG})
 	}
 	next := fn.pt.next
 	fn.mu.Unlock()
 	// The successor may be superseded too (the name may still lead to
 	// this inode): the last of the chain.
-	if last := next.Operations().(*fileNode).successor(ctx, parent, in); last != nil {
+	if last := next.Operations().(*fileNode).successor(ctx, parent, name, in); last != nil {
 		return last
 	}
 	return next
 }
 
-// retrying reports whether a caller is expected to retry an open here: no
-// cached read handle opens meanwhile (fn.mu held).
+// retrying reports whether a caller is expected to retry an open of the
+// name: no cached read handle opens meanwhile (fn.mu held).
 func (fn *fileNode) retrying() bool {
 	_, others := fn.expected(0)
 	return others > 0
