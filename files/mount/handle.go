@@ -414,7 +414,7 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 		return sumOf(w.tmp, size)
 	}
 	var sent *files.Info // the entry a commit with an unknown outcome was conditioned on
-	for attempt := 0; ; attempt++ {
+	for unknown := 0; ; {
 		cur, ok := m.store.Local(p)
 		live := ok && !cur.Deleted
 		if sent != nil {
@@ -453,11 +453,15 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 		} else {
 			info, err = m.put(ctx, p, func() io.Reader { return io.NewSectionReader(w.tmp, 0, size) }, o)
 		}
-		if errors.Is(err, files.ErrVersionMismatch) && attempt < 5 {
+		if errors.Is(err, files.ErrVersionMismatch) && ctx.Err() == nil {
+			// Another close landed after this one read the version: last
+			// close wins, so try again on the new one, however many
+			// writers commit meanwhile, for as long as a commit may take.
 			m.store.Barrier(ctx)
 			continue
 		}
-		if isUnknown(err) && attempt < maxAttempts {
+		if isUnknown(err) && unknown < maxAttempts {
+			unknown++
 			// Leadership changed in flight: the put may have landed. Find
 			// out (above); if it did not, the compare-and-set makes a
 			// second try safe.

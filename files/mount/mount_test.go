@@ -180,6 +180,43 @@ func TestMount(t *testing.T) {
 		t.Logf("passthrough opens %d, inode swaps %d", after.PassthroughOpens-before.PassthroughOpens, after.InodeSwaps-before.InodeSwaps)
 	})
 
+	t.Run("many writers of one file on every node all close", func(t *testing.T) {
+		// Last close wins: a close whose compare-and-set lost to another
+		// writer's commit tries again on the new version, however many
+		// commits came in between.
+		p := "contended.txt"
+		size := 1 << 10
+		var writers sync.WaitGroup
+		errs := make(chan error, 12)
+		for _, d := range []string{a, b, cc} {
+			for w := range 4 {
+				writers.Go(func() {
+					for i := range 6 {
+						tag := fmt.Sprintf("%s-%d-%d", filepath.Base(d), w, i)
+						if err := os.WriteFile(filepath.Join(d, p), version(tag, size), 0o644); err != nil {
+							errs <- fmt.Errorf("%s: %w", tag, err)
+							return
+						}
+					}
+				})
+			}
+		}
+		writers.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		want := readFile(t, filepath.Join(a, p))
+		if !whole(want, size) {
+			t.Fatalf("n1 reads %d bytes, not one whole version", len(want))
+		}
+		for _, d := range []string{b, cc} {
+			if got := readFile(t, filepath.Join(d, p)); !bytes.Equal(got, want) {
+				t.Errorf("%s reads %q…, n1 %q…", d, got[:16], want[:16])
+			}
+		}
+	})
+
 	t.Run("handles of different content on one node never share pages", func(t *testing.T) {
 		// The kernel keeps one page cache per file, and a page read
 		// through one handle is served to every handle that reads it
