@@ -225,6 +225,15 @@ func (fn *fileNode) openWriter(ctx context.Context, p string, cur files.Info, em
 	return w, 0
 }
 
+// markDirty makes the handle commit at its close even if nothing is
+// written through it. Under w.mu: the handle is registered on its node
+// already, where a GETATTR or SETATTR may look at it.
+func (w *writeHandle) markDirty() {
+	w.mu.Lock()
+	w.dirty = true
+	w.mu.Unlock()
+}
+
 func (w *writeHandle) isDirty() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()

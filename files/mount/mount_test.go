@@ -187,7 +187,7 @@ func TestMount(t *testing.T) {
 		p := "contended.txt"
 		size := 1 << 10
 		var writers sync.WaitGroup
-		errs := make(chan error, 12)
+		errs := make(chan error, 15)
 		for _, d := range []string{a, b, cc} {
 			for w := range 4 {
 				writers.Go(func() {
@@ -200,6 +200,23 @@ func TestMount(t *testing.T) {
 					}
 				})
 			}
+		}
+		// A chmod and a touch of the file from each node meanwhile go on
+		// whatever version is current (a setattr is a compare-and-set too).
+		for _, d := range []string{a, b, cc} {
+			writers.Go(func() {
+				for i := range 6 {
+					f := filepath.Join(d, p)
+					err := os.Chmod(f, fs.FileMode(0o640+i%2*4))
+					if err == nil {
+						err = os.Chtimes(f, time.Time{}, time.Now())
+					}
+					if err != nil && !errors.Is(err, fs.ErrNotExist) { // not created yet
+						errs <- fmt.Errorf("%s, setattr %d: %w", filepath.Base(d), i, err)
+						return
+					}
+				}
+			})
 		}
 		writers.Wait()
 		close(errs)

@@ -461,7 +461,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		fn.pending = true
 		w, errno = fn.openWriter(cctx, p, fn.info, true)
 		if w != nil {
-			w.dirty = true // even an empty new file is committed at close
+			w.markDirty() // even an empty new file is committed at close
 		}
 	}
 	if errno != 0 {
@@ -672,7 +672,7 @@ func (d *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 		cctx, cancel := d.m.commitCtx()
 		defer cancel()
 		var sent *files.Info // the marker a change with an unknown outcome was conditioned on
-		for attempt := 0; ; attempt++ {
+		for unknown := 0; ; {
 			cur, ok := d.m.store.Local(mp)
 			if sent != nil && !sameEntry(cur, *sent) {
 				break // landed (what came after is another's doing)
@@ -691,11 +691,13 @@ func (d *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 				}
 				_, err = d.m.put(cctx, mp, empty, files.WriteOptions{IfVersion: files.Version(0), Mode: m, SizeKnown: true, ModTime: mtime})
 			}
-			if errors.Is(err, files.ErrVersionMismatch) && attempt < 3 {
+			if errors.Is(err, files.ErrVersionMismatch) && cctx.Err() == nil {
+				// Changed meanwhile: again on the new version.
 				d.m.store.Barrier(cctx)
 				continue
 			}
-			if isUnknown(err) && attempt < maxAttempts {
+			if isUnknown(err) && unknown < maxAttempts {
+				unknown++
 				if serr := d.m.settle(cctx, "setattr", p, err); serr != nil {
 					return d.m.errno("setattr", p, serr)
 				}
@@ -930,7 +932,7 @@ func (fn *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Set
 // setAttr commits a mode and/or mtime, keeping the content.
 func (fn *fileNode) setAttr(ctx context.Context, p string, setMode bool, mode fs.FileMode, mtime time.Time) syscall.Errno {
 	var sent *files.Info // the version a change with an unknown outcome was conditioned on
-	for attempt := 0; ; attempt++ {
+	for unknown := 0; ; {
 		cur, ok := fn.m.store.Local(p)
 		if sent != nil && !sameEntry(cur, *sent) {
 			if ok && !cur.Deleted {
@@ -946,11 +948,15 @@ func (fn *fileNode) setAttr(ctx context.Context, p string, setMode bool, mode fs
 			m = mode
 		}
 		info, err := fn.m.store.SetAttr(ctx, cur, m, mtime)
-		if errors.Is(err, files.ErrVersionMismatch) && attempt < 3 {
+		if errors.Is(err, files.ErrVersionMismatch) && ctx.Err() == nil {
+			// The file changed after this node read its version (a close
+			// elsewhere): the mode or time goes on the new version, tried
+			// again for as long as the commit may take, as a close does.
 			fn.m.store.Barrier(ctx)
 			continue
 		}
-		if isUnknown(err) && attempt < maxAttempts {
+		if isUnknown(err) && unknown < maxAttempts {
+			unknown++
 			if serr := fn.m.settle(ctx, "setattr", p, err); serr != nil {
 				return fn.m.errno("setattr", p, serr)
 			}
@@ -997,7 +1003,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		if errno != 0 {
 			return nil, 0, errno
 		}
-		w.dirty = true
+		w.markDirty()
 		return w, directOpen, 0
 	}
 	fn.m.catchUp(ctx)
