@@ -988,8 +988,7 @@ func (fn *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		}
 		if write {
 			defer fn.opened()
-		}
-		if !write {
+		} else {
 			if w := fn.writer(); w != nil {
 				fn.mu.Lock()
 				fn.pt.direct++

@@ -176,7 +176,9 @@ func (fn *fileNode) openPassthrough(pid uint32, f *files.File) (bool, syscall.Er
 		pt.n++
 		fn.mu.Unlock()
 		fn.m.ptOpens.Add(1)
-		fn.m.retries.done(pid)
+		if mine {
+			fn.m.retries.done(pid)
+		}
 		return true, 0
 	}
 	eligible := fn.m.pt.Load() && f.Info().Size >= ptMin && f.Good() && !fn.pending && others == 0 &&
@@ -186,7 +188,9 @@ func (fn *fileNode) openPassthrough(pid uint32, f *files.File) (bool, syscall.Er
 		pt.n, pt.sum = 1, sum
 		fn.mu.Unlock()
 		fn.m.ptOpens.Add(1)
-		fn.m.retries.done(pid)
+		if mine {
+			fn.m.retries.done(pid)
+		}
 		return true, 0
 	case eligible && !mine:
 		// Read through us before, or in passthrough of another blob,
@@ -196,7 +200,9 @@ func (fn *fileNode) openPassthrough(pid uint32, f *files.File) (bool, syscall.Er
 	}
 	pt.tainted = true
 	fn.mu.Unlock()
-	fn.m.retries.done(pid)
+	if mine {
+		fn.m.retries.done(pid)
+	}
 	return false, 0
 }
 
@@ -225,7 +231,9 @@ func (fn *fileNode) openOther(pid uint32, write bool) syscall.Errno {
 		fn.opening++
 	}
 	fn.mu.Unlock()
-	fn.m.retries.done(pid)
+	if mine {
+		fn.m.retries.done(pid)
+	}
 	return 0
 }
 
