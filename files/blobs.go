@@ -187,39 +187,20 @@ func checkDeclared(got uint32, declared func() (string, uint32, error)) (string,
 	return sum, nil
 }
 
-// writeInline stores a small blob carried in the Raft log, without fsync:
-// the log is its durable copy until the next snapshot (see syncAll). It
-// reports whether it wrote anything.
-func (b *blobStore) writeInline(sum string, data []byte) (bool, error) {
-	dst := b.path(sum)
-	if _, err := os.Stat(dst); err == nil {
-		return false, nil
+// shard makes sure the directory of blob sum and the temp directory
+// exist (once per shard).
+func (b *blobStore) shard(sum string) error {
+	if _, made := b.made.Load(sum[:2]); made {
+		return nil
 	}
-	if _, made := b.made.Load(sum[:2]); !made {
-		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-			return false, err
-		}
-		if err := os.MkdirAll(filepath.Join(b.dir, "tmp"), 0o750); err != nil {
-			return false, err
-		}
-		b.made.Store(sum[:2], true)
+	if err := os.MkdirAll(filepath.Dir(b.path(sum)), 0o750); err != nil {
+		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Join(b.dir, "tmp"), "inline-*")
-	if err != nil {
-		return false, err
+	if err := os.MkdirAll(filepath.Join(b.dir, "tmp"), 0o750); err != nil {
+		return err
 	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return false, err
-	}
-	return true, nil
+	b.made.Store(sum[:2], true)
+	return nil
 }
 
 // syncAll fsyncs the given blobs (those still present) and their
