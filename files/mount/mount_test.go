@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -230,6 +231,67 @@ func TestMount(t *testing.T) {
 		for _, d := range []string{b, cc} {
 			if got := readFile(t, filepath.Join(d, p)); !bytes.Equal(got, want) {
 				t.Errorf("%s reads %q…, n1 %q…", d, got[:16], want[:16])
+			}
+		}
+	})
+
+	t.Run("renames and unlinks of a file rewritten on every node never fail", func(t *testing.T) {
+		// A rename or an unlink is a compare-and-set on the version this
+		// node sees; one that loses to another writer's close tries again
+		// on the new version, however many closes came in between.
+		p := "spinning.txt"
+		size := 1 << 10
+		var writers sync.WaitGroup
+		errs := make(chan error, 24)
+		for _, d := range []string{a, b, cc} {
+			for w := range 4 {
+				writers.Go(func() {
+					for i := range 8 {
+						tag := fmt.Sprintf("%s-%d-%d", filepath.Base(d), w, i)
+						err := os.WriteFile(filepath.Join(d, p), version(tag, size), 0o644)
+						if err != nil && !errors.Is(err, syscall.ESTALE) { // moved or removed while written
+							errs <- fmt.Errorf("%s: %w", tag, err)
+							return
+						}
+					}
+				})
+			}
+		}
+		for n, d := range []string{a, b, cc} {
+			writers.Go(func() {
+				for i := range 6 {
+					var err error
+					if i%2 == 0 {
+						err = os.Rename(filepath.Join(d, p), filepath.Join(d, fmt.Sprintf("spun-%d-%d.txt", n, i)))
+					} else {
+						err = os.Remove(filepath.Join(d, p))
+					}
+					if err != nil && !errors.Is(err, fs.ErrNotExist) { // none there at that moment
+						errs <- fmt.Errorf("%s, %s %d: %w", filepath.Base(d), map[bool]string{true: "rename", false: "unlink"}[i%2 == 0], i, err)
+						return
+					}
+				}
+			})
+		}
+		writers.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		ents, err := os.ReadDir(a)
+		must(t, err)
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), "spun-") && e.Name() != p {
+				continue
+			}
+			want := readFile(t, filepath.Join(a, e.Name()))
+			if !whole(want, size) {
+				t.Errorf("n1: %s holds %d bytes, not one whole version", e.Name(), len(want))
+			}
+			for _, d := range []string{b, cc} {
+				if got := readFile(t, filepath.Join(d, e.Name())); !bytes.Equal(got, want) {
+					t.Errorf("%s: %s differs from n1's", filepath.Base(d), e.Name())
+				}
 			}
 		}
 	})

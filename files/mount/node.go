@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"path"
@@ -506,7 +505,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	defer cancel()
 	mp := join(p, marker)
 	var sent *files.Info // the marker a removal with an unknown outcome was conditioned on
-	for attempt := 0; attempt < maxAttempts; attempt++ {
+	for unknown := 0; ; {
 		if sent != nil {
 			if cur, _ := d.m.store.Local(mp); !sameEntry(cur, *sent) {
 				return 0 // landed (what came after is another's doing)
@@ -530,9 +529,10 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		switch {
 		case err == nil:
 			return 0
-		case errors.Is(err, files.ErrVersionMismatch), errors.Is(err, files.ErrNotFound):
+		case (errors.Is(err, files.ErrVersionMismatch) || errors.Is(err, files.ErrNotFound)) && cctx.Err() == nil:
 			d.m.store.Barrier(cctx) // changed meanwhile: look again
-		case isUnknown(err):
+		case isUnknown(err) && unknown < maxAttempts:
+			unknown++
 			if serr := d.m.settle(cctx, "rmdir", p, err); serr != nil {
 				return d.m.errno("rmdir", p, serr)
 			}
@@ -541,7 +541,6 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 			return d.m.errno("rmdir", p, err)
 		}
 	}
-	return syscall.ENOTEMPTY // changed on every attempt
 }
 
 // Unlink removes a file (leaving a tombstone). A handle still open on it
@@ -616,7 +615,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 func (m *Mount) rename(ctx context.Context, src, dst string) syscall.Errno {
 	caughtUp := false
 	var sent *files.Info // the entry of src a rename with an unknown outcome was conditioned on
-	for attempt := 0; attempt < maxAttempts; attempt++ {
+	for unknown := 0; ; {
 		cur, _ := m.store.Local(src)
 		if sent != nil && !sameEntry(cur, *sent) {
 			return 0 // landed (what came after is another's doing)
@@ -633,10 +632,14 @@ func (m *Mount) rename(ctx context.Context, src, dst string) syscall.Errno {
 		switch {
 		case err == nil:
 			return 0
-		case errors.Is(err, files.ErrVersionMismatch), errors.Is(err, files.ErrNotFound):
-			m.store.Barrier(ctx) // a stale view, or src changed meanwhile
+		case (errors.Is(err, files.ErrVersionMismatch) || errors.Is(err, files.ErrNotFound)) && ctx.Err() == nil:
+			// A stale view, or src changed meanwhile (a close elsewhere):
+			// move the version there now, however many writers commit
+			// meanwhile, for as long as the commit may take.
+			m.store.Barrier(ctx)
 			caughtUp = true
-		case isUnknown(err):
+		case isUnknown(err) && unknown < maxAttempts:
+			unknown++
 			if serr := m.settle(ctx, "rename", dst, err); serr != nil {
 				return m.errno("rename", dst, serr)
 			}
@@ -645,7 +648,6 @@ func (m *Mount) rename(ctx context.Context, src, dst string) syscall.Errno {
 			return m.errno("rename", dst, err)
 		}
 	}
-	return m.errno("rename", dst, fmt.Errorf("%s changed on every one of %d attempts", src, maxAttempts))
 }
 
 // Getattr of a directory.

@@ -32,9 +32,11 @@ import (
 // Only when the cluster cannot be reached within the budget (or this node
 // is cut off from its quorum) does the operation fail with EIO.
 
-// maxAttempts bounds how often one operation sends its command again
-// (after a stale local view refused it, or after an outcome found not to
-// have landed).
+// maxAttempts bounds how often one operation sends its command again after
+// an outcome found not to have landed. A command refused because this
+// node's view was stale or the file changed meanwhile (a lost
+// compare-and-set) is sent again for as long as the operation's context
+// lives: last change wins, however many others land in between.
 const maxAttempts = 6
 
 // settle waits until this node's state tells the outcome of a command
@@ -62,7 +64,7 @@ func sameEntry(a, b files.Info) bool {
 func (m *Mount) remove(ctx context.Context, op, p string) syscall.Errno {
 	caughtUp := false
 	var sent *files.Info // the entry a removal with an unknown outcome was conditioned on
-	for attempt := 0; attempt < maxAttempts; attempt++ {
+	for unknown := 0; ; {
 		cur, _ := m.store.Local(p)
 		if sent != nil && !sameEntry(cur, *sent) {
 			return 0 // landed (or another removal did): the name is gone as asked
@@ -79,12 +81,14 @@ func (m *Mount) remove(ctx context.Context, op, p string) syscall.Errno {
 		switch {
 		case err == nil:
 			return 0
-		case errors.Is(err, files.ErrVersionMismatch), errors.Is(err, files.ErrNotFound):
-			// This node's view was behind, or the file changed meanwhile:
-			// remove what is there now.
+		case (errors.Is(err, files.ErrVersionMismatch) || errors.Is(err, files.ErrNotFound)) && ctx.Err() == nil:
+			// This node's view was behind, or the file changed meanwhile
+			// (a close elsewhere): remove what is there now, however many
+			// writers commit meanwhile, for as long as the commit may take.
 			m.store.Barrier(ctx)
 			caughtUp = true
-		case isUnknown(err):
+		case isUnknown(err) && unknown < maxAttempts:
+			unknown++
 			if serr := m.settle(ctx, op, p, err); serr != nil {
 				return m.errno(op, p, serr)
 			}
@@ -93,7 +97,6 @@ func (m *Mount) remove(ctx context.Context, op, p string) syscall.Errno {
 			return m.errno(op, p, err)
 		}
 	}
-	return m.errno(op, p, fmt.Errorf("%s changed on every one of %d attempts", p, maxAttempts))
 }
 
 // createEmpty commits an empty file at p on condition that no live file
