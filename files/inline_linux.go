@@ -5,17 +5,21 @@ package files
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// inlineSeq numbers the temp files of writeInline; with the process id it
-// makes their names unique without a random name and a retry.
-var inlineSeq atomic.Uint64
+// inlineSeq numbers the temp files of writeInline; with the process id
+// (inlinePrefix) it makes their names unique without a random name and a
+// retry.
+var (
+	inlineSeq    atomic.Uint64
+	inlinePrefix = "inline-" + strconv.Itoa(os.Getpid()) + "-"
+)
 
 // writeInline stores a small blob carried in the Raft log, without fsync:
 // the log is its durable copy until the next snapshot (see syncAll). It
@@ -25,8 +29,9 @@ var inlineSeq atomic.Uint64
 // system calls: create a temp file, write, close, and a rename that never
 // replaces a blob already there (renameat2 RENAME_NOREPLACE: the one there
 // has the same content and keeps its good-blob mark). Before, a stat of the
-// blob, os.CreateTemp (with the poller's registration attempt) and a plain
-// rename took a sixth of the CPU the three nodes spent on 4 KiB files
+// blob, os.CreateTemp (an open and four fcntl to set up an
+// *os.File) and os.Rename (an lstat of the target first) made ten; the
+// whole took a sixth of the CPU the three nodes spent on 4 KiB files
 // written through the mount (files/mount/DESIGN.md, Performance).
 func (b *blobStore) writeInline(sum string, data []byte) (bool, error) {
 	if err := b.shard(sum); err != nil {
@@ -55,7 +60,7 @@ func (b *blobStore) writeInline(sum string, data []byte) (bool, error) {
 // writeTemp creates a new file in dir holding data and returns its name.
 func writeTemp(dir string, data []byte) (string, error) {
 	for {
-		name := filepath.Join(dir, "inline-"+strconv.Itoa(syscall.Getpid())+"-"+strconv.FormatUint(inlineSeq.Add(1), 36))
+		name := filepath.Join(dir, inlinePrefix+strconv.FormatUint(inlineSeq.Add(1), 36))
 		fd, err := unix.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 		if errors.Is(err, unix.EEXIST) {
 			continue // left by an earlier process with the same id
