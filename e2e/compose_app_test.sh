@@ -57,7 +57,7 @@ source e2e/lib/compose.sh
 }
 e2e_init compose_app_test e2e-app COHORT_E2E_APP
 # scripts/app-image.sh installs the interpreters it copies when root; others need them.
-if [ "$EUID" -ne 0 ] && { ! command -v php >/dev/null 2>&1 || ! php -m 2>/dev/null | grep -qx redis ||
+if [ "$EUID" -ne 0 ] && { ! command -v php >/dev/null 2>&1 || ! grep -qx redis <<<"$(php -m 2>/dev/null)" ||
 	! /usr/bin/python3 -c 'import redis' >/dev/null 2>&1; }; then
 	[ -n "${CI:-}" ] && fail "php-cli, php-redis and python3-redis are needed to build the app images"
 	skip "php-cli, php-redis or python3-redis missing and not root to install them (apt-get install php-cli php-redis python3-redis)"

@@ -70,7 +70,7 @@ setpriv=$(command -v setpriv) || die "no setpriv (Debian's util-linux) on this h
 # runtime_files, which prints "source<TAB>destination" lines.
 case "$app" in
 php)
-	if ! command -v php >/dev/null 2>&1 || ! php -m 2>/dev/null | grep -qx redis; then
+	if ! command -v php >/dev/null 2>&1 || ! grep -qx redis <<<"$(php -m 2>/dev/null)"; then
 		log "installing php-cli and php-redis (apt)"
 		cohort_apt_install php-cli php-redis || die "need php-cli and php-redis: apt-get install php-cli php-redis (as root)"
 	fi
