@@ -372,6 +372,63 @@ func TestExpiryOnANodeThatAppliedLate(t *testing.T) {
 	}
 }
 
+// TestExpiryOnALeaseHolderThatAppliedLate: a follower cut off while a new
+// leader took over and committed an EX 2 write learns of that leader's
+// entries only once the partition heals, and holds an apply lease before
+// its first read of the key (another reader on the node wanted one: the
+// files mount, say). Its estimate of the new leader's clock rests on those
+// entries, stamped 1.5 s before it applied them, so it asks the leader
+// before it answers from its own state: the key reads as missing from
+// 2 s on. (CI once saw a node answer it 2.1 s after the write this way.)
+func TestExpiryOnALeaseHolderThatAppliedLate(t *testing.T) {
+	k := newKVCluster(t, 3)
+	leader := k.WaitLeader(t)
+	var late, next string
+	for _, id := range []string{"n1", "n2", "n3"} {
+		switch {
+		case id == leader.ID:
+		case late == "":
+			late = id
+		default:
+			next = id
+		}
+	}
+	k.Isolate(late)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	testcluster.WaitFor(t, 15*time.Second, func() (bool, string) {
+		err := k.Node(leader.ID).Node().Cluster().TransferLeadership(ctx, next)
+		return err == nil, fmt.Sprintf("transfer leadership to %s: %v", next, err)
+	})
+	testcluster.WaitFor(t, 15*time.Second, func() (bool, string) {
+		return k.Node(next).Node().Cluster().IsLeader(), next + " does not lead yet"
+	})
+	c := dial(t, k.redis[next])
+	doIdem(t, c, "SET", "late", "v", "EX", "2")
+	acked := time.Now()
+	c.Close()
+	<-time.After(1500 * time.Millisecond) // how late the node learns of the write is the point
+	k.Heal()
+	cl := k.Node(late).Node().Cluster()
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		return cl.LeaseHeld(), late + " holds no apply lease"
+	})
+	if d := time.Until(acked.Add(2100 * time.Millisecond)); d > 0 {
+		<-time.After(d) // the expiry instant itself is what this test is about
+	}
+	r := dial(t, k.redis[late])
+	defer r.Close()
+	var v any
+	var err error
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		v, err = r.Do("GET", "late")
+		return err == nil, fmt.Sprint(err)
+	})
+	if v != nil {
+		t.Fatalf("node %s, holding an apply lease after it applied the write late, answered %q %s after an EX 2 write was acknowledged", late, v, time.Since(acked))
+	}
+}
+
 // rawConn speaks raw bytes to a listener.
 func rawConn(t *testing.T, addr string) net.Conn {
 	t.Helper()

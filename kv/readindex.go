@@ -216,7 +216,7 @@ func (s *Store) askLeader(ctx context.Context, need uint64) (index, entryTerm, v
 		}
 	}
 	if a.Now != 0 {
-		s.clock.Observe(time.Unix(0, a.Now), a.Term)
+		s.clock.Report(time.Unix(0, a.Now), a.Term)
 	}
 	if a.Visible != noGate {
 		s.cluster.NoteVisible(a.Visible)

@@ -593,12 +593,19 @@ func (s *Store) localVisible(ctx context.Context, now int64) (visible uint64, ok
 		}
 		return s.cluster.VisibleIndex(), true, nil
 	}
-	if v, ok := s.cluster.LeaseVisible(); ok {
+	if v, ok := s.cluster.LeaseVisible(); ok && s.clock.Reported(clockReport) {
 		s.holderReads.Add(1)
 		return v, true, nil
 	}
 	return 0, false, nil
 }
+
+// clockReport is how recent the leader's last report of its clock must be
+// for a follower to read from its own state: expiry is judged by that
+// clock, and without a report the estimate may rest on entries applied
+// late (DESIGN.md, Expiry). A lease holder passes one read index every
+// clockReport while it reads.
+const clockReport = 5 * time.Second
 
 // awaitVisible waits until the entry at index is visible and returns the
 // visible index then: on the leader until every apply lease holder applied

@@ -27,8 +27,9 @@ const window = 10 * time.Second
 // (Lead), since it stamps entries with it. All methods are safe from any
 // goroutine.
 type Clock struct {
-	local  func() time.Time
-	offset atomic.Int64 // leader clock minus local clock, nanoseconds
+	local    func() time.Time
+	offset   atomic.Int64 // leader clock minus local clock, nanoseconds
+	reported atomic.Int64 // local time of the newest Report of term (0: none)
 
 	mu     sync.Mutex
 	term   uint64 // of the leader whose clock best is a bound of
@@ -55,16 +56,54 @@ func (c *Clock) Observe(leader time.Time, term uint64) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.observe(leader, term)
+}
+
+func (c *Clock) observe(leader time.Time, term uint64) (local int64, ok bool) {
 	if term != 0 && term < c.term {
-		return // an earlier leader's clock; a later one's is known
+		return 0, false // an earlier leader's clock; a later one's is known
 	}
-	local := c.local().UnixNano()
+	local = c.local().UnixNano()
 	sample := leader.UnixNano() - local
+	if term > c.term {
+		c.reported.Store(0) // of another leader
+	}
 	if term > c.term || !c.has || sample >= c.best || time.Duration(local-c.bestAt) > window {
 		c.best, c.bestAt, c.has = sample, local, true
 		c.term = max(c.term, term)
 		c.offset.Store(sample)
 	}
+	return local, true
+}
+
+// Report is Observe for a time the leader of term read from its clock and
+// sent here (a read index answer): unlike an entry's stamp, which a node
+// that learned of the entry late applies long after, it is low only by
+// the one-way trip. It also keeps the standing estimate, a bound of the
+// same leader's clock, from expiring for another window.
+func (c *Clock) Report(leader time.Time, term uint64) {
+	if leader.IsZero() || term == 0 {
+		c.Observe(leader, term)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if local, ok := c.observe(leader, term); ok && term == c.term {
+		c.bestAt = local
+		c.reported.Store(local)
+	}
+}
+
+// Reported reports whether the leader of the newest term known reported
+// its clock (Report) less than within ago: the estimate is then low by at
+// most that report's one-way trip. Without one, an estimate may rest on
+// the stamps of entries this node applied late (cut off while they
+// committed, or a new leader's first entries applied only after a
+// partition healed): a follower that answers reads without asking the
+// leader (an apply lease) asks it first then.
+func (c *Clock) Reported(within time.Duration) bool {
+	at := c.reported.Load()
+	return at != 0 && time.Duration(c.local().UnixNano()-at) <= within
 }
 
 // Lead makes the local clock the leader's: call it when this node becomes
@@ -78,6 +117,7 @@ func (c *Clock) Lead(term uint64) {
 		return
 	}
 	c.term, c.best, c.bestAt, c.has = term, 0, c.local().UnixNano(), true
+	c.reported.Store(c.bestAt) // its own clock, exactly
 	c.offset.Store(0)
 }
 

@@ -79,3 +79,59 @@ func TestEstimateFollowsTheTerm(t *testing.T) {
 		t.Fatalf("an older term's leadership moved the estimate by %v", got)
 	}
 }
+
+// TestReportedOnlyForTheLeadersOwnReport: entry stamps never count as a
+// report (a node may apply them long after they were stamped); a report
+// of the current leader does for its window of freshness, a newer term's
+// first stamp ends it, and a node that leads reports its own clock.
+func TestReportedOnlyForTheLeadersOwnReport(t *testing.T) {
+	local := time.Unix(1_000_000, 0)
+	c := New(func() time.Time { return local })
+	c.Observe(local.Add(-time.Millisecond), 2)
+	if c.Reported(time.Second) {
+		t.Fatal("an entry's stamp counted as the leader's report")
+	}
+	c.Report(local.Add(-time.Millisecond), 2)
+	if !c.Reported(time.Second) {
+		t.Fatal("the leader's report did not count")
+	}
+	local = local.Add(2 * time.Second)
+	if c.Reported(time.Second) {
+		t.Fatal("a report 2 s old counted as fresh within 1 s")
+	}
+	c.Report(local.Add(-time.Millisecond), 2)
+	// A new leader's first entry, applied 1.5 s after it was stamped:
+	// the estimate rests on it alone, so no report stands.
+	c.Observe(local.Add(-1500*time.Millisecond), 3)
+	if c.Reported(time.Second) {
+		t.Fatal("the previous leader's report still counted after a newer term's entry")
+	}
+	c.Report(local.Add(-time.Millisecond), 3)
+	if got := time.Duration(c.Now() - local.UnixNano()); got != -time.Millisecond || !c.Reported(time.Second) {
+		t.Fatalf("after the new leader's report: off by %v, reported %v; want -1ms, true", got, c.Reported(time.Second))
+	}
+	c.Report(local.Add(-time.Millisecond), 2) // an older term's answer, arriving late
+	if !c.Reported(time.Second) {
+		t.Fatal("an older term's report undid the current one")
+	}
+	c.Lead(4)
+	if !c.Reported(time.Second) {
+		t.Fatal("the leader's own clock did not count as reported")
+	}
+}
+
+// TestReportKeepsTheEstimateOfTheSameLeader: a report lower than the
+// standing estimate (a slower trip) keeps that estimate alive past its
+// window, so a late entry's stamp cannot replace it while reports come.
+func TestReportKeepsTheEstimateOfTheSameLeader(t *testing.T) {
+	local := time.Unix(1_000_000, 0)
+	c := New(func() time.Time { return local })
+	c.Observe(local.Add(-time.Millisecond), 2)
+	local = local.Add(window - time.Second)
+	c.Report(local.Add(-5*time.Millisecond), 2)
+	local = local.Add(2 * time.Second) // the entry's bound is older than the window now
+	c.Observe(local.Add(-1500*time.Millisecond), 2)
+	if got := time.Duration(c.Now() - local.UnixNano()); got != -time.Millisecond {
+		t.Fatalf("estimate off by %v; want -1ms (the standing bound)", got)
+	}
+}
