@@ -248,6 +248,16 @@ say "$cut_off is not ready while cut off"
 for id in "${majority[@]}"; do
 	wait_for 30 "$id stays ready with $cut_off gone" is_ready "$id"
 done
+# A POST that a majority node forwarded to the cut-off node (say, the owner of the
+# session) before it noticed it gone has been sent and may have run there: the front
+# answers 502 rather than run it twice. So the writes below wait until the majority
+# marked the node down, as a client that retries after such an answer would.
+sees_down() { # sees_down NODE: NODE's status marks $cut_off unhealthy
+	status_of "$1" | jq -e --arg id "$cut_off" '.members[] | select(.id == $id) | .healthy == false' >/dev/null 2>&1
+}
+for id in "${majority[@]}"; do
+	wait_for 30 "$id marks $cut_off down" sees_down "$id"
+done
 if [ -n "$demo" ]; then
 	c=$(counter "${majority[0]}" POST) || fail "$c"
 	count=$((count + 1))
