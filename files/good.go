@@ -3,7 +3,8 @@ package files
 import (
 	"os"
 	"sync"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // A blob is known good when this process hashed it, or received it from
@@ -24,21 +25,22 @@ import (
 type stamp struct {
 	dev, ino     uint64
 	size         int64
-	ctime, mtime syscall.Timespec
+	ctime, mtime unix.Timespec
 }
 
 // stampOf returns the stamp of an open file.
 func stampOf(f *os.File) (stamp, bool) {
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return stamp{}, false
 	}
 	return stampOfStat(&st), true
 }
 
-// stampOfStat returns the stamp in a stat result.
-func stampOfStat(st *syscall.Stat_t) stamp {
-	return stamp{dev: st.Dev, ino: st.Ino, size: st.Size, ctime: st.Ctim, mtime: st.Mtim}
+// stampOfStat returns the stamp in a stat result (the conversion is for
+// systems whose device numbers are narrower, such as macOS).
+func stampOfStat(st *unix.Stat_t) stamp {
+	return stamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, ctime: st.Ctim, mtime: st.Mtim} //nolint:unconvert
 }
 
 // goodBlobs records the stamps of known good blobs.
@@ -61,13 +63,11 @@ func (g *goodBlobs) markPath(sum, path string, size int64) {
 	if size <= g.min {
 		return
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
 		return
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		g.mark(sum, stampOfStat(st))
-	}
+	g.mark(sum, stampOfStat(&st))
 }
 
 // check reports whether blob sum, open as f, is known good, and f's

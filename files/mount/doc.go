@@ -18,6 +18,10 @@
 // replication (package files), flags (config) or the wiring and readiness
 // (node).
 //
+// The mount is Linux only; on other systems (mount_other.go) the package
+// builds so that the rest of cohort does, and Prepare and Start fail with
+// ErrNoFUSE.
+//
 // See DESIGN.md for the consistency model, how directories are
 // represented and what is not supported.
 package mount
