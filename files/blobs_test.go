@@ -253,3 +253,25 @@ func BenchmarkWriteInline(b *testing.B) {
 		}
 	}
 }
+
+// TestFetchOfAQueuedInlineBlob: a peer fetching the blob of a small file
+// that this node applied but has not written yet (the inline queue writes
+// it in the background) gets the content, not "blob not here".
+func TestFetchOfAQueuedInlineBlob(t *testing.T) {
+	b := newTestBlobs(t)
+	s := &Store{blobs: b, inline: newInlineQueue(b)}
+	content := []byte("a small file carried in the log")
+	sum := sha(content)
+	s.inline.pending[sum] = content // as add does while the writer runs
+
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/blobs/"+sum, nil)
+	req.SetPathValue("sum", sum)
+	s.handleFetch(rec, req)
+	if rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), content) {
+		t.Fatalf("fetch of a queued inline blob: %d %q", rec.Code, rec.Body.String())
+	}
+	if s.inline.queued(sum) || !b.has(sum) {
+		t.Fatalf("the fetch did not write the queued blob (queued %v, stored %v)", s.inline.queued(sum), b.has(sum))
+	}
+}

@@ -79,6 +79,10 @@ func (s *Store) handleFetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f, err := s.blobs.openBlob(sum)
+	if err != nil && s.inline.flush(sum) {
+		// a small file's blob applied here and not yet written
+		f, err = s.blobs.openBlob(sum)
+	}
 	if err != nil {
 		writeErr(w, http.StatusNotFound, "blob not here")
 		return
