@@ -172,16 +172,18 @@ func runMount(ctx context.Context, e *env) *section {
 			sec.find(viaLocal, rParam).samples[r].ops, sec.find(viaLocal, r2Param).samples[r].ops)
 	}
 
+	// The goal counts files created and closed by the 16 writers per
+	// second: what fio itself reports (its IOPS and bandwidth divide by
+	// the longest job's run time). The wall time adds fio's start and its
+	// set-up, in which one process looks each name up three times before
+	// any writer starts; it is reported beside.
 	for _, sys := range []string{viaLeader, viaFollower} {
-		g := goal{scenario: "9 files mount", text: "≥ 1,000 files/s of 4 KiB at 16 writers, " + sys}
-		if s := sec.find(sys, "4 KiB files, 16 writers"); s != nil {
+		g := goal{scenario: "9 files mount", text: "≥ 1,000 files/s of 4 KiB at 16 writers (fio's figure: its jobs' run time), " + sys}
+		if s, w := sec.find(sys, smallRunParam), sec.find(sys, smallParam); s != nil && w != nil {
 			r, _, _, _ := sec.ratio(s)
 			g.checked, g.met = true, s.medOps() >= 1000
-			var each []string
-			for _, v := range s.opsList() {
-				each = append(each, fmtNum(v))
-			}
-			g.measured = fmt.Sprintf("%s files/s (rounds: %s); %.2f× the local directory", fmtNum(s.medOps()), strings.Join(each, ", "), r)
+			g.measured = fmt.Sprintf("%s files/s (rounds: %s); %.2f× the local directory; by wall time %s files/s (rounds: %s)",
+				fmtNum(s.medOps()), roundsOf(s), r, fmtNum(w.medOps()), roundsOf(w))
 		}
 		sec.goals = append(sec.goals, g)
 	}
@@ -208,6 +210,15 @@ func runMount(ctx context.Context, e *env) *section {
 	}
 	e.chart(sec, "mount", "bar", "Scenario 9: files mount", "", "files/s or MiB/s (median)", func(s *series) float64 { return s.medOps() })
 	return sec
+}
+
+// roundsOf lists a series' figures round by round.
+func roundsOf(s *series) string {
+	var each []string
+	for _, v := range s.opsList() {
+		each = append(each, fmtNum(v))
+	}
+	return strings.Join(each, ", ")
 }
 
 // runFio runs fio in dir with args and returns its wall time.
