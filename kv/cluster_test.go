@@ -338,25 +338,37 @@ func TestExpiryAcrossLeaderChange(t *testing.T) {
 func TestExpiryOnANodeThatAppliedLate(t *testing.T) {
 	k := newKVCluster(t, 3)
 	leader := k.WaitLeader(t)
-	var late, via string
+	late, via := followersOf(leader.ID)
+	k.Isolate(late)
+	acked := setWhileCutOff(t, k, via)
+	expiredAfter(t, k, late, "late", acked, "which applied the write late")
+}
+
+// followersOf names the two nodes of a three-node cluster other than
+// leader.
+func followersOf(leader string) (string, string) {
+	var others []string
 	for _, id := range []string{"n1", "n2", "n3"} {
-		if id == leader.ID {
-			continue
-		}
-		if late == "" {
-			late = id
-		} else {
-			via = id
+		if id != leader {
+			others = append(others, id)
 		}
 	}
-	k.Isolate(late)
+	return others[0], others[1]
+}
+
+// setWhileCutOff writes "SET late v EX 2" through node via while a node is
+// isolated, keeps it isolated for 1.5 s more (how late that node learns
+// of the write is the point), heals the cluster and returns when the
+// write was acknowledged.
+func setWhileCutOff(t *testing.T, k *kvCluster, via string) time.Time {
+	t.Helper()
 	c := dial(t, k.redis[via])
 	doIdem(t, c, "SET", "late", "v", "EX", "2")
 	acked := time.Now()
 	c.Close()
-	<-time.After(1500 * time.Millisecond) // how late the node learns of the write is the point
+	<-time.After(1500 * time.Millisecond)
 	k.Heal()
-	expiredAfter(t, k, late, "late", acked, "which applied the write late")
+	return acked
 }
 
 // expiredAfter checks that node id answers key, written with EX 2 and
@@ -392,16 +404,7 @@ func expiredAfter(t *testing.T, k *kvCluster, id, key string, acked time.Time, w
 func TestExpiryOnALeaseHolderThatAppliedLate(t *testing.T) {
 	k := newKVCluster(t, 3)
 	leader := k.WaitLeader(t)
-	var late, next string
-	for _, id := range []string{"n1", "n2", "n3"} {
-		switch {
-		case id == leader.ID:
-		case late == "":
-			late = id
-		default:
-			next = id
-		}
-	}
+	late, next := followersOf(leader.ID)
 	k.Isolate(late)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -412,12 +415,7 @@ func TestExpiryOnALeaseHolderThatAppliedLate(t *testing.T) {
 	testcluster.WaitFor(t, 15*time.Second, func() (bool, string) {
 		return k.Node(next).Node().Cluster().IsLeader(), next + " does not lead yet"
 	})
-	c := dial(t, k.redis[next])
-	doIdem(t, c, "SET", "late", "v", "EX", "2")
-	acked := time.Now()
-	c.Close()
-	<-time.After(1500 * time.Millisecond) // how late the node learns of the write is the point
-	k.Heal()
+	acked := setWhileCutOff(t, k, next)
 	cl := k.Node(late).Node().Cluster()
 	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
 		return cl.LeaseHeld(), late + " holds no apply lease"

@@ -191,19 +191,7 @@ func TestMount(t *testing.T) {
 		size := 1 << 10
 		var writers sync.WaitGroup
 		errs := make(chan error, 15)
-		for _, d := range []string{a, b, cc} {
-			for w := range 4 {
-				writers.Go(func() {
-					for i := range 6 {
-						tag := fmt.Sprintf("%s-%d-%d", filepath.Base(d), w, i)
-						if err := os.WriteFile(filepath.Join(d, p), version(tag, size), 0o644); err != nil {
-							errs <- fmt.Errorf("%s: %w", tag, err)
-							return
-						}
-					}
-				})
-			}
-		}
+		rewriteEverywhere(&writers, errs, []string{a, b, cc}, p, size, 6, nil)
 		// A chmod and a touch of the file from each node meanwhile go on
 		// whatever version is current (a setattr is a compare-and-set too).
 		for _, d := range []string{a, b, cc} {
@@ -245,20 +233,9 @@ func TestMount(t *testing.T) {
 		size := 1 << 10
 		var writers sync.WaitGroup
 		errs := make(chan error, 24)
-		for _, d := range []string{a, b, cc} {
-			for w := range 4 {
-				writers.Go(func() {
-					for i := range 8 {
-						tag := fmt.Sprintf("%s-%d-%d", filepath.Base(d), w, i)
-						err := os.WriteFile(filepath.Join(d, p), version(tag, size), 0o644)
-						if err != nil && !errors.Is(err, syscall.ESTALE) { // moved or removed while written
-							errs <- fmt.Errorf("%s: %w", tag, err)
-							return
-						}
-					}
-				})
-			}
-		}
+		rewriteEverywhere(&writers, errs, []string{a, b, cc}, p, size, 8, func(err error) bool {
+			return errors.Is(err, syscall.ESTALE) // moved or removed while written
+		})
 		for n, d := range []string{a, b, cc} {
 			writers.Go(func() {
 				for i := range 6 {
@@ -1098,4 +1075,25 @@ func tree(t *testing.T, dir string) map[string]string {
 		return nil
 	}))
 	return out
+}
+
+// rewriteEverywhere starts four writers in each of dirs (the mounts of
+// different nodes), each writing file p whole, as one tagged version of
+// size bytes, rounds times. A writer stops at its first error that ok
+// (nil: none) does not accept, and sends it to errs.
+func rewriteEverywhere(writers *sync.WaitGroup, errs chan<- error, dirs []string, p string, size, rounds int, ok func(error) bool) {
+	for _, d := range dirs {
+		for w := range 4 {
+			writers.Go(func() {
+				for i := range rounds {
+					tag := fmt.Sprintf("%s-%d-%d", filepath.Base(d), w, i)
+					err := os.WriteFile(filepath.Join(d, p), version(tag, size), 0o644)
+					if err != nil && (ok == nil || !ok(err)) {
+						errs <- fmt.Errorf("%s: %w", tag, err)
+						return
+					}
+				}
+			})
+		}
+	}
 }
