@@ -110,7 +110,10 @@ func phpDo(cl *http.Client, p *proc, req *http.Request) (phpAnswer, error) {
 		return phpAnswer{}, err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return phpAnswer{}, fmt.Errorf("%s %s via %s: HTTP %d, answer cut short after %d bytes: %w", method, path, p.id, resp.StatusCode, len(b), err)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return phpAnswer{}, fmt.Errorf("%s %s via %s: HTTP %d: %s", method, path, p.id, resp.StatusCode, b)
 	}

@@ -8,9 +8,15 @@ $node = getenv('COHORT_NODE_ID') ?: 'standalone';
 $path = parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH);
 
 function json_out($v, int $code = 200): void {
+    $body = json_encode($v) . "\n";
     http_response_code($code);
     header('Content-Type: application/json');
-    echo json_encode($v), "\n";
+    // With its length, cohort's front reads an answer whole before it
+    // passes it on: if this node dies mid-answer, the request is retried
+    // on another node instead of reaching the client cut short
+    // (docs/front.md, Errors). php -S sends none of its own.
+    header('Content-Length: ' . strlen($body));
+    echo $body;
 }
 
 // Sessions: in cohort's replicated store when the node serves the Redis
